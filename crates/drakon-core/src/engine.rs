@@ -1,0 +1,857 @@
+//! The engine: every verb, the write path, and the fan-out task that carries committed changes to the hub.
+//!
+//! Write path (DESIGN §3.1): verb → route checks → typed validation → [`Store::write`] (row and change log in one
+//! transaction, then the committed changes go to the bus in commit order) → fan-out task → [`Hub`] → connection
+//! queues. Reads and subscriptions go through the same route rules, so a filter means the same thing everywhere.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use drakon_protocol::{
+    Action, Args, ChannelAction, ChannelData, ErrorBody, ErrorCode, ReplyContext, Request, State, encode_error,
+    encode_reply, model_channel_name,
+};
+use serde_json::{Map, Value as Json, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::filter::{Filter, FilterError, Lookup};
+use crate::hub::{ConnId, Hub, Remote, RouteView};
+use crate::limits;
+use crate::schema::{ChannelRoute, FieldType, Model, ModelRoute, RouteKind, Schema, Verb};
+use crate::store::{BusMessage, Change, ChangeSink, OrderBy, Row, Store, StoreError, WriteOp, row_to_json};
+use crate::value::Value;
+
+/// An error a verb reports to its client: a stable code, a message saying what to do, and per-field messages.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct VerbError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub fields: Option<Map<String, Json>>,
+}
+
+impl VerbError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> VerbError {
+        VerbError { code, message: message.into(), fields: None }
+    }
+
+    /// An error about named fields: `fields` maps each field to its messages.
+    pub fn fields(code: ErrorCode, message: impl Into<String>, fields: BTreeMap<String, Vec<String>>) -> VerbError {
+        let fields = fields.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        VerbError { code, message: message.into(), fields: Some(fields) }
+    }
+
+    fn body(&self) -> ErrorBody {
+        ErrorBody { code: self.code, message: self.message.clone(), fields: self.fields.clone() }
+    }
+}
+
+impl From<FilterError> for VerbError {
+    fn from(e: FilterError) -> VerbError {
+        let mut fields = BTreeMap::new();
+        if !e.key.is_empty() {
+            fields.insert(e.key.clone(), vec![e.message.clone()]);
+        }
+        let message = if e.key.is_empty() { e.message } else { format!("filter `{}`: {}", e.key, e.message) };
+        VerbError {
+            fields: (!fields.is_empty()).then(|| fields.into_iter().map(|(k, v)| (k, json!(v))).collect()),
+            ..VerbError::new(e.code, message)
+        }
+    }
+}
+
+impl From<StoreError> for VerbError {
+    fn from(e: StoreError) -> VerbError {
+        let one = |field: &str, message: String| BTreeMap::from([(field.to_owned(), vec![message])]);
+        match &e {
+            StoreError::NotFound { .. } => VerbError::new(ErrorCode::NotFound, e.to_string()),
+            StoreError::Unique { field, .. } => {
+                VerbError::fields(ErrorCode::Conflict, e.to_string(), one(field, "must be unique".into()))
+            }
+            StoreError::MissingRef { field, .. } => {
+                VerbError::fields(ErrorCode::ValidationFailed, e.to_string(), one(field, e.to_string()))
+            }
+            StoreError::Restricted { .. } => VerbError::new(ErrorCode::Conflict, e.to_string()),
+            StoreError::OutsideRoute => VerbError::new(ErrorCode::PermissionDenied, e.to_string()),
+            StoreError::Closed => VerbError::new(ErrorCode::Unavailable, e.to_string()),
+            StoreError::Migration(_) | StoreError::Database(_) => {
+                tracing::error!(error = %e, "store failure");
+                VerbError::new(ErrorCode::Internal, "the server could not complete this request; try again later")
+            }
+        }
+    }
+}
+
+/// A boxed future, as custom verbs return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A custom verb: an async function of the calling context and the client's args.
+pub type CustomVerb = Arc<dyn Fn(VerbContext, Args) -> BoxFuture<Result<Json, VerbError>> + Send + Sync>;
+
+/// Wraps an async function as a [`CustomVerb`].
+///
+/// ```
+/// use drakon_core::engine::{custom_verb, VerbContext};
+/// use serde_json::json;
+/// let hello = custom_verb(|_ctx: VerbContext, args| async move { Ok(json!({"hello": args.get("name")})) });
+/// # let _ = hello;
+/// ```
+pub fn custom_verb<F, Fut>(f: F) -> CustomVerb
+where
+    F: Fn(VerbContext, Args) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Json, VerbError>> + Send + 'static,
+{
+    Arc::new(move |ctx, args| Box::pin(f(ctx, args)))
+}
+
+/// What a custom verb can see and use.
+#[derive(Debug, Clone)]
+pub struct VerbContext {
+    pub engine: Engine,
+    pub route: String,
+    /// The calling connection, when the call came over a socket.
+    pub conn: Option<ConnId>,
+}
+
+/// Per-connection limits the engine enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineLimits {
+    pub max_subscriptions: usize,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits { max_subscriptions: limits::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION }
+    }
+}
+
+/// One connection's subscriptions, owned by its connection task.
+#[derive(Debug)]
+pub struct Session {
+    pub conn: ConnId,
+    /// Server channel → (model for model channels, the client's local channel names).
+    subs: BTreeMap<String, (Option<String>, BTreeSet<String>)>,
+    count: usize,
+}
+
+impl Session {
+    /// How many (local, remote) subscriptions the connection holds.
+    pub fn subscription_count(&self) -> usize {
+        self.count
+    }
+}
+
+struct CompiledRoute {
+    name: String,
+    view: Arc<RouteView>,
+    spec: ModelRoute,
+    fixed: Filter,
+}
+
+struct Inner {
+    schema: Arc<Schema>,
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    sink: ChangeSink,
+    models: HashMap<String, Arc<Model>>,
+    model_routes: HashMap<String, CompiledRoute>,
+    channel_routes: HashMap<String, ChannelRoute>,
+    limits: EngineLimits,
+}
+
+/// The engine of one node; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("routes", &self.inner.schema.routes.len()).finish_non_exhaustive()
+    }
+}
+
+/// The result of a verb before it is framed.
+struct Outcome {
+    data: Json,
+    client_context: Option<Json>,
+    channel: Option<(String, Vec<String>, ChannelAction)>,
+}
+
+impl Outcome {
+    fn data(data: Json) -> Outcome {
+        Outcome { data, client_context: None, channel: None }
+    }
+}
+
+impl Engine {
+    /// Starts an engine over a migrated store. `bus` receives what the store (and [`Engine::publish`]) sends to
+    /// `sink`; the returned task fans it out to the hub until every sender is gone.
+    pub fn start(
+        schema: Arc<Schema>,
+        store: Arc<dyn Store>,
+        sink: ChangeSink,
+        bus: mpsc::Receiver<BusMessage>,
+        limits: EngineLimits,
+    ) -> (Engine, JoinHandle<()>) {
+        let models: HashMap<String, Arc<Model>> =
+            schema.models.iter().map(|m| (m.name.clone(), Arc::new(m.clone()))).collect();
+        let mut model_routes = HashMap::new();
+        let mut channel_routes = HashMap::new();
+        for route in &schema.routes {
+            match &route.kind {
+                RouteKind::Model(spec) => {
+                    let model = models[&spec.model].clone();
+                    let publish = spec.publish_fields.iter().filter_map(|f| model.field_index(f)).collect();
+                    let fixed = Filter::parse(&schema, &model, &spec.fixed_filter).expect("validated schema");
+                    let view = Arc::new(RouteView { name: route.name.clone(), model, publish });
+                    model_routes.insert(
+                        route.name.clone(),
+                        CompiledRoute { name: route.name.clone(), view, spec: spec.clone(), fixed },
+                    );
+                }
+                RouteKind::Channel(spec) => {
+                    channel_routes.insert(route.name.clone(), spec.clone());
+                }
+            }
+        }
+        let hub = Arc::new(Hub::new());
+        let inner = Arc::new(Inner { schema, store, hub, sink, models, model_routes, channel_routes, limits });
+        let task = tokio::spawn(fan_out(inner.clone(), bus));
+        (Engine { inner }, task)
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.inner.schema
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Opens a session for a connection registered with the hub.
+    pub fn open_session(&self, conn: ConnId) -> Session {
+        Session { conn, subs: BTreeMap::new(), count: 0 }
+    }
+
+    /// Drops every subscription of the session and its hub registration.
+    pub fn close_session(&self, session: Session) {
+        let hub = &self.inner.hub;
+        for (remote, (model, _)) in session.subs {
+            match model {
+                Some(model) => hub.unsubscribe_model(session.conn, &model, &remote),
+                None => hub.unsubscribe_plain(session.conn, &remote),
+            }
+        }
+        hub.unregister(session.conn);
+    }
+
+    /// Handles one request from a connection and returns the reply frame.
+    pub async fn handle(&self, session: &mut Session, request: Request) -> Bytes {
+        let result = self.dispatch(Some(session), &request.route, &request.verb, request.args, request.page).await;
+        let callback = request.callbackname.as_deref();
+        match result {
+            Ok(outcome) => {
+                let ctx = ReplyContext {
+                    client_callback_name: callback,
+                    verb: &request.verb,
+                    state: State::Success,
+                    client_context: outcome.client_context.as_ref(),
+                    page: request.page,
+                };
+                let channel = outcome.channel.as_ref().map(|(local, remotes, action)| ChannelData {
+                    local_channel: local,
+                    remote_channels: remotes,
+                    action: *action,
+                });
+                encode_reply(&outcome.data, &ctx, channel.as_ref())
+            }
+            Err(e) => encode_error(&e.body(), callback, &request.verb),
+        }
+    }
+
+    /// Calls a verb that needs no connection (everything but subscribe and unsubscribe), as custom verbs and the
+    /// admin do; writes publish like any other.
+    pub async fn call(&self, route: &str, verb: &str, args: Args) -> Result<Json, VerbError> {
+        let page = args.get("_page").and_then(Json::as_u64);
+        let mut args = args;
+        args.remove("_page");
+        self.dispatch(None, route, verb, args, page).await.map(|o| o.data)
+    }
+
+    /// Deletes every row of `model` that matches `filter` (filter syntax as in `get_list`), in one transaction, and
+    /// returns the committed changes (cascades included).
+    pub async fn delete_where(&self, model: &str, filter: &Args) -> Result<Vec<Change>, VerbError> {
+        let m = self.model(model)?;
+        let filter = Filter::parse(&self.inner.schema, &m, filter)?;
+        Ok(self.inner.store.write(WriteOp::DeleteWhere { model: model.to_owned(), filter }).await?)
+    }
+
+    /// Publishes a plain pub/sub message to channel `name` on every node.
+    pub async fn publish(&self, name: &str, data: Json) -> Result<(), VerbError> {
+        if name.is_empty() || name.contains('|') {
+            return Err(VerbError::new(
+                ErrorCode::InvalidArgs,
+                "channel names must be non-empty and may not contain `|`",
+            ));
+        }
+        let msg = BusMessage::Channel { name: Arc::from(name), data: Arc::new(data) };
+        self.inner
+            .sink
+            .send(msg)
+            .await
+            .map_err(|_| VerbError::new(ErrorCode::Unavailable, "the server is shutting down"))
+    }
+
+    fn model(&self, name: &str) -> Result<Arc<Model>, VerbError> {
+        self.inner
+            .models
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VerbError::new(ErrorCode::InvalidArgs, format!("unknown model `{name}`")))
+    }
+
+    async fn dispatch(
+        &self,
+        session: Option<&mut Session>,
+        route_name: &str,
+        verb: &str,
+        args: Args,
+        page: Option<u64>,
+    ) -> Result<Outcome, VerbError> {
+        if let Some(spec) = self.inner.channel_routes.get(route_name) {
+            let session =
+                session.ok_or_else(|| VerbError::new(ErrorCode::InvalidArgs, "subscriptions need a connection"))?;
+            return match verb {
+                "subscribe" => self.subscribe_plain(session, route_name, spec, args),
+                "unsubscribe" => self.unsubscribe_plain(session, route_name, spec, args),
+                _ => Err(unknown_verb(route_name, verb, &["subscribe", "unsubscribe"])),
+            };
+        }
+        let Some(route) = self.inner.model_routes.get(route_name) else {
+            return Err(VerbError::new(ErrorCode::UnknownRoute, format!("there is no route named `{route_name}`")));
+        };
+        if let Some(custom) = route.spec.custom_verbs.get(verb) {
+            let ctx = VerbContext { engine: self.clone(), route: route_name.to_owned(), conn: session.map(|s| s.conn) };
+            return custom(ctx, args).await.map(Outcome::data);
+        }
+        let Some(builtin) = Verb::parse(verb) else {
+            let mut known: Vec<&str> = route.spec.verbs.iter().map(|v| v.as_str()).collect();
+            known.extend(route.spec.custom_verbs.keys().map(String::as_str));
+            return Err(unknown_verb(route_name, verb, &known));
+        };
+        if !route.spec.verbs.contains(&builtin) {
+            return Err(VerbError::new(
+                ErrorCode::VerbNotAllowed,
+                format!("route `{route_name}` does not allow `{verb}`"),
+            ));
+        }
+        match builtin {
+            Verb::GetList => self.get_list(route, args, page).await,
+            Verb::GetSingle => self.get_single(route, args).await,
+            Verb::Create => self.create(route, args).await,
+            Verb::Update => self.update(route, args).await,
+            Verb::Delete => self.delete(route, args).await,
+            Verb::Subscribe | Verb::Unsubscribe => {
+                let session =
+                    session.ok_or_else(|| VerbError::new(ErrorCode::InvalidArgs, "subscriptions need a connection"))?;
+                if builtin == Verb::Subscribe {
+                    self.subscribe_model(session, route, args)
+                } else {
+                    self.unsubscribe_model(session, route, args)
+                }
+            }
+        }
+    }
+
+    /// Maps route params to lookups, checks `filter_fields`, and parses the client's filter; returns the effective
+    /// filter (the route's fixed filter and the client's) and the normalized client arguments (for channel names).
+    fn route_filter(&self, route: &CompiledRoute, args: Args) -> Result<(Filter, Args), VerbError> {
+        let mut normalized = Args::new();
+        for (key, value) in args {
+            if key.starts_with('_') {
+                return Err(VerbError::new(ErrorCode::InvalidArgs, format!("unknown argument `{key}`")));
+            }
+            let key = route.spec.params.get(&key).cloned().unwrap_or(key);
+            if let Some(allowed) = &route.spec.filter_fields {
+                let path = lookup_path_without_op(&key);
+                if !allowed.contains(path) {
+                    return Err(VerbError::new(
+                        ErrorCode::InvalidFilter,
+                        format!("route `{}` does not allow filtering on `{path}`", route.name),
+                    ));
+                }
+            }
+            normalized.insert(key, value);
+        }
+        let client = Filter::parse(&self.inner.schema, &route.view.model, &normalized)?;
+        Ok((route.fixed.clone().and(client), normalized))
+    }
+
+    async fn get_list(&self, route: &CompiledRoute, mut args: Args, page: Option<u64>) -> Result<Outcome, VerbError> {
+        let model = &route.view.model;
+        let order = parse_order(model, &route.view.publish, args.remove("_order"))?;
+        let (filter, _) = self.route_filter(route, args)?;
+        let page_size = u64::from(route.spec.page_size);
+        let number = page.unwrap_or(1);
+        let result = self.inner.store.list(model, &filter, &order, page_size, (number - 1) * page_size).await?;
+        let page_count = result.total.div_ceil(page_size).max(1);
+        if number > page_count {
+            return Err(VerbError::new(
+                ErrorCode::PageOutOfRange,
+                format!("page {number} is past the last page, {page_count}"),
+            ));
+        }
+        let data = result.rows.iter().map(|r| row_to_json(model, r, &route.view.publish)).collect();
+        let info = json!({"page": {
+            "page": number, "page_count": page_count, "page_size": page_size, "total": result.total,
+            "has_next": number < page_count, "has_previous": number > 1,
+        }});
+        Ok(Outcome { data: Json::Array(data), client_context: Some(info), channel: None })
+    }
+
+    async fn get_single(&self, route: &CompiledRoute, mut args: Args) -> Result<Outcome, VerbError> {
+        let id = take_id(&mut args)?;
+        args.remove("_type");
+        let (filter, _) = self.route_filter(route, args)?;
+        let row = self.fetch(route, id, filter).await?;
+        Ok(Outcome::data(row_to_json(&route.view.model, &row, &route.view.publish)))
+    }
+
+    async fn fetch(&self, route: &CompiledRoute, id: i64, filter: Filter) -> Result<Row, VerbError> {
+        let model = &route.view.model;
+        let by_id = Filter::parse(&self.inner.schema, model, &Args::from_iter([("id".to_owned(), json!(id))]))?;
+        let page = self.inner.store.list(model, &filter.and(by_id), &[], 1, 0).await?;
+        page.rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| VerbError::new(ErrorCode::NotFound, format!("no {} with id {id}", model.name)))
+    }
+
+    async fn create(&self, route: &CompiledRoute, mut args: Args) -> Result<Outcome, VerbError> {
+        let model = &route.view.model;
+        args.remove("_type");
+        if args.get("id").is_some_and(|v| !v.is_null()) {
+            return Err(read_only("id", "the store assigns ids"));
+        }
+        args.remove("id");
+        let mut errors = FieldErrors::default();
+        let mut values = Vec::new();
+        let mut given = BTreeSet::new();
+        for (key, json) in &args {
+            let Some(index) = model.field_index(key) else {
+                errors.add(ErrorCode::UnknownField, key, format!("{} has no field `{key}`", model.name));
+                continue;
+            };
+            if !route.spec.create_fields.contains(key) {
+                errors.add(
+                    ErrorCode::ReadOnlyField,
+                    key,
+                    format!("route `{}` does not let clients set `{key}`", route.name),
+                );
+                continue;
+            }
+            if let Some(v) = errors.typed(model, index, json) {
+                given.insert(index);
+                values.push((index, v));
+            }
+        }
+        for (index, field) in model.fields.iter().enumerate().skip(1) {
+            if !given.contains(&index) && !field.has_fallback() && !errors.has(&field.name) {
+                errors.add(ErrorCode::ValidationFailed, &field.name, "this field is required".into());
+            }
+        }
+        errors.into_result()?;
+        let changes = self
+            .inner
+            .store
+            .write(WriteOp::Create { model: model.name.clone(), values, guard: route.fixed.clone() })
+            .await?;
+        let row = primary_image(&changes, |c| c.new.as_ref())?;
+        Ok(Outcome::data(row_to_json(model, row, &route.view.publish)))
+    }
+
+    async fn update(&self, route: &CompiledRoute, mut args: Args) -> Result<Outcome, VerbError> {
+        let model = &route.view.model;
+        let id = take_id(&mut args)?;
+        args.remove("_type");
+        let current = self.fetch(route, id, route.fixed.clone()).await?;
+        let mut errors = FieldErrors::default();
+        let mut values = Vec::new();
+        for (key, json) in &args {
+            let index = model
+                .field_index(key)
+                .filter(|&i| route.view.publish.contains(&i) || route.spec.update_fields.contains(key));
+            let Some(index) = index else {
+                errors.add(ErrorCode::UnknownField, key, format!("{} has no field `{key}`", model.name));
+                continue;
+            };
+            let Some(value) = errors.typed(model, index, json) else { continue };
+            if route.spec.update_fields.contains(key) {
+                if value != current[index] {
+                    values.push((index, value));
+                }
+            } else if value != current[index] {
+                // Clients send back whole objects; an unchanged read-only field is fine, a changed one is not.
+                errors.add(
+                    ErrorCode::ReadOnlyField,
+                    key,
+                    format!("route `{}` does not let clients change `{key}`", route.name),
+                );
+            }
+        }
+        errors.into_result()?;
+        let ident = row_to_json(model, &current, &[]);
+        if values.is_empty() {
+            return Ok(Outcome::data(ident));
+        }
+        let changes = self
+            .inner
+            .store
+            .write(WriteOp::Update { model: model.name.clone(), id, values, guard: route.fixed.clone() })
+            .await?;
+        let Some(change) = changes.first() else { return Ok(Outcome::data(ident)) };
+        let (old, new) = (change.old.as_ref(), change.new.as_ref());
+        let changed: Vec<usize> =
+            route.view.publish.iter().copied().filter(|&i| old.map(|o| &o[i]) != new.map(|n| &n[i])).collect();
+        let row = new.ok_or_else(|| VerbError::new(ErrorCode::Internal, "update returned no row"))?;
+        Ok(Outcome::data(row_to_json(model, row, &changed)))
+    }
+
+    async fn delete(&self, route: &CompiledRoute, mut args: Args) -> Result<Outcome, VerbError> {
+        let model = &route.view.model;
+        let id = take_id(&mut args)?;
+        args.remove("_type");
+        let changes = self
+            .inner
+            .store
+            .write(WriteOp::Delete { model: model.name.clone(), id, guard: route.fixed.clone() })
+            .await?;
+        let row = primary_image(&changes, |c| c.old.as_ref())?;
+        Ok(Outcome::data(row_to_json(model, row, &route.view.publish)))
+    }
+
+    fn take_local_channel(args: &mut Args) -> Result<String, VerbError> {
+        match args.remove("channel") {
+            Some(Json::String(s)) if !s.is_empty() => Ok(s),
+            _ => Err(VerbError::fields(
+                ErrorCode::InvalidArgs,
+                "subscribe and unsubscribe need `channel`, the client's local channel name",
+                BTreeMap::from([("channel".to_owned(), vec!["a non-empty string is required".to_owned()])]),
+            )),
+        }
+    }
+
+    fn subscribe_model(
+        &self,
+        session: &mut Session,
+        route: &CompiledRoute,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
+        let local = Self::take_local_channel(&mut args)?;
+        let (filter, normalized) = self.route_filter(route, args)?;
+        let remote = model_channel_name(&route.name, &normalized);
+        self.add_subscription(session, &local, &remote, Some(&route.view.model.name))?;
+        self.inner.hub.subscribe_model(session.conn, &route.view, &remote, &filter);
+        Ok(Outcome {
+            data: json!([]),
+            client_context: None,
+            channel: Some((local, vec![remote], ChannelAction::Subscribe)),
+        })
+    }
+
+    fn unsubscribe_model(
+        &self,
+        session: &mut Session,
+        route: &CompiledRoute,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
+        let local = Self::take_local_channel(&mut args)?;
+        let (_, normalized) = self.route_filter(route, args)?;
+        let remote = model_channel_name(&route.name, &normalized);
+        if self.drop_subscription(session, &local, &remote)? {
+            self.inner.hub.unsubscribe_model(session.conn, &route.view.model.name, &remote);
+        }
+        Ok(Outcome {
+            data: json!("unsubscribed"),
+            client_context: None,
+            channel: Some((local, vec![remote], ChannelAction::Unsubscribe)),
+        })
+    }
+
+    fn plain_channel_name(route_name: &str, spec: &ChannelRoute, args: &mut Args) -> Result<String, VerbError> {
+        let name = match args.remove("name") {
+            Some(Json::String(s)) => s,
+            None if spec.channels.len() == 1 && !spec.channels[0].ends_with('*') => spec.channels[0].clone(),
+            _ => {
+                return Err(VerbError::new(
+                    ErrorCode::InvalidArgs,
+                    format!("route `{route_name}` needs `name`, the channel to subscribe to"),
+                ));
+            }
+        };
+        if let Some(extra) = args.keys().next() {
+            return Err(VerbError::new(ErrorCode::InvalidArgs, format!("unknown argument `{extra}`")));
+        }
+        if !spec.allows(&name) {
+            return Err(VerbError::new(
+                ErrorCode::PermissionDenied,
+                format!("route `{route_name}` does not offer channel `{name}`"),
+            ));
+        }
+        Ok(name)
+    }
+
+    fn subscribe_plain(
+        &self,
+        session: &mut Session,
+        route_name: &str,
+        spec: &ChannelRoute,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
+        let local = Self::take_local_channel(&mut args)?;
+        let remote = Self::plain_channel_name(route_name, spec, &mut args)?;
+        self.add_subscription(session, &local, &remote, None)?;
+        self.inner.hub.subscribe_plain(session.conn, &remote);
+        Ok(Outcome {
+            data: json!("subscribed"),
+            client_context: None,
+            channel: Some((local, vec![remote], ChannelAction::Subscribe)),
+        })
+    }
+
+    fn unsubscribe_plain(
+        &self,
+        session: &mut Session,
+        route_name: &str,
+        spec: &ChannelRoute,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
+        let local = Self::take_local_channel(&mut args)?;
+        let remote = Self::plain_channel_name(route_name, spec, &mut args)?;
+        if self.drop_subscription(session, &local, &remote)? {
+            self.inner.hub.unsubscribe_plain(session.conn, &remote);
+        }
+        Ok(Outcome {
+            data: json!("unsubscribed"),
+            client_context: None,
+            channel: Some((local, vec![remote], ChannelAction::Unsubscribe)),
+        })
+    }
+
+    fn add_subscription(
+        &self,
+        session: &mut Session,
+        local: &str,
+        remote: &str,
+        model: Option<&str>,
+    ) -> Result<(), VerbError> {
+        let entry = session.subs.get(remote);
+        if entry.is_some_and(|(_, locals)| locals.contains(local)) {
+            return Ok(());
+        }
+        if session.count >= self.inner.limits.max_subscriptions {
+            return Err(VerbError::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "a connection may hold at most {} subscriptions; unsubscribe from some first",
+                    self.inner.limits.max_subscriptions
+                ),
+            ));
+        }
+        session
+            .subs
+            .entry(remote.to_owned())
+            .or_insert_with(|| (model.map(str::to_owned), BTreeSet::new()))
+            .1
+            .insert(local.to_owned());
+        session.count += 1;
+        Ok(())
+    }
+
+    /// Removes one (local, remote) pair; true when the connection no longer needs `remote` at all.
+    fn drop_subscription(&self, session: &mut Session, local: &str, remote: &str) -> Result<bool, VerbError> {
+        let Some((_, locals)) = session.subs.get_mut(remote) else {
+            return Err(VerbError::new(
+                ErrorCode::NotSubscribed,
+                format!("local channel `{local}` is not subscribed to `{remote}`"),
+            ));
+        };
+        if !locals.remove(local) {
+            return Err(VerbError::new(
+                ErrorCode::NotSubscribed,
+                format!("local channel `{local}` is not subscribed to `{remote}`"),
+            ));
+        }
+        session.count -= 1;
+        if locals.is_empty() {
+            session.subs.remove(remote);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+fn unknown_verb(route: &str, verb: &str, known: &[&str]) -> VerbError {
+    VerbError::new(ErrorCode::UnknownVerb, format!("route `{route}` has no verb `{verb}`; it has {}", known.join(", ")))
+}
+
+fn read_only(field: &str, message: &str) -> VerbError {
+    VerbError::fields(ErrorCode::ReadOnlyField, message, BTreeMap::from([(field.to_owned(), vec![message.to_owned()])]))
+}
+
+fn lookup_path_without_op(key: &str) -> &str {
+    match key.rsplit_once("__") {
+        Some((path, op)) if crate::filter::Op::ALL.iter().any(|o| o.as_str() == op) => path,
+        _ => key,
+    }
+}
+
+fn take_id(args: &mut Args) -> Result<i64, VerbError> {
+    match args.remove("id") {
+        Some(v) => v.as_i64().ok_or_else(|| {
+            VerbError::fields(
+                ErrorCode::WrongType,
+                "`id` must be an integer",
+                BTreeMap::from([("id".to_owned(), vec!["expected an integer id".to_owned()])]),
+            )
+        }),
+        None => Err(VerbError::fields(
+            ErrorCode::InvalidArgs,
+            "this verb needs `id`",
+            BTreeMap::from([("id".to_owned(), vec!["this field is required".to_owned()])]),
+        )),
+    }
+}
+
+fn primary_image<'a>(
+    changes: &'a [Change],
+    pick: impl Fn(&'a Change) -> Option<&'a Row>,
+) -> Result<&'a Row, VerbError> {
+    changes.first().and_then(pick).ok_or_else(|| VerbError::new(ErrorCode::Internal, "the store reported no change"))
+}
+
+fn parse_order(model: &Model, publish: &[usize], order: Option<Json>) -> Result<Vec<OrderBy>, VerbError> {
+    let keys: Vec<String> = match order {
+        None => Vec::new(),
+        Some(Json::String(s)) => vec![s],
+        Some(Json::Array(items)) => {
+            items.into_iter().map(|i| i.as_str().map(str::to_owned)).collect::<Option<_>>().ok_or_else(|| {
+                VerbError::new(ErrorCode::InvalidArgs, "`_order` takes a field name or a list of them")
+            })?
+        }
+        Some(_) => return Err(VerbError::new(ErrorCode::InvalidArgs, "`_order` takes a field name or a list of them")),
+    };
+    let mut out = Vec::with_capacity(keys.len() + 1);
+    for key in keys {
+        let (name, descending) = key.strip_prefix('-').map_or((key.as_str(), false), |k| (k, true));
+        match model.field_index(name) {
+            Some(i) if i == 0 || publish.contains(&i) => out.push(OrderBy { field: i, descending }),
+            _ => {
+                return Err(VerbError::new(
+                    ErrorCode::InvalidArgs,
+                    format!("cannot order by `{name}`: not a published field"),
+                ));
+            }
+        }
+    }
+    if !out.iter().any(|o| o.field == 0) {
+        out.push(OrderBy { field: 0, descending: false });
+    }
+    Ok(out)
+}
+
+/// Collects per-field errors so that one reply lists them all.
+#[derive(Default)]
+struct FieldErrors {
+    fields: BTreeMap<String, Vec<String>>,
+    code: Option<ErrorCode>,
+}
+
+impl FieldErrors {
+    fn add(&mut self, code: ErrorCode, field: &str, message: String) {
+        // The first kind of problem names the error; a mix of kinds is a validation failure.
+        self.code = Some(match self.code {
+            None => code,
+            Some(c) if c == code => c,
+            Some(_) => ErrorCode::ValidationFailed,
+        });
+        self.fields.entry(field.to_owned()).or_default().push(message);
+    }
+
+    fn has(&self, field: &str) -> bool {
+        self.fields.contains_key(field)
+    }
+
+    fn typed(&mut self, model: &Model, index: usize, json: &Json) -> Option<Value> {
+        let field = &model.fields[index];
+        match Value::from_json(&field.ty, json) {
+            Ok(Value::Null) if !field.optional => {
+                self.add(ErrorCode::ValidationFailed, &field.name, "this field may not be null".into());
+                None
+            }
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(ErrorCode::WrongType, &field.name, e.0);
+                None
+            }
+        }
+    }
+
+    fn into_result(self) -> Result<(), VerbError> {
+        let Some(code) = self.code else { return Ok(()) };
+        let summary = self.fields.iter().map(|(f, m)| format!("{f}: {}", m.join("; "))).collect::<Vec<_>>().join(", ");
+        Err(VerbError::fields(code, summary, self.fields))
+    }
+}
+
+/// Carries bus messages to the hub, in order, resolving lookups through references where channels need them.
+async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>) {
+    while let Some(msg) = bus.recv().await {
+        match msg {
+            BusMessage::Changes(changes) => {
+                for change in changes.iter() {
+                    let Some(model) = inner.models.get(&*change.model) else { continue };
+                    let lookups = inner.hub.remote_lookups(&model.name);
+                    let remote_old = resolve(&inner, model, change.old.as_ref(), &lookups).await;
+                    let remote_new = resolve(&inner, model, change.new.as_ref(), &lookups).await;
+                    inner.hub.deliver_change(change, model, &remote_old, &remote_new);
+                }
+            }
+            BusMessage::Channel { name, data } => {
+                inner.hub.deliver_plain(&name, &data);
+            }
+        }
+    }
+}
+
+async fn resolve(inner: &Inner, model: &Model, row: Option<&Row>, lookups: &[Lookup]) -> Remote {
+    let (Some(row), false) = (row, lookups.is_empty()) else { return Remote::new() };
+    match inner.store.resolve(model, row, lookups).await {
+        Ok(values) => lookups.iter().cloned().zip(values).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, model = %model.name, "could not resolve related values; related-field subscriptions miss this event");
+            Remote::new()
+        }
+    }
+}
+
+/// The JSON form of a field type, for error messages and the admin.
+pub fn describe_field(ty: &FieldType) -> &'static str {
+    ty.name()
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>(_: T) {}
+    let _ = |e: Engine, mut s: Session, r: Request| is_send(async move { e.handle(&mut s, r).await });
+    let _ = Action::Created;
+}

@@ -1,0 +1,353 @@
+//! One node's registry of connections and subscriptions, and its fan-out.
+//!
+//! Subscriptions with the same route and filter share one *channel* (its server name, e.g.
+//! `todo-item|todo_list__id:1`). Channels are indexed by the value of one equality (or `in`) condition, so a change
+//! is matched only against channels whose indexed value the row had before or has after, plus the few channels
+//! without such a condition. Each event is encoded once per channel and the same `Bytes` go to every subscriber.
+//!
+//! The state sits behind one `std::sync::Mutex` that is never held across an `.await`; delivery uses `try_send`
+//! into each connection's bounded queue, and a connection whose queue is full is dropped from the hub and told to
+//! close (see [`SLOW_CONSUMER_CLOSE_CODE`](crate::SLOW_CONSUMER_CLOSE_CODE)), so one stalled client never delays
+//! the others.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use drakon_protocol::{Action, encode_channel_message, encode_publication};
+use serde_json::{Map, Value as Json};
+use tokio::sync::{Notify, mpsc};
+
+use crate::filter::matcher::Resolver;
+use crate::filter::{Filter, Lookup, Op, Operand};
+use crate::schema::Model;
+use crate::store::{Change, Row};
+use crate::value::{IndexKey, Value};
+
+/// Identifies one connection within a hub.
+pub type ConnId = u64;
+
+/// A model route as the hub needs it: which model, and which fields its subscribers may see.
+#[derive(Debug)]
+pub struct RouteView {
+    pub name: String,
+    pub model: Arc<Model>,
+    /// Indexes of `publish_fields` in the model.
+    pub publish: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    tx: mpsc::Sender<Bytes>,
+    kill: Arc<Notify>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    route: Arc<RouteView>,
+    filter: Filter,
+    index: Option<(Lookup, Vec<IndexKey>)>,
+    subscribers: HashSet<ConnId>,
+}
+
+#[derive(Debug, Default)]
+struct ModelChannels {
+    channels: HashMap<Arc<str>, Channel>,
+    index: HashMap<Lookup, HashMap<IndexKey, HashSet<Arc<str>>>>,
+    scan: HashSet<Arc<str>>,
+    /// Lookups through references used by any channel, with how many channels use each.
+    remote: HashMap<Lookup, usize>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    conns: HashMap<ConnId, Conn>,
+    models: HashMap<String, ModelChannels>,
+    plain: HashMap<Arc<str>, HashSet<ConnId>>,
+}
+
+/// Counters for health endpoints and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HubStats {
+    pub connections: usize,
+    pub model_channels: usize,
+    pub plain_channels: usize,
+}
+
+/// The registry and fan-out of one node.
+#[derive(Debug, Default)]
+pub struct Hub {
+    state: Mutex<State>,
+    next_id: AtomicU64,
+}
+
+/// Values of remote lookups for one row image.
+pub type Remote = HashMap<Lookup, Value>;
+
+struct RowResolver<'a> {
+    model: &'a Model,
+    row: &'a Row,
+    remote: &'a Remote,
+}
+
+impl Resolver for RowResolver<'_> {
+    fn value(&self, lookup: &Lookup) -> Value {
+        if lookup.is_local() {
+            self.model.field_index(&lookup.field).map_or(Value::Null, |i| self.row[i].clone())
+        } else {
+            self.remote.get(lookup).cloned().unwrap_or(Value::Null)
+        }
+    }
+}
+
+fn index_choice(filter: &Filter) -> Option<(Lookup, Vec<IndexKey>)> {
+    filter.conds.iter().find_map(|c| match (&c.op, &c.operand) {
+        (Op::Eq, Operand::One(v)) => Some((c.lookup.clone(), vec![v.index_key()?])),
+        (Op::In, Operand::List(vs)) => {
+            Some((c.lookup.clone(), vs.iter().map(Value::index_key).collect::<Option<_>>()?))
+        }
+        _ => None,
+    })
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain maps behind, still consistent enough to serve.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a connection's outbound queue; `kill` is notified when the hub gives up on it.
+    pub fn register(&self, tx: mpsc::Sender<Bytes>, kill: Arc<Notify>) -> ConnId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        self.lock().conns.insert(id, Conn { tx, kill });
+        id
+    }
+
+    /// Forgets a connection's queue; its session unsubscribes its channels (see [`remove_conn`]).
+    pub fn unregister(&self, conn: ConnId) {
+        let mut state = self.lock();
+        remove_conn(&mut state, conn);
+    }
+
+    pub fn is_registered(&self, conn: ConnId) -> bool {
+        self.lock().conns.contains_key(&conn)
+    }
+
+    /// Adds `conn` to the model channel `name`, creating the channel if needed.
+    pub fn subscribe_model(&self, conn: ConnId, route: &Arc<RouteView>, name: &str, filter: &Filter) {
+        let mut state = self.lock();
+        if !state.conns.contains_key(&conn) {
+            return;
+        }
+        let models = state.models.entry(route.model.name.clone()).or_default();
+        if let Some(channel) = models.channels.get_mut(name) {
+            channel.subscribers.insert(conn);
+            return;
+        }
+        let name: Arc<str> = Arc::from(name);
+        let index = index_choice(filter);
+        match &index {
+            Some((lookup, keys)) => {
+                let buckets = models.index.entry(lookup.clone()).or_default();
+                for key in keys {
+                    buckets.entry(key.clone()).or_default().insert(name.clone());
+                }
+            }
+            None => {
+                models.scan.insert(name.clone());
+            }
+        }
+        for lookup in filter.remote_lookups() {
+            *models.remote.entry(lookup.clone()).or_default() += 1;
+        }
+        let channel =
+            Channel { route: route.clone(), filter: filter.clone(), index, subscribers: HashSet::from([conn]) };
+        models.channels.insert(name, channel);
+    }
+
+    /// Removes `conn` from the model channel `name`; the channel goes when its last subscriber does.
+    pub fn unsubscribe_model(&self, conn: ConnId, model: &str, name: &str) {
+        let mut state = self.lock();
+        if let Some(models) = state.models.get_mut(model) {
+            drop_model_subscriber(models, name, conn);
+        }
+    }
+
+    pub fn subscribe_plain(&self, conn: ConnId, name: &str) {
+        let mut state = self.lock();
+        if state.conns.contains_key(&conn) {
+            state.plain.entry(Arc::from(name)).or_default().insert(conn);
+        }
+    }
+
+    pub fn unsubscribe_plain(&self, conn: ConnId, name: &str) {
+        let mut state = self.lock();
+        if let Some(subs) = state.plain.get_mut(name) {
+            subs.remove(&conn);
+            if subs.is_empty() {
+                state.plain.remove(name);
+            }
+        }
+    }
+
+    /// Lookups through references that some channel of `model` needs to match an event.
+    pub fn remote_lookups(&self, model: &str) -> Vec<Lookup> {
+        self.lock().models.get(model).map(|m| m.remote.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> HubStats {
+        let state = self.lock();
+        HubStats {
+            connections: state.conns.len(),
+            model_channels: state.models.values().map(|m| m.channels.len()).sum(),
+            plain_channels: state.plain.len(),
+        }
+    }
+
+    /// Sends `change` to every channel it concerns, as seen through each channel's filter. `remote_old` and
+    /// `remote_new` hold the values of [`Hub::remote_lookups`] for the old and new row images. Returns how many
+    /// frames were queued.
+    pub fn deliver_change(&self, change: &Change, model: &Model, remote_old: &Remote, remote_new: &Remote) -> usize {
+        let mut state = self.lock();
+        let State { conns, models, .. } = &mut *state;
+        let Some(channels) = models.get(&*change.model) else { return 0 };
+        let old = change.old.as_ref().map(|row| RowResolver { model, row, remote: remote_old });
+        let new = change.new.as_ref().map(|row| RowResolver { model, row, remote: remote_new });
+
+        let mut candidates: HashSet<&Arc<str>> = channels.scan.iter().collect();
+        for (lookup, buckets) in &channels.index {
+            for image in [&old, &new].into_iter().flatten() {
+                if let Some(names) = image.value(lookup).index_key().and_then(|k| buckets.get(&k)) {
+                    candidates.extend(names);
+                }
+            }
+        }
+
+        let mut queued = 0;
+        let mut dead = Vec::new();
+        for name in candidates {
+            let channel = &channels.channels[name];
+            let was = old.as_ref().is_some_and(|r| channel.filter.matches(r));
+            let is = new.as_ref().is_some_and(|r| channel.filter.matches(r));
+            let Some((action, data)) = event_for(change, &channel.route, was, is) else { continue };
+            let frame = encode_publication(name, action, &data, change.offset);
+            for conn in &channel.subscribers {
+                match conns.get(conn).map(|c| c.tx.try_send(frame.clone())) {
+                    Some(Ok(())) => queued += 1,
+                    Some(Err(_)) | None => dead.push(*conn),
+                }
+            }
+        }
+        for conn in dead {
+            if let Some(c) = conns.remove(&conn) {
+                c.kill.notify_one();
+            }
+        }
+        queued
+    }
+
+    /// Sends a plain pub/sub message to every subscriber of channel `name`.
+    pub fn deliver_plain(&self, name: &str, data: &Json) -> usize {
+        let mut state = self.lock();
+        let Some(subs) = state.plain.get(name) else { return 0 };
+        let frame = encode_channel_message(name, data);
+        let mut queued = 0;
+        let mut dead = Vec::new();
+        for conn in subs {
+            match state.conns.get(conn).map(|c| c.tx.try_send(frame.clone())) {
+                Some(Ok(())) => queued += 1,
+                Some(Err(_)) | None => dead.push(*conn),
+            }
+        }
+        for conn in dead {
+            if let Some(c) = state.conns.get(&conn) {
+                c.kill.notify_one();
+            }
+            remove_conn(&mut state, conn);
+        }
+        queued
+    }
+}
+
+/// What a subscriber whose filter matched the row before (`was`) and after (`is`) receives.
+fn event_for(change: &Change, route: &RouteView, was: bool, is: bool) -> Option<(Action, Json)> {
+    let model = &route.model;
+    let ident = |row: &Row| {
+        let mut m = Map::with_capacity(2);
+        m.insert("id".into(), row[0].to_json());
+        m.insert("_type".into(), Json::String(model.name.clone()));
+        m
+    };
+    match (was, is) {
+        (false, true) => {
+            let new = change.new.as_ref()?;
+            let mut data = ident(new);
+            for &i in &route.publish {
+                data.insert(model.fields[i].name.clone(), new[i].to_json());
+            }
+            Some((Action::Created, Json::Object(data)))
+        }
+        (true, true) => {
+            let (old, new) = (change.old.as_ref()?, change.new.as_ref()?);
+            let mut data = ident(new);
+            for &i in route.publish.iter().filter(|&&i| old[i] != new[i]) {
+                data.insert(model.fields[i].name.clone(), new[i].to_json());
+            }
+            // Nothing this route publishes changed: the subscriber has nothing to learn.
+            (data.len() > 2).then_some((Action::Updated, Json::Object(data)))
+        }
+        (true, false) => {
+            let old = change.old.as_ref()?;
+            Some((Action::Deleted, Json::Object(ident(old))))
+        }
+        (false, false) => None,
+    }
+}
+
+fn drop_model_subscriber(models: &mut ModelChannels, name: &str, conn: ConnId) {
+    let Some(channel) = models.channels.get_mut(name) else { return };
+    channel.subscribers.remove(&conn);
+    if !channel.subscribers.is_empty() {
+        return;
+    }
+    let Some((name, channel)) = models.channels.remove_entry(name) else { return };
+    match &channel.index {
+        Some((lookup, keys)) => {
+            if let Some(buckets) = models.index.get_mut(lookup) {
+                for key in keys {
+                    if let Some(names) = buckets.get_mut(key) {
+                        names.remove(&name);
+                        if names.is_empty() {
+                            buckets.remove(key);
+                        }
+                    }
+                }
+                if buckets.is_empty() {
+                    models.index.remove(lookup);
+                }
+            }
+        }
+        None => {
+            models.scan.remove(&name);
+        }
+    }
+    for lookup in channel.filter.remote_lookups() {
+        if let Some(count) = models.remote.get_mut(lookup) {
+            *count -= 1;
+            if *count == 0 {
+                models.remote.remove(lookup);
+            }
+        }
+    }
+}
+
+/// Drops a connection's queue. Its channel memberships are removed by its session as it closes (it knows them, so
+/// nobody scans every channel), and deliveries to a removed connection are skipped until then.
+fn remove_conn(state: &mut State, conn: ConnId) {
+    state.conns.remove(&conn);
+}

@@ -1,0 +1,25 @@
+//! drakon's engine: the schema, typed values, filters (SQL and in-memory), the store and bus interfaces, the hub
+//! and every verb. It knows nothing of sockets or HTTP; the server crate adapts transports onto [`engine::Engine`].
+
+pub mod config;
+pub mod engine;
+pub mod filter;
+pub mod hub;
+pub mod limits;
+pub mod schema;
+pub mod store;
+pub mod value;
+
+pub use engine::{Engine, EngineLimits, Session, VerbContext, VerbError, custom_verb};
+pub use schema::{ChannelRoute, Field, FieldType, Model, ModelRoute, OnDelete, Schema, Verb};
+pub use store::{BusMessage, Change, Store, StoreError};
+pub use value::Value;
+
+/// WebSocket close code when the server shuts down (RFC 6455 "going away"); clients reconnect elsewhere or later.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code for a frame beyond the hard size cap (RFC 6455 "message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code when a connection sent nothing, not even a pong, for the idle timeout.
+pub const CLOSE_IDLE_TIMEOUT: u16 = 4000;
+/// WebSocket close code for a subscriber whose outbound queue stayed full; it may reconnect and subscribe again.
+pub const SLOW_CONSUMER_CLOSE_CODE: u16 = 4008;

@@ -1,0 +1,46 @@
+//! Every bound drakon places on memory, time and input, in one place.
+//!
+//! Each constant says why it has its size; config may override the ones marked as defaults.
+
+use std::time::Duration;
+
+/// Default cap on one inbound WebSocket frame: a generous JSON write, yet small enough that a flood of maximal
+/// frames from one client cannot hold much memory.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Outbound frames queued per connection before it counts as slow: a burst of a few hundred events fits, while a
+/// stalled client holds at most this many shared `Bytes` handles.
+pub const OUTBOUND_QUEUE_FRAMES: usize = 512;
+
+/// Subscriptions one connection may hold: a UI with many live views stays far below it, a runaway loop does not.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 256;
+
+/// Default idle timeout: a connection that sends nothing (not even a pong) for this long is closed, so dead peers
+/// behind NATs do not hold slots forever.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Default period of WebSocket pings and of the app heartbeat; well under the idle timeout so that a live client
+/// always answers in time.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Default page size of `get_list` when a route does not set one.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// Largest page size a route may declare: a bigger page is one huge frame and one long read.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Values an `in` filter may list: each is one bound parameter, and SQLite allows 32,766 per statement.
+pub const MAX_IN_VALUES: usize = 1000;
+
+/// Conditions in one filter: enough for any real view, and it caps the cost of matching one event.
+pub const MAX_FILTER_CONDITIONS: usize = 32;
+
+/// Committed change batches queued between the store and the hub. The writer waits when the hub falls this far
+/// behind, which keeps memory bounded and the event order intact.
+pub const BUS_QUEUE_BATCHES: usize = 1024;
+
+/// How long shutdown waits for in-flight writes and for connections to flush their close frames.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Largest JSON body accepted by `POST /api/publish`.
+pub const MAX_PUBLISH_BODY_BYTES: usize = 256 * 1024;

@@ -1,0 +1,532 @@
+//! The internal description of an app: models (typed tables) and routes (what clients may see and do).
+//!
+//! `drakon.toml` and the Rust API both build a [`Schema`]; everything else reads only this. [`Schema::validate`]
+//! reports every problem at once so that `drakon check` can list them all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::engine::CustomVerb;
+use crate::limits;
+use crate::value::Value;
+use drakon_protocol::Args;
+
+/// What happens to rows that refer to a deleted row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OnDelete {
+    /// Delete the referring rows too (each deletion is a change of its own and publishes).
+    Cascade,
+    /// Refuse the delete while referring rows exist.
+    Restrict,
+    /// Set the reference to null (the field must be optional).
+    SetNull,
+}
+
+impl OnDelete {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDelete::Cascade => "cascade",
+            OnDelete::Restrict => "restrict",
+            OnDelete::SetNull => "set_null",
+        }
+    }
+}
+
+/// A field's type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FieldType {
+    /// The integer primary key; every model has exactly one, named `id`, assigned by the store.
+    Id,
+    Text,
+    Int,
+    Float,
+    Bool,
+    DateTime,
+    Json,
+    /// A reference to a row of another model, stored as its id.
+    Ref {
+        model: String,
+        on_delete: OnDelete,
+    },
+}
+
+impl FieldType {
+    /// The name used in `drakon.toml`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FieldType::Id => "id",
+            FieldType::Text => "text",
+            FieldType::Int => "int",
+            FieldType::Float => "float",
+            FieldType::Bool => "bool",
+            FieldType::DateTime => "datetime",
+            FieldType::Json => "json",
+            FieldType::Ref { .. } => "ref",
+        }
+    }
+
+    /// How error messages name a value of this type.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            FieldType::Id | FieldType::Ref { .. } => "an integer id",
+            FieldType::Text => "text",
+            FieldType::Int => "an integer",
+            FieldType::Float => "a number",
+            FieldType::Bool => "a bool",
+            FieldType::DateTime => "a datetime",
+            FieldType::Json => "JSON",
+        }
+    }
+}
+
+/// One typed column of a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub ty: FieldType,
+    /// Null allowed; a missing value on create stores the default or null.
+    pub optional: bool,
+    /// Stored when a create does not give the field.
+    pub default: Option<Value>,
+    /// No two rows may hold the same non-null value.
+    pub unique: bool,
+}
+
+impl Field {
+    pub fn new(name: impl Into<String>, ty: FieldType) -> Field {
+        Field { name: name.into(), ty, optional: false, default: None, unique: false }
+    }
+    pub fn text(name: impl Into<String>) -> Field {
+        Field::new(name, FieldType::Text)
+    }
+    pub fn int(name: impl Into<String>) -> Field {
+        Field::new(name, FieldType::Int)
+    }
+    pub fn float(name: impl Into<String>) -> Field {
+        Field::new(name, FieldType::Float)
+    }
+    pub fn bool(name: impl Into<String>) -> Field {
+        Field::new(name, FieldType::Bool)
+    }
+    pub fn datetime(name: impl Into<String>) -> Field {
+        Field::new(name, FieldType::DateTime)
+    }
+    pub fn json(name: impl Into<String>) -> Field {
+        Field::new(name, FieldType::Json)
+    }
+    pub fn reference(name: impl Into<String>, model: impl Into<String>, on_delete: OnDelete) -> Field {
+        Field::new(name, FieldType::Ref { model: model.into(), on_delete })
+    }
+    pub fn optional(mut self) -> Field {
+        self.optional = true;
+        self
+    }
+    pub fn unique(mut self) -> Field {
+        self.unique = true;
+        self
+    }
+    pub fn default(mut self, value: Value) -> Field {
+        self.default = Some(value);
+        self
+    }
+
+    /// Whether a create may leave this field out.
+    pub fn has_fallback(&self) -> bool {
+        self.optional || self.default.is_some() || self.ty == FieldType::Id
+    }
+
+    pub fn ref_target(&self) -> Option<(&str, OnDelete)> {
+        match &self.ty {
+            FieldType::Ref { model, on_delete } => Some((model, *on_delete)),
+            _ => None,
+        }
+    }
+}
+
+/// A table with typed fields. Field 0 is always `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    pub name: String,
+    pub fields: Vec<Field>,
+}
+
+impl Model {
+    /// A model with only its `id` field.
+    pub fn new(name: impl Into<String>) -> Model {
+        Model { name: name.into(), fields: vec![Field::new("id", FieldType::Id)] }
+    }
+
+    pub fn field(mut self, field: Field) -> Model {
+        self.fields.push(field);
+        self
+    }
+
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name == name)
+    }
+
+    pub fn get_field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// The built-in verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verb {
+    GetList,
+    GetSingle,
+    Create,
+    Update,
+    Delete,
+    Subscribe,
+    Unsubscribe,
+}
+
+impl Verb {
+    pub const ALL: [Verb; 7] =
+        [Verb::GetList, Verb::GetSingle, Verb::Create, Verb::Update, Verb::Delete, Verb::Subscribe, Verb::Unsubscribe];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::GetList => "get_list",
+            Verb::GetSingle => "get_single",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Delete => "delete",
+            Verb::Subscribe => "subscribe",
+            Verb::Unsubscribe => "unsubscribe",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Verb> {
+        Verb::ALL.into_iter().find(|v| v.as_str() == name)
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A route over a model: SwampDragon's `ModelRouter` plus its serializer.
+#[derive(Clone)]
+pub struct ModelRoute {
+    pub model: String,
+    /// Fields sent to clients (besides `id` and `_type`, which always are).
+    pub publish_fields: Vec<String>,
+    /// Fields a client may change with `update`.
+    pub update_fields: Vec<String>,
+    /// Fields a client may set with `create`; defaults to `update_fields`.
+    pub create_fields: Vec<String>,
+    pub verbs: BTreeSet<Verb>,
+    pub page_size: u32,
+    /// Named arguments that stand for a filter lookup, e.g. `list_id` → `todo_list__id`.
+    pub params: BTreeMap<String, String>,
+    /// A filter that always applies, to reads, writes and subscriptions alike.
+    pub fixed_filter: Args,
+    /// Lookups (without their operator) that clients may filter on; `None` allows every field.
+    pub filter_fields: Option<BTreeSet<String>>,
+    pub custom_verbs: BTreeMap<String, CustomVerb>,
+}
+
+impl fmt::Debug for ModelRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelRoute")
+            .field("model", &self.model)
+            .field("publish_fields", &self.publish_fields)
+            .field("update_fields", &self.update_fields)
+            .field("create_fields", &self.create_fields)
+            .field("verbs", &self.verbs)
+            .field("page_size", &self.page_size)
+            .field("params", &self.params)
+            .field("fixed_filter", &self.fixed_filter)
+            .field("filter_fields", &self.filter_fields)
+            .field("custom_verbs", &self.custom_verbs.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl ModelRoute {
+    /// A route publishing every field of `model`, writable nowhere, with all built-in verbs.
+    pub fn new(model: impl Into<String>) -> ModelRoute {
+        ModelRoute {
+            model: model.into(),
+            publish_fields: Vec::new(),
+            update_fields: Vec::new(),
+            create_fields: Vec::new(),
+            verbs: Verb::ALL.into_iter().collect(),
+            page_size: limits::DEFAULT_PAGE_SIZE,
+            params: BTreeMap::new(),
+            fixed_filter: Args::new(),
+            filter_fields: None,
+            custom_verbs: BTreeMap::new(),
+        }
+    }
+    pub fn publish(mut self, fields: &[&str]) -> ModelRoute {
+        self.publish_fields = fields.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn update(mut self, fields: &[&str]) -> ModelRoute {
+        self.update_fields = fields.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn create(mut self, fields: &[&str]) -> ModelRoute {
+        self.create_fields = fields.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn param(mut self, name: &str, lookup: &str) -> ModelRoute {
+        self.params.insert(name.into(), lookup.into());
+        self
+    }
+    pub fn verb(mut self, name: &str, verb: CustomVerb) -> ModelRoute {
+        self.custom_verbs.insert(name.into(), verb);
+        self
+    }
+}
+
+/// A route of named channels for plain pub/sub (SwampDragon's `BaseRouter` with `get_subscription_channels`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRoute {
+    /// Channel names clients may subscribe to; a name ending in `*` allows every name with that prefix.
+    pub channels: Vec<String>,
+}
+
+impl ChannelRoute {
+    pub fn allows(&self, name: &str) -> bool {
+        self.channels.iter().any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix) && name.len() > prefix.len(),
+            None => pattern == name,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant, reason = "a handful of routes per app, built once")]
+pub enum RouteKind {
+    Model(ModelRoute),
+    Channel(ChannelRoute),
+}
+
+/// A route as clients name it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub kind: RouteKind,
+}
+
+/// Models and routes: the whole app.
+#[derive(Debug, Clone, Default)]
+pub struct Schema {
+    pub models: Vec<Model>,
+    pub routes: Vec<Route>,
+}
+
+/// One thing wrong with a schema. `path` names where, e.g. `models.todo_item.fields.todo_list` or `routes.todo-item`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaProblem {
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+impl fmt::Display for SchemaProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.join("."), self.message)
+    }
+}
+
+impl Schema {
+    pub fn new() -> Schema {
+        Schema::default()
+    }
+
+    pub fn model(mut self, model: Model) -> Schema {
+        self.models.push(model);
+        self
+    }
+
+    pub fn model_route(mut self, name: &str, route: ModelRoute) -> Schema {
+        self.routes.push(Route { name: name.into(), kind: RouteKind::Model(route) });
+        self
+    }
+
+    pub fn channel_route(mut self, name: &str, route: ChannelRoute) -> Schema {
+        self.routes.push(Route { name: name.into(), kind: RouteKind::Channel(route) });
+        self
+    }
+
+    pub fn get_model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    pub fn get_route(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    pub fn route_mut(&mut self, name: &str) -> Option<&mut Route> {
+        self.routes.iter_mut().find(|r| r.name == name)
+    }
+
+    /// Fills defaults that depend on other parts (empty `publish_fields` means every field; empty `create_fields`
+    /// means `update_fields`) and returns every problem found.
+    pub fn finish(&mut self) -> Vec<SchemaProblem> {
+        for route in &mut self.routes {
+            let RouteKind::Model(r) = &mut route.kind else { continue };
+            if r.publish_fields.is_empty()
+                && let Some(model) = self.models.iter().find(|m| m.name == r.model)
+            {
+                r.publish_fields = model.fields.iter().skip(1).map(|f| f.name.clone()).collect();
+            }
+            if r.create_fields.is_empty() {
+                r.create_fields = r.update_fields.clone();
+            }
+        }
+        self.validate()
+    }
+
+    /// Every problem in the schema; empty when it is usable.
+    pub fn validate(&self) -> Vec<SchemaProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |path: &[&str], message: String| {
+            problems.push(SchemaProblem { path: path.iter().map(|s| s.to_string()).collect(), message })
+        };
+        let mut seen = BTreeSet::new();
+        for model in &self.models {
+            if !seen.insert(model.name.as_str()) {
+                problem(&["models", &model.name], "model is declared twice".into());
+            }
+            if !is_identifier(&model.name) || model.name.starts_with("_drakon") {
+                problem(
+                    &["models", &model.name],
+                    "model names are lowercase identifiers (a-z, 0-9, _) not starting with _drakon".into(),
+                );
+            }
+            let mut fields = BTreeSet::new();
+            for (i, field) in model.fields.iter().enumerate() {
+                let path = ["models", model.name.as_str(), "fields", field.name.as_str()];
+                if !fields.insert(field.name.as_str()) {
+                    problem(&path, "field is declared twice".into());
+                }
+                if !is_identifier(&field.name) {
+                    problem(&path, "field names are lowercase identifiers (a-z, 0-9, _)".into());
+                }
+                if field.name.contains("__") {
+                    problem(&path, "field names may not contain `__`, which separates lookups in filters".into());
+                }
+                if (i == 0) != (field.ty == FieldType::Id) || (i == 0 && field.name != "id") {
+                    problem(
+                        &path,
+                        "`id` is implicit: every model has one integer id and no other field may be of type id".into(),
+                    );
+                }
+                if let Some((target, on_delete)) = field.ref_target() {
+                    if self.get_model(target).is_none() {
+                        problem(&path, format!("refers to unknown model `{target}`"));
+                    }
+                    if on_delete == OnDelete::SetNull && !field.optional {
+                        problem(&path, "on_delete = \"set_null\" needs the field to be optional".into());
+                    }
+                }
+                if field.ty == FieldType::Json && field.unique {
+                    problem(&path, "json fields cannot be unique".into());
+                }
+                if let Some(default) = &field.default
+                    && !default_fits(&field.ty, default)
+                {
+                    problem(&path, format!("default does not fit type {}", field.ty.name()));
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for route in &self.routes {
+            let path = ["routes", route.name.as_str()];
+            if !seen.insert(route.name.as_str()) {
+                problem(&path, "route is declared twice".into());
+            }
+            if route.name.is_empty() || route.name.contains('|') || route.name.chars().any(char::is_whitespace) {
+                problem(&path, "route names may not be empty or contain `|` or spaces".into());
+            }
+            match &route.kind {
+                RouteKind::Model(r) => {
+                    let Some(model) = self.get_model(&r.model) else {
+                        problem(&path, format!("unknown model `{}`", r.model));
+                        continue;
+                    };
+                    for (list, label) in [
+                        (&r.publish_fields, "publish_fields"),
+                        (&r.update_fields, "update_fields"),
+                        (&r.create_fields, "create_fields"),
+                    ] {
+                        for name in list {
+                            match model.get_field(name) {
+                                None => problem(
+                                    &path,
+                                    format!("{label} names unknown field `{name}` of model `{}`", model.name),
+                                ),
+                                Some(f) if f.ty == FieldType::Id && label != "publish_fields" => {
+                                    problem(&path, format!("{label} may not include `id`: the store assigns it"))
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    if r.page_size == 0 || r.page_size > limits::MAX_PAGE_SIZE {
+                        problem(&path, format!("page_size must be between 1 and {}", limits::MAX_PAGE_SIZE));
+                    }
+                    for (name, lookup) in &r.params {
+                        if let Err(e) = crate::filter::parse_lookup(self, model, lookup) {
+                            problem(&path, format!("param `{name}` maps to a bad lookup: {}", e.message));
+                        }
+                        if name == "channel" || name.starts_with('_') {
+                            problem(&path, format!("param `{name}` clashes with a reserved argument"));
+                        }
+                    }
+                    if let Err(e) = crate::filter::Filter::parse(self, model, &r.fixed_filter) {
+                        problem(&path, format!("fixed filter is invalid: {}", e.message));
+                    }
+                    for name in r.custom_verbs.keys() {
+                        if Verb::parse(name).is_some() {
+                            problem(&path, format!("custom verb `{name}` has the name of a built-in verb"));
+                        }
+                    }
+                }
+                RouteKind::Channel(c) => {
+                    if c.channels.is_empty() {
+                        problem(&path, "a channel route needs at least one channel".into());
+                    }
+                    for name in &c.channels {
+                        if name.contains('|') || name.is_empty() || name == "*" {
+                            problem(
+                                &path,
+                                format!("channel `{name}` must be non-empty, not `*`, and may not contain `|`"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_')) && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+fn default_fits(ty: &FieldType, value: &Value) -> bool {
+    matches!(
+        (ty, value),
+        (_, Value::Null)
+            | (FieldType::Text, Value::Text(_))
+            | (FieldType::Int | FieldType::Ref { .. }, Value::Int(_))
+            | (FieldType::Float, Value::Float(_) | Value::Int(_))
+            | (FieldType::Bool, Value::Bool(_))
+            | (FieldType::DateTime, Value::DateTime(_))
+            | (FieldType::Json, Value::Json(_))
+    )
+}
+
+/// Shared, immutable schema.
+pub type SharedSchema = Arc<Schema>;

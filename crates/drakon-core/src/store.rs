@@ -1,0 +1,161 @@
+//! The store interface: where rows and the change log live, and the only place that commits.
+//!
+//! A store commits each write together with its change-log entries in one transaction, assigns per-model offsets
+//! that are gap-free and in commit order, and hands the committed [`Change`]s to its [`ChangeSink`] in that same
+//! order before the next write may commit. Nothing that did not commit reaches the sink.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use drakon_protocol::Action;
+use serde_json::{Map, Value as Json};
+use tokio::sync::mpsc;
+
+use crate::filter::{Filter, Lookup};
+use crate::schema::{Model, Schema};
+use crate::value::Value;
+
+/// A row's values, in the order of its model's fields (index 0 is `id`).
+pub type Row = Vec<Value>;
+
+/// One committed create, update or delete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub model: Arc<str>,
+    pub id: i64,
+    pub action: Action,
+    /// The row before the change (`None` for a create).
+    pub old: Option<Row>,
+    /// The row after the change (`None` for a delete).
+    pub new: Option<Row>,
+    /// Position in this model's change log: 1, 2, 3, … without gaps, in commit order.
+    pub offset: u64,
+}
+
+/// What travels from stores (and the publish API) to every hub.
+#[derive(Debug, Clone)]
+pub enum BusMessage {
+    /// Changes committed by one transaction, in offset order.
+    Changes(Arc<Vec<Change>>),
+    /// A plain pub/sub message (`POST /api/publish`).
+    Channel { name: Arc<str>, data: Arc<Json> },
+}
+
+/// Where a store delivers committed changes; bounded so that a lagging hub slows writers instead of growing memory.
+pub type ChangeSink = mpsc::Sender<BusMessage>;
+
+/// A field given a value by a write, by index into the model's fields.
+pub type Assignment = (usize, Value);
+
+/// A write, checked against the schema by the engine before it reaches the store.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    Create {
+        model: String,
+        values: Vec<Assignment>,
+        guard: Filter,
+    },
+    /// Changes `values` on row `id` if it satisfies `guard` before and after.
+    Update {
+        model: String,
+        id: i64,
+        values: Vec<Assignment>,
+        guard: Filter,
+    },
+    /// Deletes row `id` (if it satisfies `guard`) and applies every reference's `on_delete`.
+    Delete {
+        model: String,
+        id: i64,
+        guard: Filter,
+    },
+    /// Deletes every row matching `filter`, as one transaction.
+    DeleteWhere {
+        model: String,
+        filter: Filter,
+    },
+}
+
+/// Ordering of a list read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderBy {
+    pub field: usize,
+    pub descending: bool,
+}
+
+/// A page of rows and how many rows match in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub rows: Vec<Row>,
+    pub total: u64,
+}
+
+/// What [`Store::migrate`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub created_tables: Vec<String>,
+    pub added_columns: Vec<String>,
+}
+
+/// Why a store refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("no {model} with id {id}")]
+    NotFound { model: String, id: i64 },
+    /// A unique field already holds this value.
+    #[error("another {model} already has this {field}")]
+    Unique { model: String, field: String },
+    /// A reference names a row that does not exist.
+    #[error("{field} refers to a {target} that does not exist")]
+    MissingRef { field: String, target: String },
+    /// `on_delete = "restrict"` blocked a delete.
+    #[error("{model} {id} is still referred to by {referrer}.{field}; delete or move those rows first")]
+    Restricted { model: String, id: i64, referrer: String, field: String },
+    /// The schema asks for a change the store will not make on its own.
+    #[error("{0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Database(String),
+    /// The row would fall outside the route's fixed filter.
+    #[error("the row would fall outside this route's filter")]
+    OutsideRoute,
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// Rows and the change log.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates missing tables and columns; refuses changes that could lose data.
+    async fn migrate(&self, schema: &Schema) -> Result<MigrationReport, StoreError>;
+
+    /// Rows of `model` matching `filter`, ordered, one page of them.
+    async fn list(
+        &self,
+        model: &Model,
+        filter: &Filter,
+        order: &[OrderBy],
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page, StoreError>;
+
+    /// Commits a write with its change-log entries, hands them to the sink, and returns them.
+    async fn write(&self, op: WriteOp) -> Result<Vec<Change>, StoreError>;
+
+    /// Values of lookups through references, for the row `row` of `model`; one entry per lookup, in order.
+    async fn resolve(&self, model: &Model, row: &Row, lookups: &[Lookup]) -> Result<Vec<Value>, StoreError>;
+
+    /// Whether the store answers (for readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A row as a JSON object of the given fields (plus `id` and `_type`).
+pub fn row_to_json(model: &Model, row: &Row, fields: &[usize]) -> Json {
+    let mut out = Map::with_capacity(fields.len() + 2);
+    out.insert("id".into(), row[0].to_json());
+    out.insert("_type".into(), Json::String(model.name.clone()));
+    for &i in fields {
+        out.insert(model.fields[i].name.clone(), row[i].to_json());
+    }
+    Json::Object(out)
+}
