@@ -535,7 +535,11 @@ impl Engine {
             .store
             .write(WriteOp::Delete { model: model.name.clone(), id, guard: route.fixed.clone() })
             .await?;
-        let row = primary_image(&changes, |c| c.old.as_ref())?;
+        let row = changes
+            .iter()
+            .find(|c| *c.model == model.name && c.id == id)
+            .and_then(|c| c.old.as_ref())
+            .ok_or_else(|| VerbError::new(ErrorCode::Internal, "the store reported no change"))?;
         Ok(Outcome::data(row_to_json(model, row, &route.view.publish)))
     }
 

@@ -11,6 +11,7 @@ pub mod store;
 pub mod value;
 
 pub use engine::{Engine, EngineLimits, Session, VerbContext, VerbError, custom_verb};
+pub use filter::Filter;
 pub use schema::{ChannelRoute, Field, FieldType, Model, ModelRoute, OnDelete, Schema, Verb};
 pub use store::{BusMessage, Change, Store, StoreError};
 pub use value::Value;

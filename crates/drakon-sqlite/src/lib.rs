@@ -1,1 +1,215 @@
+//! drakon's default store: rows and the change log in one SQLite file.
+//!
+//! One writer connection behind a mutex commits every write; while it still holds the mutex it hands the committed
+//! changes to the sink, so the bus sees changes in commit order. Offsets come from `_drakon_offsets` inside the same
+//! transaction, which makes them gap-free and in commit order per model. Reads use a small pool of connections that
+//! WAL mode lets run beside the writer. All SQLite calls run on tokio's blocking pool.
 
+mod migrate;
+mod rows;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use async_trait::async_trait;
+use drakon_core::filter::Lookup;
+use drakon_core::filter::sql::{Dialect, compile, quote};
+use drakon_core::store::{ChangeSink, MigrationReport, OrderBy, Page, Row, Store, StoreError, WriteOp};
+use drakon_core::{Filter, Model, Schema, Value};
+use rusqlite::{Connection, OpenFlags};
+
+use crate::rows::{read_row, row_columns, to_sql, value_from_sql};
+
+/// Read connections beside the writer: enough for concurrent `get_list`s on two cores.
+const READERS: usize = 4;
+
+/// How long a connection waits on a lock held by another process (e.g. the `sqlite3` shell) before failing.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Vec<Mutex<Connection>>>,
+    next_reader: AtomicUsize,
+    sink: ChangeSink,
+    schema: Arc<RwLock<Arc<Schema>>>,
+}
+
+fn db_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| StoreError::Database(format!("cannot open {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(db_error)?;
+    if !read_only {
+        // WAL lets readers run beside the writer; NORMAL sync is durable across process crashes in WAL mode.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_error)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_error)?;
+    }
+    Ok(conn)
+}
+
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database at `path`; committed changes go to `sink`.
+    pub fn open(path: impl AsRef<Path>, sink: ChangeSink) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let writer = open_connection(&path, false)?;
+        migrate::ensure_meta(&writer)?;
+        let readers = (0..READERS).map(|_| open_connection(&path, true).map(Mutex::new)).collect::<Result<_, _>>()?;
+        Ok(SqliteStore {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(readers),
+            next_reader: AtomicUsize::new(0),
+            sink,
+            schema: Arc::new(RwLock::new(Arc::new(Schema::default()))),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn schema(&self) -> Arc<Schema> {
+        self.schema.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `f` with a read connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % READERS;
+        tokio::task::spawn_blocking(move || f(&lock(&readers[i]))).await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self, schema: &Schema) -> Result<MigrationReport, StoreError> {
+        let writer = self.writer.clone();
+        let owned = schema.clone();
+        let report = tokio::task::spawn_blocking(move || migrate::migrate(&mut lock(&writer), &owned))
+            .await
+            .map_err(|_| StoreError::Closed)??;
+        *self.schema.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(schema.clone());
+        Ok(report)
+    }
+
+    async fn list(
+        &self,
+        model: &Model,
+        filter: &Filter,
+        order: &[OrderBy],
+        limit: u64,
+        offset: u64,
+    ) -> Result<Page, StoreError> {
+        let model = model.clone();
+        let cond = compile(filter, "t", Dialect::Sqlite);
+        let order_sql = order
+            .iter()
+            .map(|o| {
+                format!("\"t\".{} {}", quote(&model.fields[o.field].name), if o.descending { "DESC" } else { "ASC" })
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.read(move |conn| {
+            let table = quote(&model.name);
+            let params: Vec<_> = cond.params.iter().map(to_sql).collect();
+            let total: i64 = conn
+                .prepare_cached(&format!("SELECT count(*) FROM {table} AS \"t\" WHERE {}", cond.sql))
+                .and_then(|mut s| s.query_row(rusqlite::params_from_iter(&params), |r| r.get(0)))
+                .map_err(db_error)?;
+            let order_sql = if order_sql.is_empty() { "\"t\".\"id\"".to_owned() } else { order_sql };
+            let sql = format!(
+                "SELECT {} FROM {table} AS \"t\" WHERE {} ORDER BY {order_sql} LIMIT {limit} OFFSET {offset}",
+                row_columns(&model, "t"),
+                cond.sql
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(&params), |r| read_row(&model, r))
+                .map_err(db_error)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_error)?;
+            Ok(Page { rows, total: total as u64 })
+        })
+        .await
+    }
+
+    async fn write(&self, op: WriteOp) -> Result<Vec<drakon_core::Change>, StoreError> {
+        let writer = self.writer.clone();
+        let sink = self.sink.clone();
+        let schema = self.schema();
+        tokio::task::spawn_blocking(move || write::write(&mut lock(&writer), &schema, op, &sink))
+            .await
+            .map_err(|_| StoreError::Closed)?
+    }
+
+    async fn resolve(&self, model: &Model, row: &Row, lookups: &[Lookup]) -> Result<Vec<Value>, StoreError> {
+        let schema = self.schema();
+        let model = model.clone();
+        let row = row.clone();
+        let lookups = lookups.to_vec();
+        self.read(move |conn| lookups.iter().map(|l| resolve_one(conn, &schema, &model, &row, l)).collect()).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
+    }
+}
+
+/// Follows a lookup's hops one row at a time; a null or dangling reference ends in null.
+fn resolve_one(
+    conn: &Connection,
+    schema: &Schema,
+    model: &Model,
+    row: &Row,
+    lookup: &Lookup,
+) -> Result<Value, StoreError> {
+    let Some(first) = lookup.hops.first() else {
+        return Ok(model.field_index(&lookup.field).map_or(Value::Null, |i| row[i].clone()));
+    };
+    let mut current = model.field_index(&first.field).map_or(Value::Null, |i| row[i].clone());
+    for (depth, hop) in lookup.hops.iter().enumerate() {
+        let Some(id) = current.as_i64() else { return Ok(Value::Null) };
+        let column = lookup.hops.get(depth + 1).map_or(lookup.field.as_str(), |next| next.field.as_str());
+        let target =
+            schema.get_model(&hop.to_model).ok_or_else(|| db_error(format!("unknown model {}", hop.to_model)))?;
+        let ty = target
+            .get_field(column)
+            .map(|f| f.ty.clone())
+            .ok_or_else(|| db_error(format!("unknown field {column}")))?;
+        let sql = format!("SELECT {} FROM {} WHERE \"id\" = ?1", quote(column), quote(&hop.to_model));
+        let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+        let mut rows = stmt.query([id]).map_err(db_error)?;
+        current = match rows.next().map_err(db_error)? {
+            Some(r) => value_from_sql(&ty, r.get_ref(0).map_err(db_error)?).map_err(db_error)?,
+            None => Value::Null,
+        };
+    }
+    Ok(current)
+}
+
+#[cfg(test)]
+mod tests;

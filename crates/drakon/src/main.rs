@@ -1,1 +1,91 @@
-fn main() {}
+//! The `drakon` command: `drakon serve` runs an app from its `drakon.toml`, `drakon check` validates one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use drakon::App;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "drakon", version, about = "Effortless real-time apps: declare models, every subscriber stays live")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the app described by a config file.
+    Serve {
+        #[arg(long, short, env = "DRAKON_CONFIG", default_value = "drakon.toml")]
+        config: PathBuf,
+        /// Address to listen on; overrides `[server] bind`.
+        #[arg(long, env = "DRAKON_BIND")]
+        bind: Option<SocketAddr>,
+    },
+    /// Validate a config file and print every problem with its line.
+    Check {
+        #[arg(long, short, env = "DRAKON_CONFIG", default_value = "drakon.toml")]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("DRAKON_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Check { config } => match App::load(&config) {
+            Ok(app) => {
+                let mut schema = app.config.schema;
+                let problems = schema.finish();
+                if problems.is_empty() {
+                    println!(
+                        "{}: ok ({} models, {} routes)",
+                        config.display(),
+                        schema.models.len(),
+                        schema.routes.len()
+                    );
+                    ExitCode::SUCCESS
+                } else {
+                    for p in problems {
+                        println!("{}: {p}", config.display());
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                println!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config, bind } => {
+            let app = match App::load(&config) {
+                Ok(app) => app,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let running = match app.start(bind).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            println!("drakon listening on http://{0}  (WebSocket: ws://{0}/data/websocket)", running.addr);
+            match running.until_signal().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

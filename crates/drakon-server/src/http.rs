@@ -1,0 +1,89 @@
+//! Plain HTTP endpoints: health, readiness and the server-side publish API.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use drakon_protocol::ErrorCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+
+/// The one place that turns an API error code into an HTTP status.
+fn status_for(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    (status_for(code), Json(json!({"code": code.as_str(), "message": message.into()}))).into_response()
+}
+
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    let stats = state.engine.hub().stats();
+    Json(json!({"status": "ok", "connections": stats.connections, "channels": stats.model_channels + stats.plain_channels}))
+        .into_response()
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.engine.store().ping().await {
+        Ok(()) if !*state.shutdown.borrow() => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => error(ErrorCode::Unavailable, "shutting down"),
+        Err(e) => error(ErrorCode::Unavailable, format!("store unavailable: {e}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishBody {
+    channel: String,
+    #[serde(default)]
+    data: Value,
+}
+
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-drakon-key").and_then(|v| v.to_str().ok()))
+}
+
+/// Compares in time independent of where the strings differ, so the key cannot be guessed byte by byte.
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let Some(key) = state.options.api_key.as_deref() else {
+        return error(ErrorCode::PermissionDenied, "publishing is disabled: set api_key in [server] or DRAKON_API_KEY");
+    };
+    match presented_key(&headers) {
+        Some(given) if same_key(given, key) => {}
+        Some(_) => return error(ErrorCode::PermissionDenied, "wrong api key"),
+        None => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"code": "permission_denied", "message": "send the api key as `Authorization: Bearer <key>`"})),
+            )
+                .into_response();
+        }
+    }
+    if body.len() > drakon_core::limits::MAX_PUBLISH_BODY_BYTES {
+        return error(ErrorCode::FrameTooLarge, "body too large");
+    }
+    let body: PublishBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(ErrorCode::BadJson, format!("expected {{\"channel\": \"…\", \"data\": …}}: {e}")),
+    };
+    match state.engine.publish(&body.channel, body.data).await {
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Err(e) => error(e.code, e.message),
+    }
+}

@@ -1,0 +1,182 @@
+//! Creates missing tables and columns, and refuses any schema change that could lose or silently convert data.
+//!
+//! `_drakon_fields` remembers each column's declared drakon type and optionality, since SQLite's column types
+//! cannot tell `text` from `datetime`.
+
+use std::collections::HashMap;
+
+use drakon_core::filter::sql::quote;
+use drakon_core::store::{MigrationReport, StoreError};
+use drakon_core::{Field, FieldType, Schema, Value};
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::db_error;
+
+/// The tables drakon keeps for itself.
+pub fn ensure_meta(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS _drakon_fields (
+             model TEXT NOT NULL, field TEXT NOT NULL, type TEXT NOT NULL, optional INTEGER NOT NULL,
+             PRIMARY KEY (model, field)) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS _drakon_offsets (model TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS _drakon_changes (
+             model TEXT NOT NULL, offset INTEGER NOT NULL, row_id INTEGER NOT NULL, action TEXT NOT NULL,
+             old TEXT, new TEXT, at TEXT NOT NULL,
+             PRIMARY KEY (model, offset)) WITHOUT ROWID;",
+    )
+    .map_err(db_error)
+}
+
+fn sql_type(ty: &FieldType) -> &'static str {
+    match ty {
+        FieldType::Id | FieldType::Int | FieldType::Bool | FieldType::Ref { .. } => "INTEGER",
+        FieldType::Float => "REAL",
+        FieldType::Text | FieldType::DateTime | FieldType::Json => "TEXT",
+    }
+}
+
+/// A literal for a DDL default; values come from the config, so they are escaped, never trusted.
+fn sql_literal(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Bool(b) => i64::from(*b).to_string(),
+        Value::Text(s) | Value::DateTime(s) => format!("'{}'", s.replace('\'', "''")),
+        Value::Json(j) => format!("'{}'", j.to_string().replace('\'', "''")),
+    }
+}
+
+fn column_def(field: &Field) -> String {
+    let mut def = format!("{} {}", quote(&field.name), sql_type(&field.ty));
+    if !field.optional {
+        def.push_str(" NOT NULL");
+    }
+    if let Some(default) = &field.default {
+        def.push_str(&format!(" DEFAULT {}", sql_literal(default)));
+    }
+    def
+}
+
+fn type_tag(field: &Field) -> String {
+    match &field.ty {
+        FieldType::Ref { model, .. } => format!("ref:{model}"),
+        ty => ty.name().to_owned(),
+    }
+}
+
+/// Brings the database up to `schema` in one transaction, or changes nothing and says what the user must do.
+pub fn migrate(conn: &mut Connection, schema: &Schema) -> Result<MigrationReport, StoreError> {
+    let tx = conn.transaction().map_err(db_error)?;
+    let mut report = MigrationReport::default();
+    let mut refused = Vec::new();
+    for model in &schema.models {
+        let table = quote(&model.name);
+        let exists: bool = tx
+            .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1", [&model.name], |_| Ok(()))
+            .optional()
+            .map_err(db_error)?
+            .is_some();
+        let known: HashMap<String, (String, bool)> = {
+            let mut stmt =
+                tx.prepare("SELECT field, type, optional FROM _drakon_fields WHERE model = ?1").map_err(db_error)?;
+            stmt.query_map([&model.name], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+                .map_err(db_error)?
+                .collect::<Result<_, _>>()
+                .map_err(db_error)?
+        };
+        if !exists {
+            let mut defs = vec!["\"id\" INTEGER PRIMARY KEY AUTOINCREMENT".to_owned()];
+            defs.extend(model.fields.iter().skip(1).map(column_def));
+            tx.execute_batch(&format!("CREATE TABLE {table} ({})", defs.join(", "))).map_err(db_error)?;
+            report.created_tables.push(model.name.clone());
+        } else {
+            let columns: Vec<String> = {
+                let mut stmt = tx.prepare(&format!("PRAGMA table_info({table})")).map_err(db_error)?;
+                stmt.query_map([], |r| r.get(1)).map_err(db_error)?.collect::<Result<_, _>>().map_err(db_error)?
+            };
+            for column in &columns {
+                if model.get_field(column).is_none() {
+                    refused.push(format!(
+                        "table {} has a column `{column}` that the config no longer declares; drakon never drops data: \
+                         declare the field again, or back up and drop the column yourself \
+                         (ALTER TABLE {} DROP COLUMN {column})",
+                        model.name, model.name
+                    ));
+                }
+            }
+            for field in model.fields.iter().skip(1) {
+                if let Some((ty, optional)) = known.get(&field.name) {
+                    if *ty != type_tag(field) {
+                        refused.push(format!(
+                            "field {}.{} changed type from {ty} to {}; drakon does not convert data: add a new field \
+                             with the new type and copy the data over yourself",
+                            model.name,
+                            field.name,
+                            type_tag(field)
+                        ));
+                    }
+                    if *optional && !field.optional {
+                        refused.push(format!(
+                            "field {}.{} became required; existing rows may hold null: keep it optional, or fill \
+                             every null and rebuild the table yourself",
+                            model.name, field.name
+                        ));
+                    }
+                    if !*optional && field.optional {
+                        refused.push(format!(
+                            "field {}.{} became optional; SQLite keeps its NOT NULL constraint, so drakon would fail \
+                             writing null: keep it required for now, or rebuild the table yourself",
+                            model.name, field.name
+                        ));
+                    }
+                    continue;
+                }
+                if columns.contains(&field.name) {
+                    continue;
+                }
+                if !field.optional && field.default.is_none() {
+                    refused.push(format!(
+                        "cannot add required field {}.{} to existing rows without a value: give it a default or make \
+                         it optional",
+                        model.name, field.name
+                    ));
+                    continue;
+                }
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {}", column_def(field))).map_err(db_error)?;
+                report.added_columns.push(format!("{}.{}", model.name, field.name));
+            }
+        }
+        for field in model.fields.iter().skip(1) {
+            if field.unique {
+                tx.execute_batch(&format!(
+                    "CREATE UNIQUE INDEX IF NOT EXISTS {} ON {table} ({})",
+                    quote(&format!("{}__{}__unique", model.name, field.name)),
+                    quote(&field.name)
+                ))
+                .map_err(db_error)?;
+            }
+            if field.ref_target().is_some() {
+                tx.execute_batch(&format!(
+                    "CREATE INDEX IF NOT EXISTS {} ON {table} ({})",
+                    quote(&format!("{}__{}__ref", model.name, field.name)),
+                    quote(&field.name)
+                ))
+                .map_err(db_error)?;
+            }
+            tx.execute(
+                "INSERT INTO _drakon_fields (model, field, type, optional) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (model, field) DO UPDATE SET type = excluded.type, optional = excluded.optional",
+                rusqlite::params![model.name, field.name, type_tag(field), field.optional],
+            )
+            .map_err(db_error)?;
+        }
+        tx.execute("INSERT OR IGNORE INTO _drakon_offsets (model, last) VALUES (?1, 0)", [&model.name])
+            .map_err(db_error)?;
+    }
+    if !refused.is_empty() {
+        return Err(StoreError::Migration(refused.join("\n")));
+    }
+    tx.commit().map_err(db_error)?;
+    Ok(report)
+}

@@ -1,0 +1,158 @@
+//! drakon as a library: load or build an app description, add custom verbs in Rust, and run it.
+//!
+//! ```no_run
+//! use drakon::{App, custom_verb};
+//! use serde_json::json;
+//! # async fn run() -> anyhow::Result<()> {
+//! let app = App::load("examples/todo/drakon.toml".as_ref())?
+//!     .custom_verb("todo-list", "ping", custom_verb(|_ctx, _args| async { Ok(json!("pong")) }))?;
+//! let running = app.start(None).await?;
+//! println!("listening on {}", running.addr);
+//! running.wait().await?;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use drakon_core::config::{Config, ServerConfig};
+use drakon_core::engine::CustomVerb;
+use drakon_core::limits::BUS_QUEUE_BATCHES;
+use drakon_core::schema::RouteKind;
+use drakon_server::ServerOptions;
+use drakon_sqlite::SqliteStore;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use drakon_core::config;
+pub use drakon_core::engine::{VerbContext, VerbError, custom_verb};
+pub use drakon_core::{Engine, Schema};
+pub use drakon_protocol::{Args, ErrorCode};
+
+/// An app ready to start: its schema, server settings and custom verbs.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+}
+
+/// A started app.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub engine: Engine,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl App {
+    /// Loads `drakon.toml`; the error lists every problem with its line.
+    pub fn load(path: &Path) -> Result<App, config::ConfigError> {
+        Ok(App { config: config::load(path)? })
+    }
+
+    /// An app described in Rust rather than in a config file.
+    pub fn from_schema(schema: Schema, server: ServerConfig) -> App {
+        App { config: Config { server, schema, base_dir: std::env::current_dir().unwrap_or_default() } }
+    }
+
+    /// Adds a custom verb to a model route.
+    pub fn custom_verb(mut self, route: &str, name: &str, verb: CustomVerb) -> anyhow::Result<App> {
+        let Some(r) = self.config.schema.route_mut(route) else { bail!("there is no route named `{route}`") };
+        let RouteKind::Model(spec) = &mut r.kind else {
+            bail!("route `{route}` is a channel route; custom verbs live on model routes")
+        };
+        spec.custom_verbs.insert(name.to_owned(), verb);
+        Ok(self)
+    }
+
+    /// Opens the store, applies safe migrations, and starts serving on `bind` (or the configured address, or
+    /// `127.0.0.1:8000`).
+    pub async fn start(self, bind: Option<SocketAddr>) -> anyhow::Result<Running> {
+        let mut schema = self.config.schema;
+        let problems = schema.finish();
+        if !problems.is_empty() {
+            bail!(
+                "the schema has problems:\n{}",
+                problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+            );
+        }
+        let server = self.config.server;
+        // The config loader has already resolved a relative path against the config file's directory.
+        let database = server.database.clone();
+        let (sink, bus) = mpsc::channel(BUS_QUEUE_BATCHES);
+        let store =
+            SqliteStore::open(&database, sink.clone()).with_context(|| format!("opening {}", database.display()))?;
+        let report =
+            drakon_core::Store::migrate(&store, &schema).await.context("the database does not fit the config")?;
+        for table in &report.created_tables {
+            tracing::info!(table, "created table");
+        }
+        for column in &report.added_columns {
+            tracing::info!(column, "added column");
+        }
+        let limits = drakon_core::EngineLimits { max_subscriptions: server.max_subscriptions };
+        let (engine, _fan_out) = Engine::start(Arc::new(schema), Arc::new(store), sink, bus, limits);
+        let addr = bind.or(server.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let addr = listener.local_addr()?;
+        let options = ServerOptions {
+            max_frame_bytes: server.max_frame_bytes,
+            idle_timeout: server.idle_timeout,
+            ping_interval: server.ping_interval,
+            heartbeat_interval: server.heartbeat_interval,
+            api_key: server.api_key.clone(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serve_engine = engine.clone();
+        let server = tokio::spawn(async move {
+            drakon_server::serve(listener, serve_engine, options, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        tracing::info!(%addr, database = %database.display(), "drakon is serving");
+        Ok(Running { addr, engine, stop, server })
+    }
+}
+
+impl Running {
+    /// Stops accepting, closes connections with 1001 once their in-flight request is done, and waits for that.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        let grace = drakon_core::limits::SHUTDOWN_GRACE;
+        match tokio::time::timeout(grace, self.server).await {
+            Ok(joined) => joined.context("server task failed")?.context("server failed"),
+            Err(_) => bail!("connections did not close within {grace:?}"),
+        }
+    }
+
+    /// Runs until the server stops by itself (it only does on error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.server.await.context("server task failed")?.context("server failed")
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
