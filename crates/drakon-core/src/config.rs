@@ -281,9 +281,10 @@ impl Reader<'_> {
         let ping = self.number("ping_interval_secs", raw.ping_interval_secs.as_ref(), 1);
         server.idle_timeout = idle.map_or(server.idle_timeout, Duration::from_secs);
         server.ping_interval = ping.map_or(server.ping_interval, Duration::from_secs);
-        let timing_valid =
-            idle.is_some() == raw.idle_timeout_secs.is_some() && ping.is_some() == raw.ping_interval_secs.is_some();
-        if timing_valid
+        // A bad number has its own problem already; comparing the default in its place would only add noise.
+        let both_read =
+            (idle.is_some() || raw.idle_timeout_secs.is_none()) && (ping.is_some() || raw.ping_interval_secs.is_none());
+        if both_read
             && server.ping_interval >= server.idle_timeout
             && let Some(span) = raw.ping_interval_secs.or(raw.idle_timeout_secs).map(|s| s.span())
         {
@@ -591,8 +592,11 @@ mod tests {
         lines.join("\n") + "\n"
     }
 
+    /// Expected problems: the 1-based line and the message.
+    type Problems<'a> = &'a [(usize, &'a str)];
+
     /// Parses `lines` (line N of the file is `lines[N - 1]`) and compares every problem with `want`.
-    fn check(name: &str, lines: &[&str], want: &[(usize, &str)]) {
+    fn check(name: &str, lines: &[&str], want: Problems) {
         let text = doc(lines);
         let got = match parse(&text, Path::new("drakon.toml")) {
             Ok(_) => Vec::new(),
@@ -785,7 +789,7 @@ mod tests {
 
     #[test]
     fn broken_configs_report_each_problem_at_its_line() {
-        let cases: &[(&str, &[&str], &[(usize, &str)])] = &[
+        let cases: &[(&str, &[&str], Problems)] = &[
             (
                 "toml syntax error",
                 &["[models.a.fields]", "x = { type = \"text\" }", "y = { type = \"text\""],

@@ -67,6 +67,13 @@ struct State {
     plain: HashMap<Arc<str>, HashSet<ConnId>>,
 }
 
+/// What one delivery cost: channels whose filter was evaluated, and frames queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Delivery {
+    pub candidates: usize,
+    pub queued: usize,
+}
+
 /// Counters for health endpoints and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HubStats {
@@ -210,12 +217,11 @@ impl Hub {
     }
 
     /// Sends `change` to every channel it concerns, as seen through each channel's filter. `remote_old` and
-    /// `remote_new` hold the values of [`Hub::remote_lookups`] for the old and new row images. Returns how many
-    /// frames were queued.
-    pub fn deliver_change(&self, change: &Change, model: &Model, remote_old: &Remote, remote_new: &Remote) -> usize {
+    /// `remote_new` hold the values of [`Hub::remote_lookups`] for the old and new row images.
+    pub fn deliver_change(&self, change: &Change, model: &Model, remote_old: &Remote, remote_new: &Remote) -> Delivery {
         let mut state = self.lock();
         let State { conns, models, .. } = &mut *state;
-        let Some(channels) = models.get(&*change.model) else { return 0 };
+        let Some(channels) = models.get(&*change.model) else { return Delivery::default() };
         let old = change.old.as_ref().map(|row| RowResolver { model, row, remote: remote_old });
         let new = change.new.as_ref().map(|row| RowResolver { model, row, remote: remote_new });
 
@@ -230,6 +236,7 @@ impl Hub {
 
         let mut queued = 0;
         let mut dead = Vec::new();
+        let count = candidates.len();
         for name in candidates {
             let channel = &channels.channels[name];
             let was = old.as_ref().is_some_and(|r| channel.filter.matches(r));
@@ -248,7 +255,7 @@ impl Hub {
                 c.kill.notify_one();
             }
         }
-        queued
+        Delivery { candidates: count, queued }
     }
 
     /// Sends a plain pub/sub message to every subscriber of channel `name`.
@@ -351,3 +358,6 @@ fn drop_model_subscriber(models: &mut ModelChannels, name: &str, conn: ConnId) {
 fn remove_conn(state: &mut State, conn: ConnId) {
     state.conns.remove(&conn);
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,190 @@
+//! Hub fan-out: the event each subscriber gets, and the cost of a change following the matching channels only.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use drakon_protocol::{Action, Args};
+use serde_json::{Value as Json, json};
+use tokio::sync::{Notify, mpsc};
+
+use super::*;
+use crate::filter::Filter;
+use crate::schema::{Field, Model, OnDelete, Schema};
+use crate::value::Value;
+
+fn schema() -> Schema {
+    Schema::new().model(Model::new("todo_list").field(Field::text("name"))).model(
+        Model::new("todo_item")
+            .field(Field::text("text"))
+            .field(Field::bool("done"))
+            .field(Field::text("secret"))
+            .field(Field::reference("todo_list", "todo_list", OnDelete::Cascade)),
+    )
+}
+
+struct Fixture {
+    hub: Hub,
+    schema: Schema,
+    route: Arc<RouteView>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let schema = schema();
+        let model = Arc::new(schema.get_model("todo_item").unwrap().clone());
+        // `secret` (index 3) is not published.
+        let route = Arc::new(RouteView { name: "todo-item".into(), model, publish: vec![1, 2, 4] });
+        Fixture { hub: Hub::new(), schema, route }
+    }
+
+    fn connect(&self, capacity: usize) -> (ConnId, mpsc::Receiver<Bytes>, Arc<Notify>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let kill = Arc::new(Notify::new());
+        (self.hub.register(tx, kill.clone()), rx, kill)
+    }
+
+    fn subscribe(&self, conn: ConnId, filter: Json) -> String {
+        let args: Args = filter.as_object().unwrap().clone();
+        let filter = Filter::parse(&self.schema, &self.route.model, &args).unwrap();
+        let name = drakon_protocol::model_channel_name("todo-item", &args);
+        self.hub.subscribe_model(conn, &self.route, &name, &filter);
+        name
+    }
+
+    fn deliver(&self, old: Option<Row>, new: Option<Row>) -> Delivery {
+        let action = match (&old, &new) {
+            (None, _) => Action::Created,
+            (_, None) => Action::Deleted,
+            _ => Action::Updated,
+        };
+        let id = new.as_ref().or(old.as_ref()).unwrap()[0].as_i64().unwrap();
+        let change = Change { model: Arc::from("todo_item"), id, action, old, new, offset: 7 };
+        self.hub.deliver_change(&change, &self.route.model, &Remote::new(), &Remote::new())
+    }
+}
+
+fn item(id: i64, text: &str, done: bool, secret: &str, list: i64) -> Row {
+    vec![Value::Int(id), Value::Text(text.into()), Value::Bool(done), Value::Text(secret.into()), Value::Int(list)]
+}
+
+fn frames(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Json> {
+    let mut out = Vec::new();
+    while let Ok(b) = rx.try_recv() {
+        out.push(serde_json::from_slice(&b).unwrap());
+    }
+    out
+}
+
+#[test]
+fn events_follow_membership_and_publish_only_changed_public_fields() {
+    let f = Fixture::new();
+    let (conn, mut rx, _) = f.connect(16);
+    let channel = f.subscribe(conn, json!({"todo_list": 1, "done": false}));
+    let cases: Vec<(Option<Row>, Option<Row>, Option<Json>)> = vec![
+        (
+            None,
+            Some(item(1, "a", false, "s", 1)),
+            Some(
+                json!({"action": "created", "data": {"id": 1, "_type": "todo_item", "text": "a", "done": false, "todo_list": 1}}),
+            ),
+        ),
+        (
+            Some(item(1, "a", false, "s", 1)),
+            Some(item(1, "b", false, "s", 1)),
+            Some(json!({"action": "updated", "data": {"id": 1, "_type": "todo_item", "text": "b"}})),
+        ),
+        // Only an unpublished field changed: nothing to tell.
+        (Some(item(1, "b", false, "s", 1)), Some(item(1, "b", false, "t", 1)), None),
+        (
+            Some(item(1, "b", false, "t", 1)),
+            Some(item(1, "b", true, "t", 1)),
+            Some(json!({"action": "deleted", "data": {"id": 1, "_type": "todo_item"}})),
+        ),
+        (Some(item(1, "b", true, "t", 1)), Some(item(1, "b", true, "u", 2)), None),
+        (
+            Some(item(1, "b", true, "u", 2)),
+            Some(item(1, "c", false, "u", 1)),
+            Some(
+                json!({"action": "created", "data": {"id": 1, "_type": "todo_item", "text": "c", "done": false, "todo_list": 1}}),
+            ),
+        ),
+        (
+            Some(item(1, "c", false, "u", 1)),
+            None,
+            Some(json!({"action": "deleted", "data": {"id": 1, "_type": "todo_item"}})),
+        ),
+    ];
+    for (i, (old, new, want)) in cases.into_iter().enumerate() {
+        f.deliver(old, new);
+        let got = frames(&mut rx);
+        match want {
+            None => assert!(got.is_empty(), "case {i}: expected nothing, got {got:?}"),
+            Some(mut want) => {
+                want["channel"] = json!(channel);
+                want["offset"] = json!(7);
+                assert_eq!(got, vec![want], "case {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_change_costs_the_matching_channels_not_all_of_them() {
+    let f = Fixture::new();
+    let (conn, mut rx, _) = f.connect(16);
+    for list in 1..=10_000 {
+        f.subscribe(conn, json!({"todo_list__id": list}));
+    }
+    let scan = f.subscribe(conn, json!({"text__contains": "zzz"}));
+    assert_eq!(f.hub.stats().model_channels, 10_001);
+
+    let created = f.deliver(None, Some(item(1, "a", false, "", 42)));
+    assert_eq!(created, Delivery { candidates: 2, queued: 1 }, "the list-42 channel and the one unindexed channel");
+    let moved = f.deliver(Some(item(1, "a", false, "", 42)), Some(item(1, "a", false, "", 43)));
+    assert_eq!(moved, Delivery { candidates: 3, queued: 2 }, "left list 42, entered list 43");
+    let nobody = f.deliver(None, Some(item(2, "a", false, "", 20_000)));
+    assert_eq!(nobody, Delivery { candidates: 1, queued: 0 });
+    assert_eq!(frames(&mut rx).len(), 3);
+
+    // Unsubscribing removes the channel from the index too.
+    f.hub.unsubscribe_model(conn, "todo_item", &scan);
+    assert_eq!(f.deliver(None, Some(item(3, "zzz", false, "", 20_000))), Delivery { candidates: 0, queued: 0 });
+}
+
+#[test]
+fn subscribers_of_one_channel_share_one_encoded_frame() {
+    let f = Fixture::new();
+    let (a, mut rx_a, _) = f.connect(4);
+    let (b, mut rx_b, _) = f.connect(4);
+    f.subscribe(a, json!({"todo_list": 1}));
+    f.subscribe(b, json!({"todo_list": 1}));
+    assert_eq!(f.hub.stats().model_channels, 1);
+    f.deliver(None, Some(item(1, "a", false, "", 1)));
+    let (fa, fb) = (rx_a.try_recv().unwrap(), rx_b.try_recv().unwrap());
+    assert_eq!(fa.as_ptr(), fb.as_ptr(), "one encoding, shared");
+}
+
+#[test]
+fn a_full_queue_gets_the_connection_dropped_and_told_to_close() {
+    let f = Fixture::new();
+    let (slow, _rx_slow, kill) = f.connect(1);
+    let (fast, mut rx_fast, _) = f.connect(16);
+    f.subscribe(slow, json!({"todo_list": 1}));
+    f.subscribe(fast, json!({"todo_list": 1}));
+    for id in 1..=3 {
+        f.deliver(None, Some(item(id, "a", false, "", 1)));
+    }
+    assert!(!f.hub.is_registered(slow));
+    assert!(f.hub.is_registered(fast));
+    assert_eq!(frames(&mut rx_fast).len(), 3, "the slow subscriber did not hold the fast one back");
+    let notified = kill.notified();
+    tokio::pin!(notified);
+    // notify_one stored a permit: the first poll completes at once.
+    assert!(futures_poll(notified.as_mut()));
+}
+
+fn futures_poll<F: std::future::Future>(f: std::pin::Pin<&mut F>) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    f.poll(&mut cx).is_ready()
+}
