@@ -373,3 +373,35 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::parse_frame;
+
+    proptest! {
+        /// Whatever arrives, the parser answers with a frame or an error; it never panics.
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,200}") {
+            let _ = parse_frame(&text);
+        }
+
+        #[test]
+        fn arbitrary_envelopes_never_panic(
+            route in prop::option::of(".{0,10}"),
+            verb in prop::option::of(".{0,10}"),
+            page in prop::option::of(any::<i64>()),
+            callback in prop::option::of(any::<u32>()),
+        ) {
+            let mut frame = serde_json::Map::new();
+            if let Some(r) = route { frame.insert("route".into(), r.into()); }
+            if let Some(v) = verb { frame.insert("verb".into(), v.into()); }
+            if let Some(c) = callback { frame.insert("callbackname".into(), c.into()); }
+            let mut args = serde_json::Map::new();
+            if let Some(p) = page { args.insert("_page".into(), p.into()); }
+            frame.insert("args".into(), args.into());
+            let _ = parse_frame(&serde_json::Value::Object(frame).to_string());
+        }
+    }
+}

@@ -87,7 +87,14 @@ async fn run(socket: WebSocket, state: AppState) {
                         "",
                     )),
                     Message::Close(_) => break None,
-                    Message::Ping(_) | Message::Pong(_) => None,
+                    // The library queues the pong; flushing sends it now rather than with the next event.
+                    Message::Ping(_) => {
+                        if sink.flush().await.is_err() {
+                            break None;
+                        }
+                        None
+                    }
+                    Message::Pong(_) => None,
                 };
                 if let Some(reply) = reply
                     && sink.send(text(reply)).await.is_err()

@@ -254,3 +254,30 @@ proptest! {
         prop_assert_eq!(from_sql, from_memory, "filter {} compiled to {}", Json::Object(args), sql);
     }
 }
+
+fn arbitrary_json() -> impl Strategy<Value = Json> {
+    let leaf = prop_oneof![
+        Just(Json::Null),
+        any::<bool>().prop_map(Json::from),
+        any::<i64>().prop_map(Json::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Json::from),
+        ".{0,12}".prop_map(Json::from),
+    ];
+    leaf.prop_recursive(2, 8, 4, |inner| prop::collection::vec(inner, 0..4).prop_map(Json::from))
+}
+
+proptest! {
+    /// Hostile keys and values get an error or a filter, never a panic; and whatever parses compiles to SQL whose
+    /// only identifiers come from the schema.
+    #[test]
+    fn arbitrary_filters_never_panic(
+        keys in prop::collection::vec("(text|done|n|todo_list|id|x|todo_list__name|__|\"|;)(__(eq|in|isnull|gt|contains|zz))?.{0,3}", 1..4),
+        values in prop::collection::vec(arbitrary_json(), 4),
+    ) {
+        let args: Args = keys.into_iter().zip(values).collect();
+        if let Ok(filter) = parse(Json::Object(args)) {
+            let cond = compile(&filter, "t", Dialect::Sqlite);
+            prop_assert!(!cond.sql.contains(';'));
+        }
+    }
+}
