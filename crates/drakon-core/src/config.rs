@@ -23,6 +23,9 @@ use crate::value::Value;
 /// The environment variable that overrides `[server] api_key`, so that the key need not live in the file.
 pub const API_KEY_ENV: &str = "DRAKON_API_KEY";
 
+/// The environment variable that overrides `[server] admin_secret`.
+pub const ADMIN_SECRET_ENV: &str = "DRAKON_ADMIN_SECRET";
+
 /// The SQLite file used when `[server]` names none.
 const DEFAULT_DATABASE: &str = "drakon.db";
 
@@ -52,6 +55,11 @@ pub struct ServerConfig {
     /// The key that `POST /api/publish` and other server-side callers present; [`load`] lets
     /// [`API_KEY_ENV`] override it.
     pub api_key: Option<String>,
+    /// The secret that opens `/admin`; [`load`] lets [`ADMIN_SECRET_ENV`] override it, and `drakon serve` makes
+    /// one up (and prints a login link) when neither is set.
+    pub admin_secret: Option<String>,
+    /// A directory of files served at `/` (the app's pages); relative paths are resolved against the config file.
+    pub static_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +73,8 @@ impl Default for ServerConfig {
             ping_interval: limits::DEFAULT_PING_INTERVAL,
             heartbeat_interval: None,
             api_key: None,
+            admin_secret: None,
+            static_dir: None,
         }
     }
 }
@@ -81,6 +91,8 @@ impl fmt::Debug for ServerConfig {
             .field("ping_interval", &self.ping_interval)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("admin_secret", &self.admin_secret.as_ref().map(|_| "<redacted>"))
+            .field("static_dir", &self.static_dir)
             .finish()
     }
 }
@@ -126,6 +138,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     {
         tracing::debug!("api key taken from {API_KEY_ENV}");
         config.server.api_key = Some(key);
+    }
+    if let Ok(secret) = std::env::var(ADMIN_SECRET_ENV)
+        && !secret.is_empty()
+    {
+        config.server.admin_secret = Some(secret);
     }
     Ok(config)
 }
@@ -186,6 +203,8 @@ struct RawServer {
     ping_interval_secs: Option<Spanned<i64>>,
     heartbeat_secs: Option<Spanned<i64>>,
     api_key: Option<Spanned<String>>,
+    admin_secret: Option<Spanned<String>>,
+    static_dir: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -306,6 +325,19 @@ impl Reader<'_> {
                 self.problem(key.span(), format!("api_key is empty; set a key, remove the line or use {API_KEY_ENV}"))
             }
             Some(key) => server.api_key = Some(key.into_inner()),
+            None => {}
+        }
+        match raw.admin_secret {
+            Some(secret) if secret.get_ref().len() < 12 => self.problem(
+                secret.span(),
+                format!("admin_secret must be at least 12 characters; remove it to have one generated, or use {ADMIN_SECRET_ENV}"),
+            ),
+            Some(secret) => server.admin_secret = Some(secret.into_inner()),
+            None => {}
+        }
+        match raw.static_dir {
+            Some(dir) if dir.get_ref().is_empty() => self.problem(dir.span(), "static_dir must name a directory"),
+            Some(dir) => server.static_dir = Some(base_dir.join(dir.get_ref())),
             None => {}
         }
         server
@@ -772,6 +804,7 @@ mod tests {
                     ping_interval: Duration::from_secs(20),
                     heartbeat_interval: Some(Duration::from_secs(15)),
                     api_key: Some("secret".into()),
+                    ..ServerConfig::default()
                 },
             ),
         ];
@@ -819,7 +852,7 @@ mod tests {
                 &[(
                     2,
                     "unknown field `port`, expected one of `bind`, `database`, `max_frame_bytes`, `max_subscriptions`, \
-                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`",
+                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`",
                 )],
             ),
             (

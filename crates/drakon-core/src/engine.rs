@@ -86,6 +86,9 @@ impl From<StoreError> for VerbError {
     }
 }
 
+/// Prefix of the per-model routes that only admin sessions may use.
+pub const ADMIN_ROUTE_PREFIX: &str = "admin:";
+
 /// A boxed future, as custom verbs return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -133,6 +136,8 @@ impl Default for EngineLimits {
 #[derive(Debug)]
 pub struct Session {
     pub conn: ConnId,
+    /// Admin sessions may use the `admin:<model>` routes, which see and write every field.
+    pub admin: bool,
     /// Server channel → (model for model channels, the client's local channel names).
     subs: BTreeMap<String, (Option<String>, BTreeSet<String>)>,
     count: usize,
@@ -159,6 +164,8 @@ struct Inner {
     sink: ChangeSink,
     models: HashMap<String, Arc<Model>>,
     model_routes: HashMap<String, CompiledRoute>,
+    /// `admin:<model>` for every model: every field visible and writable, for the admin page only.
+    admin_routes: HashMap<String, CompiledRoute>,
     channel_routes: HashMap<String, ChannelRoute>,
     limits: EngineLimits,
 }
@@ -219,8 +226,19 @@ impl Engine {
                 }
             }
         }
+        let mut admin_routes = HashMap::new();
+        for model in models.values() {
+            let name = format!("{ADMIN_ROUTE_PREFIX}{}", model.name);
+            let fields: Vec<&str> = model.fields.iter().skip(1).map(|f| f.name.as_str()).collect();
+            let mut spec = ModelRoute::new(model.name.clone()).publish(&fields).update(&fields).create(&fields);
+            spec.page_size = limits::ADMIN_PAGE_SIZE;
+            let publish = (1..model.fields.len()).collect();
+            let view = Arc::new(RouteView { name: name.clone(), model: model.clone(), publish });
+            admin_routes.insert(name.clone(), CompiledRoute { name, view, spec, fixed: Filter::default() });
+        }
         let hub = Arc::new(Hub::new());
-        let inner = Arc::new(Inner { schema, store, hub, sink, models, model_routes, channel_routes, limits });
+        let inner =
+            Arc::new(Inner { schema, store, hub, sink, models, model_routes, admin_routes, channel_routes, limits });
         let task = tokio::spawn(fan_out(inner.clone(), bus));
         (Engine { inner }, task)
     }
@@ -237,9 +255,9 @@ impl Engine {
         &self.inner.store
     }
 
-    /// Opens a session for a connection registered with the hub.
-    pub fn open_session(&self, conn: ConnId) -> Session {
-        Session { conn, subs: BTreeMap::new(), count: 0 }
+    /// Opens a session for a connection registered with the hub; `admin` unlocks the `admin:<model>` routes.
+    pub fn open_session(&self, conn: ConnId, admin: bool) -> Session {
+        Session { conn, admin, subs: BTreeMap::new(), count: 0 }
     }
 
     /// Drops every subscription of the session and its hub registration.
@@ -336,8 +354,19 @@ impl Engine {
                 _ => Err(unknown_verb(route_name, verb, &["subscribe", "unsubscribe"])),
             };
         }
-        let Some(route) = self.inner.model_routes.get(route_name) else {
-            return Err(VerbError::new(ErrorCode::UnknownRoute, format!("there is no route named `{route_name}`")));
+        // Admin routes exist only for admin sessions and in-process callers; to anyone else they are unknown.
+        let admin_allowed = session.as_ref().is_none_or(|s| s.admin);
+        let route = match self.inner.model_routes.get(route_name) {
+            Some(route) => route,
+            None => match self.inner.admin_routes.get(route_name).filter(|_| admin_allowed) {
+                Some(route) => route,
+                None => {
+                    return Err(VerbError::new(
+                        ErrorCode::UnknownRoute,
+                        format!("there is no route named `{route_name}`"),
+                    ));
+                }
+            },
         };
         if let Some(custom) = route.spec.custom_verbs.get(verb) {
             let ctx = VerbContext { engine: self.clone(), route: route_name.to_owned(), conn: session.map(|s| s.conn) };
@@ -364,7 +393,7 @@ impl Engine {
                 let session =
                     session.ok_or_else(|| VerbError::new(ErrorCode::InvalidArgs, "subscriptions need a connection"))?;
                 if builtin == Verb::Subscribe {
-                    self.subscribe_model(session, route, args)
+                    self.subscribe_model(session, route, args).await
                 } else {
                     self.unsubscribe_model(session, route, args)
                 }
@@ -554,22 +583,52 @@ impl Engine {
         }
     }
 
-    fn subscribe_model(
+    /// Subscribes; with `"snapshot": true` the reply also carries the matching rows and the offset they reflect.
+    ///
+    /// The hub registration comes before the read, so every change committed after the read is delivered; changes
+    /// committed before it may be delivered too, and carry offsets at or below the snapshot's, which the client
+    /// skips.
+    async fn subscribe_model(
         &self,
         session: &mut Session,
         route: &CompiledRoute,
         mut args: Args,
     ) -> Result<Outcome, VerbError> {
         let local = Self::take_local_channel(&mut args)?;
+        let snapshot = match args.remove("snapshot") {
+            None | Some(Json::Bool(false)) => false,
+            Some(Json::Bool(true)) => true,
+            Some(_) => return Err(VerbError::new(ErrorCode::InvalidArgs, "`snapshot` takes true or false")),
+        };
+        let order = parse_order(&route.view.model, &route.view.publish, args.remove("_order"))?;
         let (filter, normalized) = self.route_filter(route, args)?;
         let remote = model_channel_name(&route.name, &normalized);
+        let channel = Some((local.clone(), vec![remote.clone()], ChannelAction::Subscribe));
+        let fresh = !session.subs.get(&remote).is_some_and(|(_, locals)| locals.contains(&local));
         self.add_subscription(session, &local, &remote, Some(&route.view.model.name))?;
         self.inner.hub.subscribe_model(session.conn, &route.view, &remote, &filter);
-        Ok(Outcome {
-            data: json!([]),
-            client_context: None,
-            channel: Some((local, vec![remote], ChannelAction::Subscribe)),
-        })
+        if !snapshot {
+            return Ok(Outcome { data: json!([]), client_context: None, channel });
+        }
+        let max = limits::MAX_SNAPSHOT_ROWS as u64;
+        let read = self.inner.store.list(&route.view.model, &filter, &order, max, 0).await.map_err(VerbError::from);
+        let page = match read {
+            Ok(page) if page.total <= max => page,
+            failed => {
+                if fresh && self.drop_subscription(session, &local, &remote)? {
+                    self.inner.hub.unsubscribe_model(session.conn, &route.view.model.name, &remote);
+                }
+                return Err(failed.err().unwrap_or_else(|| {
+                    VerbError::new(
+                        ErrorCode::InvalidArgs,
+                        format!("the filter matches more than {max} rows, too many for a snapshot; narrow it or page with get_list"),
+                    )
+                }));
+            }
+        };
+        let rows: Vec<Json> =
+            page.rows.iter().map(|r| row_to_json(&route.view.model, r, &route.view.publish)).collect();
+        Ok(Outcome { data: json!({"rows": rows, "offset": page.offset}), client_context: None, channel })
     }
 
     fn unsubscribe_model(

@@ -44,3 +44,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Largest JSON body accepted by `POST /api/publish`.
 pub const MAX_PUBLISH_BODY_BYTES: usize = 256 * 1024;
+
+/// Rows a `subscribe` with a snapshot may return: a live mirror larger than this belongs in pages, not one frame.
+pub const MAX_SNAPSHOT_ROWS: usize = 10_000;
+
+/// Page size of the admin's model lists.
+pub const ADMIN_PAGE_SIZE: u32 = 50;

@@ -87,6 +87,8 @@ pub struct OrderBy {
 pub struct Page {
     pub rows: Vec<Row>,
     pub total: u64,
+    /// The model's last change-log offset as of the same read: the rows reflect every change up to it and none after.
+    pub offset: u64,
 }
 
 /// What [`Store::migrate`] did.
@@ -129,7 +131,8 @@ pub trait Store: Send + Sync + 'static {
     /// Creates missing tables and columns; refuses changes that could lose data.
     async fn migrate(&self, schema: &Schema) -> Result<MigrationReport, StoreError>;
 
-    /// Rows of `model` matching `filter`, ordered, one page of them.
+    /// Rows of `model` matching `filter`, ordered, one page of them, read in one consistent snapshot together with
+    /// the total count and the model's offset.
     async fn list(
         &self,
         model: &Model,

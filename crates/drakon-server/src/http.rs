@@ -25,6 +25,14 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     (status_for(code), Json(json!({"code": code.as_str(), "message": message.into()}))).into_response()
 }
 
+/// The browser build of the TypeScript client (`clients/js`), committed as a build artifact and checked in CI.
+const CLIENT_SCRIPT: &str = include_str!("../../../clients/js/dist/drakon.js");
+
+pub async fn client_script() -> Response {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], CLIENT_SCRIPT)
+        .into_response()
+}
+
 pub async fn healthz(State(state): State<AppState>) -> Response {
     let stats = state.engine.hub().stats();
     Json(json!({"status": "ok", "connections": stats.connections, "channels": stats.model_channels + stats.plain_channels}))

@@ -1,12 +1,16 @@
 //! drakon's HTTP and WebSocket front. This is the only crate that knows axum and the WebSocket library; every
 //! transport here adapts onto the same [`Engine`].
 //!
-//! Routes: `GET /data/websocket` (the native protocol), `GET /healthz`, `GET /readyz`, `POST /api/publish`.
+//! Routes: `GET /data/websocket` (the native protocol), `GET /drakon.js` (the browser client), `GET /healthz`,
+//! `GET /readyz`, `POST /api/publish`, `/admin` (the admin page), and the app's own files at `/` when a static
+//! directory is configured.
 
+mod admin;
 mod http;
 mod socket;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +31,10 @@ pub struct ServerOptions {
     pub heartbeat_interval: Option<Duration>,
     /// Key for `POST /api/publish`; without one the endpoint refuses every request.
     pub api_key: Option<String>,
+    /// The secret that opens `/admin`.
+    pub admin_secret: String,
+    /// Files served at `/`.
+    pub static_dir: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -38,6 +46,8 @@ impl Default for ServerOptions {
             ping_interval: limits::DEFAULT_PING_INTERVAL,
             heartbeat_interval: None,
             api_key: None,
+            admin_secret: String::new(),
+            static_dir: None,
         }
     }
 }
@@ -53,12 +63,24 @@ struct AppState {
 /// The HTTP routes, for embedding into a larger axum app.
 pub fn router(engine: Engine, options: ServerOptions, shutdown: watch::Receiver<bool>) -> Router {
     let state = AppState { engine, options: Arc::new(options), shutdown };
-    Router::new()
+    let static_dir = state.options.static_dir.clone();
+    let router = Router::new()
         .route("/data/websocket", get(socket::upgrade))
+        .route("/drakon.js", get(http::client_script))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/api/publish", post(http::publish))
-        .with_state(state)
+        .route("/admin", get(admin::page))
+        .route("/admin/admin.js", get(admin::script))
+        .route("/admin/admin.css", get(admin::style))
+        .route("/admin/login", get(admin::login_link).post(admin::login_form))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/api/schema", get(admin::schema))
+        .with_state(state);
+    match static_dir {
+        Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),
+        None => router,
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, closes every connection with 1001 after its in-flight

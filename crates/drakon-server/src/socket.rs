@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use drakon_core::limits::OUTBOUND_QUEUE_FRAMES;
@@ -27,9 +28,10 @@ fn hard_cap(max_frame_bytes: usize) -> usize {
     (max_frame_bytes * 4).max(1 << 20)
 }
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let cap = hard_cap(state.options.max_frame_bytes);
-    ws.max_message_size(cap).max_frame_size(cap).on_upgrade(move |socket| run(socket, state))
+    let admin = crate::admin::is_admin(&state.options, &headers);
+    ws.max_message_size(cap).max_frame_size(cap).on_upgrade(move |socket| run(socket, state, admin))
 }
 
 fn text(bytes: Bytes) -> Message {
@@ -43,13 +45,13 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     t
 }
 
-async fn run(socket: WebSocket, state: AppState) {
+async fn run(socket: WebSocket, state: AppState, admin: bool) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE_FRAMES);
     let kill = Arc::new(Notify::new());
     let engine = state.engine.clone();
     let conn = engine.hub().register(tx, kill.clone());
-    let mut session = engine.open_session(conn);
+    let mut session = engine.open_session(conn, admin);
     let options = state.options.clone();
     let mut shutdown = state.shutdown.clone();
     let mut ping = ticker(options.ping_interval);

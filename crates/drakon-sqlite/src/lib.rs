@@ -18,7 +18,7 @@ use drakon_core::filter::Lookup;
 use drakon_core::filter::sql::{Dialect, compile, quote};
 use drakon_core::store::{ChangeSink, MigrationReport, OrderBy, Page, Row, Store, StoreError, WriteOp};
 use drakon_core::{Filter, Model, Schema, Value};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::rows::{read_row, row_columns, to_sql, value_from_sql};
 
@@ -134,9 +134,16 @@ impl Store for SqliteStore {
             .collect::<Vec<_>>()
             .join(", ");
         self.read(move |conn| {
+            // One read transaction: the count, the rows and the offset all see the same committed state.
+            let tx = conn.unchecked_transaction().map_err(db_error)?;
             let table = quote(&model.name);
             let params: Vec<_> = cond.params.iter().map(to_sql).collect();
-            let total: i64 = conn
+            let log_offset: i64 = tx
+                .prepare_cached("SELECT last FROM _drakon_offsets WHERE model = ?1")
+                .and_then(|mut s| s.query_row([&model.name], |r| r.get(0)).optional())
+                .map_err(db_error)?
+                .unwrap_or(0);
+            let total: i64 = tx
                 .prepare_cached(&format!("SELECT count(*) FROM {table} AS \"t\" WHERE {}", cond.sql))
                 .and_then(|mut s| s.query_row(rusqlite::params_from_iter(&params), |r| r.get(0)))
                 .map_err(db_error)?;
@@ -146,13 +153,15 @@ impl Store for SqliteStore {
                 row_columns(&model, "t"),
                 cond.sql
             );
-            let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(&params), |r| read_row(&model, r))
-                .map_err(db_error)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_error)?;
-            Ok(Page { rows, total: total as u64 })
+            let rows = {
+                let mut stmt = tx.prepare_cached(&sql).map_err(db_error)?;
+                stmt.query_map(rusqlite::params_from_iter(&params), |r| read_row(&model, r))
+                    .map_err(db_error)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db_error)?
+            };
+            tx.finish().map_err(db_error)?;
+            Ok(Page { rows, total: total as u64, offset: log_offset as u64 })
         })
         .await
     }

@@ -43,6 +43,9 @@ pub struct App {
 pub struct Running {
     pub addr: SocketAddr,
     pub engine: Engine,
+    /// A login link for the admin page, when the admin secret was generated for this run (and so is known only
+    /// from this link).
+    pub admin_link: Option<String>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -96,6 +99,11 @@ impl App {
         let limits = drakon_core::EngineLimits { max_subscriptions: server.max_subscriptions };
         let (engine, _fan_out) = Engine::start(Arc::new(schema), Arc::new(store), sink, bus, limits);
         let addr = bind.or(server.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
+        let generated = server.admin_secret.is_none();
+        let admin_secret = match &server.admin_secret {
+            Some(secret) => secret.clone(),
+            None => generate_secret()?,
+        };
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr()?;
         let options = ServerOptions {
@@ -104,8 +112,11 @@ impl App {
             ping_interval: server.ping_interval,
             heartbeat_interval: server.heartbeat_interval,
             api_key: server.api_key.clone(),
+            admin_secret: admin_secret.clone(),
+            static_dir: server.static_dir.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
+        let admin_link = format!("http://{addr}/admin/login?token={admin_secret}");
         let serve_engine = engine.clone();
         let server = tokio::spawn(async move {
             drakon_server::serve(listener, serve_engine, options, async move {
@@ -114,7 +125,7 @@ impl App {
             .await
         });
         tracing::info!(%addr, database = %database.display(), "drakon is serving");
-        Ok(Running { addr, engine, stop, server })
+        Ok(Running { addr, engine, stop, server, admin_link: generated.then_some(admin_link) })
     }
 }
 
@@ -155,4 +166,11 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+/// 128 random bits as hex: the admin secret of a run that configured none.
+fn generate_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot generate an admin secret: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
