@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use drakon_protocol::{
-    Action, Args, ChannelAction, ChannelData, ErrorBody, ErrorCode, ReplyContext, Request, State, encode_error,
-    encode_reply, model_channel_name,
+    Args, ChannelAction, ChannelData, ErrorBody, ErrorCode, ReplyContext, Request, State, encode_error, encode_reply,
+    model_channel_name,
 };
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::mpsc;
@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::filter::{Filter, FilterError, Lookup};
 use crate::hub::{ConnId, Hub, Remote, RouteView};
 use crate::limits;
-use crate::schema::{ChannelRoute, FieldType, Model, ModelRoute, RouteKind, Schema, Verb};
+use crate::schema::{ChannelRoute, Model, ModelRoute, RouteKind, Schema, Verb};
 use crate::store::{BusMessage, Change, ChangeSink, OrderBy, Row, Store, StoreError, WriteOp, row_to_json};
 use crate::value::Value;
 
@@ -881,11 +881,12 @@ async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>) {
     while let Some(msg) = bus.recv().await {
         match msg {
             BusMessage::Changes(changes) => {
+                let images = BatchImages::of(&changes);
                 for change in changes.iter() {
                     let Some(model) = inner.models.get(&*change.model) else { continue };
                     let lookups = inner.hub.remote_lookups(&model.name);
-                    let remote_old = resolve(&inner, model, change.old.as_ref(), &lookups).await;
-                    let remote_new = resolve(&inner, model, change.new.as_ref(), &lookups).await;
+                    let remote_old = resolve(&inner, model, change.old.as_ref(), &lookups, &images.before).await;
+                    let remote_new = resolve(&inner, model, change.new.as_ref(), &lookups, &images.after).await;
                     inner.hub.deliver_change(change, model, &remote_old, &remote_new);
                 }
             }
@@ -896,25 +897,77 @@ async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>) {
     }
 }
 
-async fn resolve(inner: &Inner, model: &Model, row: Option<&Row>, lookups: &[Lookup]) -> Remote {
-    let (Some(row), false) = (row, lookups.is_empty()) else { return Remote::new() };
-    match inner.store.resolve(model, row, lookups).await {
-        Ok(values) => lookups.iter().cloned().zip(values).collect(),
-        Err(e) => {
-            tracing::error!(error = %e, model = %model.name, "could not resolve related values; related-field subscriptions miss this event");
-            Remote::new()
+type RowKey = (Arc<str>, i64);
+
+/// The rows a batch touched, as they were before it and as they are after it (`None`: absent then). A row's old
+/// image is matched against the related rows as they were too: when a list and its items go in one cascade, the
+/// items' old `todo_list__name` is the list's name before the delete, not the null of a row already gone.
+struct BatchImages {
+    before: HashMap<RowKey, Option<Row>>,
+    after: HashMap<RowKey, Option<Row>>,
+}
+
+impl BatchImages {
+    fn of(changes: &[Change]) -> BatchImages {
+        let mut before = HashMap::new();
+        let mut after = HashMap::new();
+        for c in changes {
+            let key = (c.model.clone(), c.id);
+            before.entry(key.clone()).or_insert_with(|| c.old.clone());
+            after.insert(key, c.new.clone());
         }
+        BatchImages { before, after }
     }
 }
 
-/// The JSON form of a field type, for error messages and the admin.
-pub fn describe_field(ty: &FieldType) -> &'static str {
-    ty.name()
+/// The values of `lookups` for `row`, following each reference through `images` first and the store second.
+async fn resolve(
+    inner: &Inner,
+    model: &Model,
+    row: Option<&Row>,
+    lookups: &[Lookup],
+    images: &HashMap<RowKey, Option<Row>>,
+) -> Remote {
+    let mut out = Remote::new();
+    let Some(row) = row else { return out };
+    for lookup in lookups {
+        match resolve_one(inner, model, row, lookup, images).await {
+            Ok(value) => {
+                out.insert(lookup.clone(), value);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, model = %model.name, lookup = %lookup.path(), "could not resolve a related value; subscriptions on it miss this event");
+            }
+        }
+    }
+    out
 }
 
-#[allow(dead_code)]
-fn _assert_send() {
-    fn is_send<T: Send>(_: T) {}
-    let _ = |e: Engine, mut s: Session, r: Request| is_send(async move { e.handle(&mut s, r).await });
-    let _ = Action::Created;
+async fn resolve_one(
+    inner: &Inner,
+    model: &Model,
+    row: &Row,
+    lookup: &Lookup,
+    images: &HashMap<RowKey, Option<Row>>,
+) -> Result<Value, StoreError> {
+    let mut current_row = row.clone();
+    let mut current_model = model;
+    for hop in &lookup.hops {
+        let Some(id) = current_model.field_index(&hop.field).and_then(|i| current_row[i].as_i64()) else {
+            return Ok(Value::Null);
+        };
+        let Some(target) = inner.models.get(&hop.to_model) else { return Ok(Value::Null) };
+        let found = match images.get(&(Arc::from(hop.to_model.as_str()), id)) {
+            Some(image) => image.clone(),
+            None => {
+                let by_id = Filter::parse(&inner.schema, target, &Args::from_iter([("id".to_owned(), json!(id))]))
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                inner.store.list(target, &by_id, &[], 1, 0).await?.rows.into_iter().next()
+            }
+        };
+        let Some(found) = found else { return Ok(Value::Null) };
+        current_row = found;
+        current_model = target;
+    }
+    Ok(current_model.field_index(&lookup.field).map_or(Value::Null, |i| current_row[i].clone()))
 }

@@ -11,7 +11,7 @@ use drakon_protocol::Action;
 use serde_json::{Map, Value as Json};
 use tokio::sync::mpsc;
 
-use crate::filter::{Filter, Lookup};
+use crate::filter::Filter;
 use crate::schema::{Model, Schema};
 use crate::value::Value;
 
@@ -144,9 +144,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commits a write with its change-log entries, hands them to the sink, and returns them.
     async fn write(&self, op: WriteOp) -> Result<Vec<Change>, StoreError>;
-
-    /// Values of lookups through references, for the row `row` of `model`; one entry per lookup, in order.
-    async fn resolve(&self, model: &Model, row: &Row, lookups: &[Lookup]) -> Result<Vec<Value>, StoreError>;
 
     /// Whether the store answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -5,6 +5,7 @@
 //! transaction, which makes them gap-free and in commit order per model. Reads use a small pool of connections that
 //! WAL mode lets run beside the writer. All SQLite calls run on tokio's blocking pool.
 
+mod log;
 mod migrate;
 mod rows;
 mod write;
@@ -14,13 +15,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
-use drakon_core::filter::Lookup;
 use drakon_core::filter::sql::{Dialect, compile, quote};
-use drakon_core::store::{ChangeSink, MigrationReport, OrderBy, Page, Row, Store, StoreError, WriteOp};
-use drakon_core::{Filter, Model, Schema, Value};
+use drakon_core::store::{ChangeSink, MigrationReport, OrderBy, Page, Store, StoreError, WriteOp};
+use drakon_core::{Filter, Model, Schema};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
-use crate::rows::{read_row, row_columns, to_sql, value_from_sql};
+use crate::log::Writer;
+use crate::rows::{read_row, row_columns, to_sql};
 
 /// Read connections beside the writer: enough for concurrent `get_list`s on two cores.
 const READERS: usize = 4;
@@ -32,7 +33,7 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Writer>>,
     readers: Arc<Vec<Mutex<Connection>>>,
     next_reader: AtomicUsize,
     sink: ChangeSink,
@@ -60,8 +61,8 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
     Ok(conn)
 }
 
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    conn.lock().unwrap_or_else(|e| e.into_inner())
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SqliteStore {
@@ -72,17 +73,16 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let writer = open_connection(&path, false)?;
-        migrate::ensure_meta(&writer)?;
+        let conn = open_connection(&path, false)?;
+        migrate::ensure_meta(&conn)?;
+        // Publishing starts from now: entries already in the log were published by an earlier run, or had no
+        // subscriber to reach.
+        let published_seq = log::current_seq(&conn)?;
+        let writer = Arc::new(Mutex::new(Writer { conn, published_seq }));
         let readers = (0..READERS).map(|_| open_connection(&path, true).map(Mutex::new)).collect::<Result<_, _>>()?;
-        Ok(SqliteStore {
-            path,
-            writer: Arc::new(Mutex::new(writer)),
-            readers: Arc::new(readers),
-            next_reader: AtomicUsize::new(0),
-            sink,
-            schema: Arc::new(RwLock::new(Arc::new(Schema::default()))),
-        })
+        let schema = Arc::new(RwLock::new(Arc::new(Schema::default())));
+        log::spawn_tailer(Arc::downgrade(&writer), schema.clone(), sink.clone(), path.clone());
+        Ok(SqliteStore { path, writer, readers: Arc::new(readers), next_reader: AtomicUsize::new(0), sink, schema })
     }
 
     pub fn path(&self) -> &Path {
@@ -109,7 +109,7 @@ impl Store for SqliteStore {
     async fn migrate(&self, schema: &Schema) -> Result<MigrationReport, StoreError> {
         let writer = self.writer.clone();
         let owned = schema.clone();
-        let report = tokio::task::spawn_blocking(move || migrate::migrate(&mut lock(&writer), &owned))
+        let report = tokio::task::spawn_blocking(move || migrate::migrate(&mut lock(&writer).conn, &owned))
             .await
             .map_err(|_| StoreError::Closed)??;
         *self.schema.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(schema.clone());
@@ -175,49 +175,9 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError::Closed)?
     }
 
-    async fn resolve(&self, model: &Model, row: &Row, lookups: &[Lookup]) -> Result<Vec<Value>, StoreError> {
-        let schema = self.schema();
-        let model = model.clone();
-        let row = row.clone();
-        let lookups = lookups.to_vec();
-        self.read(move |conn| lookups.iter().map(|l| resolve_one(conn, &schema, &model, &row, l)).collect()).await
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
     }
-}
-
-/// Follows a lookup's hops one row at a time; a null or dangling reference ends in null.
-fn resolve_one(
-    conn: &Connection,
-    schema: &Schema,
-    model: &Model,
-    row: &Row,
-    lookup: &Lookup,
-) -> Result<Value, StoreError> {
-    let Some(first) = lookup.hops.first() else {
-        return Ok(model.field_index(&lookup.field).map_or(Value::Null, |i| row[i].clone()));
-    };
-    let mut current = model.field_index(&first.field).map_or(Value::Null, |i| row[i].clone());
-    for (depth, hop) in lookup.hops.iter().enumerate() {
-        let Some(id) = current.as_i64() else { return Ok(Value::Null) };
-        let column = lookup.hops.get(depth + 1).map_or(lookup.field.as_str(), |next| next.field.as_str());
-        let target =
-            schema.get_model(&hop.to_model).ok_or_else(|| db_error(format!("unknown model {}", hop.to_model)))?;
-        let ty = target
-            .get_field(column)
-            .map(|f| f.ty.clone())
-            .ok_or_else(|| db_error(format!("unknown field {column}")))?;
-        let sql = format!("SELECT {} FROM {} WHERE \"id\" = ?1", quote(column), quote(&hop.to_model));
-        let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
-        let mut rows = stmt.query([id]).map_err(db_error)?;
-        current = match rows.next().map_err(db_error)? {
-            Some(r) => value_from_sql(&ty, r.get_ref(0).map_err(db_error)?).map_err(db_error)?,
-            None => Value::Null,
-        };
-    }
-    Ok(current)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use drakon_core::filter::sql::quote;
 use drakon_core::store::{MigrationReport, StoreError};
-use drakon_core::{Field, FieldType, Schema, Value};
+use drakon_core::{Field, FieldType, Model, Schema, Value};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::db_error;
@@ -19,10 +19,12 @@ pub fn ensure_meta(conn: &Connection) -> Result<(), StoreError> {
              model TEXT NOT NULL, field TEXT NOT NULL, type TEXT NOT NULL, optional INTEGER NOT NULL,
              PRIMARY KEY (model, field)) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS _drakon_offsets (model TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;
+         INSERT OR IGNORE INTO _drakon_offsets (model, last) VALUES ('*', 0);
          CREATE TABLE IF NOT EXISTS _drakon_changes (
-             model TEXT NOT NULL, offset INTEGER NOT NULL, row_id INTEGER NOT NULL, action TEXT NOT NULL,
-             old TEXT, new TEXT, at TEXT NOT NULL,
-             PRIMARY KEY (model, offset)) WITHOUT ROWID;",
+             model TEXT NOT NULL, offset INTEGER NOT NULL, seq INTEGER NOT NULL, row_id INTEGER NOT NULL,
+             action TEXT NOT NULL, old TEXT, new TEXT, at TEXT NOT NULL,
+             PRIMARY KEY (model, offset)) WITHOUT ROWID;
+         CREATE UNIQUE INDEX IF NOT EXISTS _drakon_changes_seq ON _drakon_changes (seq);",
     )
     .map_err(db_error)
 }
@@ -173,10 +175,63 @@ pub fn migrate(conn: &mut Connection, schema: &Schema) -> Result<MigrationReport
         }
         tx.execute("INSERT OR IGNORE INTO _drakon_offsets (model, last) VALUES (?1, 0)", [&model.name])
             .map_err(db_error)?;
+        tx.execute_batch(&triggers(model)).map_err(db_error)?;
     }
     if !refused.is_empty() {
         return Err(StoreError::Migration(refused.join("\n")));
     }
     tx.commit().map_err(db_error)?;
     Ok(report)
+}
+
+/// A row image as SQL: `json_object('id', X."id", 'name', X."name", …)` for `X` = `NEW` or `OLD`. JSON fields are
+/// embedded as JSON when they hold valid JSON (they do when drakon wrote them) and as text otherwise.
+fn image_sql(model: &Model, row: &str) -> String {
+    let parts: Vec<String> = model
+        .fields
+        .iter()
+        .map(|f| {
+            let column = format!("{row}.{}", quote(&f.name));
+            let value = match f.ty {
+                FieldType::Json => format!("CASE WHEN json_valid({column}) THEN json({column}) ELSE {column} END"),
+                _ => column,
+            };
+            format!("'{}', {value}", f.name)
+        })
+        .collect();
+    format!("json_object({})", parts.join(", "))
+}
+
+/// Triggers that write the change log for every insert, update and delete of the model's table, whoever makes
+/// it: drakon, the `sqlite3` shell or another program. Offsets and the global sequence come from
+/// `_drakon_offsets` inside the writing transaction; SQLite has one writer at a time, so both follow commit order.
+/// An update that changes no column logs nothing.
+fn triggers(model: &Model) -> String {
+    let name = &model.name; // a validated lowercase identifier, safe inside quotes
+    let table = quote(name);
+    let entry = |action: &str, old: &str, new: &str, id: &str| {
+        format!(
+            "UPDATE _drakon_offsets SET last = last + 1 WHERE model IN ('{name}', '*');
+             INSERT INTO _drakon_changes (model, offset, seq, row_id, action, old, new, at) VALUES ('{name}',
+                 (SELECT last FROM _drakon_offsets WHERE model = '{name}'),
+                 (SELECT last FROM _drakon_offsets WHERE model = '*'),
+                 {id}, '{action}', {old}, {new}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));"
+        )
+    };
+    let changed: Vec<String> =
+        model.fields.iter().map(|f| format!("OLD.{c} IS NOT NEW.{c}", c = quote(&f.name))).collect();
+    let trigger = |suffix: &str| quote(&format!("_drakon_{name}_{suffix}"));
+    format!(
+        "DROP TRIGGER IF EXISTS {ins}; DROP TRIGGER IF EXISTS {upd}; DROP TRIGGER IF EXISTS {del};
+         CREATE TRIGGER {ins} AFTER INSERT ON {table} BEGIN {insert_entry} END;
+         CREATE TRIGGER {upd} AFTER UPDATE ON {table} WHEN {changed} BEGIN {update_entry} END;
+         CREATE TRIGGER {del} AFTER DELETE ON {table} BEGIN {delete_entry} END;",
+        ins = trigger("insert"),
+        upd = trigger("update"),
+        del = trigger("delete"),
+        changed = changed.join(" OR "),
+        insert_entry = entry("created", "NULL", &image_sql(model, "NEW"), "NEW.\"id\""),
+        update_entry = entry("updated", &image_sql(model, "OLD"), &image_sql(model, "NEW"), "NEW.\"id\""),
+        delete_entry = entry("deleted", &image_sql(model, "OLD"), "NULL", "OLD.\"id\""),
+    )
 }

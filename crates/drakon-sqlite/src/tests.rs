@@ -104,3 +104,42 @@ async fn unsafe_migrations_are_refused_with_advice() {
     let report = store.migrate(&added).await.unwrap();
     assert_eq!(report.added_columns, vec!["todo_list.rank".to_owned()]);
 }
+
+#[tokio::test]
+async fn writes_from_another_process_reach_the_bus_through_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, mut bus) = open(&dir).await;
+    store.write(create("todo_list", vec![(1, Value::Text("a".into()))])).await.unwrap();
+    let _ = bus.recv().await.unwrap();
+
+    // Another connection, as the sqlite3 shell would be: one insert, then one UPDATE touching many rows.
+    let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    other
+        .execute_batch(
+            "INSERT INTO todo_item (text, todo_list) VALUES ('x', 1), ('y', 1), ('z', 1);
+             UPDATE todo_item SET done = 1;
+             UPDATE todo_item SET done = 1;
+             DELETE FROM todo_item WHERE text = 'z';",
+        )
+        .unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 7 {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), bus.recv()).await.expect("published in time");
+        let Some(BusMessage::Changes(batch)) = msg else { panic!("bus closed") };
+        seen.extend(batch.iter().map(|c| (c.id, c.action, c.offset, c.new.as_ref().map(|r| r[2].clone()))));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (1, Action::Created, 1, Some(Value::Bool(false))),
+            (2, Action::Created, 2, Some(Value::Bool(false))),
+            (3, Action::Created, 3, Some(Value::Bool(false))),
+            (1, Action::Updated, 4, Some(Value::Bool(true))),
+            (2, Action::Updated, 5, Some(Value::Bool(true))),
+            (3, Action::Updated, 6, Some(Value::Bool(true))),
+            (3, Action::Deleted, 7, None),
+        ],
+        "the no-op second UPDATE logs nothing"
+    );
+}

@@ -1,34 +1,26 @@
-//! The write path inside SQLite: one transaction holds the row changes, their cascades and their change-log
-//! entries; after commit, and before the writer lock is released, the changes go to the sink.
-
-use std::sync::Arc;
+//! The write path inside SQLite: one transaction holds the row changes and their cascades; the log triggers add
+//! the change-log entries in the same transaction. The write reads its own entries back before committing (to
+//! answer the client), and after commit, still under the writer lock, publishes everything new in the log.
 
 use drakon_core::filter::sql::{Dialect, compile, quote};
-use drakon_core::store::{Assignment, BusMessage, Change, ChangeSink, Row, StoreError, WriteOp};
-use drakon_core::value::now_datetime;
+use drakon_core::store::{Assignment, Change, ChangeSink, Row, StoreError, WriteOp};
 use drakon_core::{Filter, Model, OnDelete, Schema, Value};
-use drakon_protocol::Action;
-use rusqlite::{ErrorCode, OptionalExtension, Transaction};
-use serde_json::{Map, Value as Json};
+use rusqlite::{ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::db_error;
+use crate::log::{Writer, changes_since, current_seq, publish_pending};
 use crate::rows::{read_row, row_columns, to_sql};
 
-pub fn write(
-    conn: &mut rusqlite::Connection,
-    schema: &Schema,
-    op: WriteOp,
-    sink: &ChangeSink,
-) -> Result<Vec<Change>, StoreError> {
-    let tx = conn.transaction().map_err(db_error)?;
-    let mut changes = Vec::new();
+pub fn write(writer: &mut Writer, schema: &Schema, op: WriteOp, sink: &ChangeSink) -> Result<Vec<Change>, StoreError> {
+    // IMMEDIATE takes SQLite's write lock now, so no other process's entries can land between `before` and ours.
+    let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
+    let before = current_seq(&tx)?;
     match op {
         WriteOp::Create { model, values, guard } => {
             let model = model_of(schema, &model)?;
             check_refs(&tx, schema, model, &values)?;
             let row = insert(&tx, model, &values)?;
             require_guard(&tx, model, row[0].as_i64().unwrap_or_default(), &guard, StoreError::OutsideRoute)?;
-            changes.push(change(model, Action::Created, None, Some(row)));
         }
         WriteOp::Update { model, id, values, guard } => {
             let model = model_of(schema, &model)?;
@@ -42,14 +34,13 @@ pub fn write(
             if new != old {
                 update(&tx, model, id, &values)?;
                 require_guard(&tx, model, id, &guard, StoreError::OutsideRoute)?;
-                changes.push(change(model, Action::Updated, Some(old), Some(new)));
             }
         }
         WriteOp::Delete { model, id, guard } => {
             let model = model_of(schema, &model)?;
             let old = select_row(&tx, model, id, &guard)?
                 .ok_or_else(|| StoreError::NotFound { model: model.name.clone(), id })?;
-            delete_cascading(&tx, schema, model, old, &mut changes)?;
+            delete_cascading(&tx, schema, model, old)?;
         }
         WriteOp::DeleteWhere { model, filter } => {
             let model = model_of(schema, &model)?;
@@ -57,29 +48,23 @@ pub fn write(
                 // An earlier cascade in this batch may already have removed the row.
                 let id = row[0].as_i64().unwrap_or_default();
                 if let Some(row) = select_row(&tx, model, id, &Filter::default())? {
-                    delete_cascading(&tx, schema, model, row, &mut changes)?;
+                    delete_cascading(&tx, schema, model, row)?;
                 }
             }
         }
     }
+    let changes = changes_since(&tx, schema, before)?;
     if changes.is_empty() {
         return Ok(changes);
     }
-    log_changes(&tx, schema, &mut changes)?;
     tx.commit().map_err(db_error)?;
-    // Still under the writer lock: the bus sees batches in commit order. A closed sink means shutdown; the changes
-    // are committed and logged either way.
-    let _ = sink.blocking_send(BusMessage::Changes(Arc::new(changes.clone())));
+    // Still under the writer lock: the bus sees batches in commit order.
+    publish_pending(writer, schema, sink)?;
     Ok(changes)
 }
 
 fn model_of<'a>(schema: &'a Schema, name: &str) -> Result<&'a Model, StoreError> {
     schema.get_model(name).ok_or_else(|| StoreError::Database(format!("unknown model {name}")))
-}
-
-fn change(model: &Model, action: Action, old: Option<Row>, new: Option<Row>) -> Change {
-    let id = new.as_ref().or(old.as_ref()).and_then(|r| r[0].as_i64()).unwrap_or_default();
-    Change { model: Arc::from(model.name.as_str()), id, action, old, new, offset: 0 }
 }
 
 fn map_write_error(model: &Model, e: rusqlite::Error) -> StoreError {
@@ -189,13 +174,7 @@ fn require_guard(
 }
 
 /// Deletes `row` after applying every reference's `on_delete` to the rows that point at it.
-fn delete_cascading(
-    tx: &Transaction<'_>,
-    schema: &Schema,
-    model: &Model,
-    row: Row,
-    changes: &mut Vec<Change>,
-) -> Result<(), StoreError> {
+fn delete_cascading(tx: &Transaction<'_>, schema: &Schema, model: &Model, row: Row) -> Result<(), StoreError> {
     let id = row[0].as_i64().unwrap_or_default();
     for referrer in &schema.models {
         for (index, field) in referrer.fields.iter().enumerate() {
@@ -232,17 +211,14 @@ fn delete_cascading(
                         let child_id = child[0].as_i64().unwrap_or_default();
                         // A self-referencing cascade may have removed it already.
                         if let Some(child) = select_row(tx, referrer, child_id, &Filter::default())? {
-                            delete_cascading(tx, schema, referrer, child, changes)?;
+                            delete_cascading(tx, schema, referrer, child)?;
                         }
                     }
                 }
                 OnDelete::SetNull => {
                     for old in rows {
                         let child_id = old[0].as_i64().unwrap_or_default();
-                        let mut new = old.clone();
-                        new[index] = Value::Null;
                         update(tx, referrer, child_id, &[(index, Value::Null)])?;
-                        changes.push(change(referrer, Action::Updated, Some(old), Some(new)));
                     }
                 }
             }
@@ -251,40 +227,5 @@ fn delete_cascading(
     tx.prepare_cached(&format!("DELETE FROM {} WHERE \"id\" = ?1", quote(&model.name)))
         .and_then(|mut s| s.execute([id]))
         .map_err(db_error)?;
-    changes.push(change(model, Action::Deleted, Some(row), None));
-    Ok(())
-}
-
-fn image(model: &Model, row: &Row) -> String {
-    let map: Map<String, Json> = model.fields.iter().zip(row).map(|(f, v)| (f.name.clone(), v.to_json())).collect();
-    Json::Object(map).to_string()
-}
-
-/// Gives each change the next offset of its model and writes its change-log entry.
-fn log_changes(tx: &Transaction<'_>, schema: &Schema, changes: &mut [Change]) -> Result<(), StoreError> {
-    let at = now_datetime();
-    for change in changes.iter_mut() {
-        let model = model_of(schema, &change.model)?;
-        let offset: i64 = tx
-            .prepare_cached("UPDATE _drakon_offsets SET last = last + 1 WHERE model = ?1 RETURNING last")
-            .and_then(|mut s| s.query_row([&*change.model], |r| r.get(0)))
-            .map_err(db_error)?;
-        change.offset = offset as u64;
-        tx.prepare_cached(
-            "INSERT INTO _drakon_changes (model, offset, row_id, action, old, new, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .and_then(|mut s| {
-            s.execute(rusqlite::params![
-                &*change.model,
-                offset,
-                change.id,
-                change.action.as_str(),
-                change.old.as_ref().map(|r| image(model, r)),
-                change.new.as_ref().map(|r| image(model, r)),
-                at,
-            ])
-        })
-        .map_err(db_error)?;
-    }
     Ok(())
 }

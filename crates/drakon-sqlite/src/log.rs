@@ -1,0 +1,169 @@
+//! The change log as drakon reads it: the entries the log triggers wrote, turned back into [`Change`]s, and the
+//! tailer that publishes every new entry, whoever wrote it, in commit order.
+//!
+//! Every entry has a per-model `offset` and a global `seq`, both assigned inside the writing transaction. The
+//! writer remembers the last `seq` it published; after each of its own commits, and whenever the database file
+//! changes underneath it (another process wrote), it publishes every entry past that point, so drakon's writes and
+//! outside writes reach the bus through the same path and in the same order.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use drakon_core::store::{BusMessage, Change, ChangeSink, StoreError};
+use drakon_core::{Model, Schema};
+use drakon_protocol::Action;
+use rusqlite::Connection;
+
+use crate::rows::value_from_image;
+use crate::{db_error, lock};
+
+/// Entries published per bus message: a bulk `UPDATE` of a million rows goes out in bounded batches.
+const PUBLISH_BATCH: usize = 1000;
+
+/// How often the tailer looks even without a file event: file events can be missed (another process may use a
+/// rollback journal, or the directory may be on a file system without inotify), and this bounds the delay.
+const TAIL_FALLBACK: Duration = Duration::from_millis(500);
+
+/// The writer connection and how far its log has been published.
+#[derive(Debug)]
+pub struct Writer {
+    pub conn: Connection,
+    pub published_seq: u64,
+}
+
+/// The last global sequence number assigned.
+pub fn current_seq(conn: &Connection) -> Result<u64, StoreError> {
+    conn.query_row("SELECT last FROM _drakon_offsets WHERE model = '*'", [], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+        .map_err(db_error)
+}
+
+fn image(model: &Model, text: Option<String>) -> Option<Vec<drakon_core::Value>> {
+    let json: serde_json::Value = serde_json::from_str(&text?).ok()?;
+    let obj = json.as_object()?;
+    Some(model.fields.iter().map(|f| value_from_image(&f.ty, obj.get(&f.name))).collect())
+}
+
+/// Up to `limit` entries after global sequence `seq`, in order, each with its sequence number. Entries of models
+/// the config no longer declares come back as `None`: nobody can subscribe to them, but they still take a place.
+pub fn read_entries(
+    conn: &Connection,
+    schema: &Schema,
+    seq: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Option<Change>)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT model, offset, seq, row_id, action, old, new FROM _drakon_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .map_err(db_error)?;
+    let rows = stmt
+        .query_map(rusqlite::params![seq as i64, limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })
+        .map_err(db_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (model_name, offset, seq, id, action, old, new) = row.map_err(db_error)?;
+        let change = schema.get_model(&model_name).map(|model| Change {
+            model: Arc::from(model_name.as_str()),
+            id,
+            action: match action.as_str() {
+                "created" => Action::Created,
+                "updated" => Action::Updated,
+                _ => Action::Deleted,
+            },
+            old: image(model, old),
+            new: image(model, new),
+            offset: offset as u64,
+        });
+        out.push((seq as u64, change));
+    }
+    Ok(out)
+}
+
+/// Every change after global sequence `seq` (a write's own, read inside its transaction).
+pub fn changes_since(conn: &Connection, schema: &Schema, seq: u64) -> Result<Vec<Change>, StoreError> {
+    Ok(read_entries(conn, schema, seq, usize::MAX >> 1)?.into_iter().filter_map(|(_, c)| c).collect())
+}
+
+/// Publishes every entry past `writer.published_seq`, in order. Called with the writer locked, so batches reach the
+/// bus in commit order.
+pub fn publish_pending(writer: &mut Writer, schema: &Schema, sink: &ChangeSink) -> Result<usize, StoreError> {
+    let mut sent = 0;
+    loop {
+        let entries = read_entries(&writer.conn, schema, writer.published_seq, PUBLISH_BATCH)?;
+        let Some(&(last, _)) = entries.last() else { return Ok(sent) };
+        let full = entries.len() == PUBLISH_BATCH;
+        writer.published_seq = last;
+        let batch: Vec<Change> = entries.into_iter().filter_map(|(_, c)| c).collect();
+        if !batch.is_empty() {
+            sent += batch.len();
+            // A closed sink means shutdown; the entries stay in the log either way.
+            if sink.blocking_send(BusMessage::Changes(Arc::new(batch))).is_err() {
+                return Ok(sent);
+            }
+        }
+        if !full {
+            return Ok(sent);
+        }
+    }
+}
+
+/// Watches the database for writes by other processes and publishes them. Ends when the store is dropped.
+pub fn spawn_tailer(writer: Weak<Mutex<Writer>>, schema: Arc<RwLock<Arc<Schema>>>, sink: ChangeSink, path: PathBuf) {
+    let (wake, woken) = std_mpsc::channel::<()>();
+    let watcher = watch(&path, wake);
+    let spawned = std::thread::Builder::new().name("drakon-sqlite-tail".into()).spawn(move || {
+        let _watcher = watcher; // dropping it stops the events
+        loop {
+            match woken.recv_timeout(TAIL_FALLBACK) {
+                Ok(()) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(TAIL_FALLBACK),
+            }
+            while woken.try_recv().is_ok() {}
+            let Some(writer) = writer.upgrade() else { return };
+            let schema = schema.read().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Err(e) = publish_pending(&mut lock(&writer), &schema, &sink) {
+                tracing::warn!(error = %e, "could not read the change log; retrying");
+            }
+            if sink.is_closed() {
+                return;
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the change-log tailer; writes from other processes will not publish");
+    }
+}
+
+/// File events for the database and its WAL, so an outside commit is seen at once rather than at the next
+/// fallback tick.
+fn watch(path: &Path, wake: std_mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let file_name = path.file_name()?.to_string_lossy().into_owned();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let relevant = event.is_ok_and(|e| {
+            e.kind.is_modify()
+                && e.paths.iter().any(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&file_name)))
+        });
+        if relevant {
+            let _ = wake.send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "no file events; outside writes are seen within the fallback period"))
+    .ok()?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive).ok()?;
+    Some(watcher)
+}
