@@ -1,1 +1,926 @@
-/* built by `npm run build` in clients/js */
+/* drakon client: built from clients/js by `npm run build`; edit src/, not this file */
+"use strict";
+var drakon = (() => {
+  var __defProp = Object.defineProperty;
+  var __getOwnPropDesc = Object.getOwnPropertyDescriptor;
+  var __getOwnPropNames = Object.getOwnPropertyNames;
+  var __hasOwnProp = Object.prototype.hasOwnProperty;
+  var __export = (target, all) => {
+    for (var name in all)
+      __defProp(target, name, { get: all[name], enumerable: true });
+  };
+  var __copyProps = (to, from, except, desc) => {
+    if (from && typeof from === "object" || typeof from === "function") {
+      for (let key of __getOwnPropNames(from))
+        if (!__hasOwnProp.call(to, key) && key !== except)
+          __defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable });
+    }
+    return to;
+  };
+  var __toCommonJS = (mod) => __copyProps(__defProp({}, "__esModule", { value: true }), mod);
+
+  // src/index.ts
+  var index_exports = {};
+  __export(index_exports, {
+    DrakonError: () => DrakonError,
+    connect: () => connect
+  });
+
+  // src/errors.ts
+  var DrakonError = class extends Error {
+    constructor(code, message, fields) {
+      super(message);
+      this.name = "DrakonError";
+      this.code = code;
+      if (fields !== void 0) this.fields = fields;
+    }
+  };
+  var CLIENT_CODES = {
+    timeout: "timeout",
+    unavailable: "unavailable",
+    disconnected: "disconnected",
+    closed: "closed",
+    loginRequired: "login_required",
+    badReply: "bad_reply"
+  };
+  function errorFromReply(state, data) {
+    if (state === "login_required") {
+      return new DrakonError(CLIENT_CODES.loginRequired, "this call needs a logged-in connection");
+    }
+    if (isObject(data) && typeof data.code === "string") {
+      const message = typeof data.message === "string" ? data.message : data.code;
+      return new DrakonError(data.code, message, fieldMessages(data.fields));
+    }
+    return new DrakonError(CLIENT_CODES.badReply, `error reply without a code (state ${JSON.stringify(state)})`);
+  }
+  function fieldMessages(fields) {
+    if (!isObject(fields)) return void 0;
+    const out = {};
+    for (const [name, messages] of Object.entries(fields)) {
+      out[name] = Array.isArray(messages) ? messages.map(String) : [String(messages)];
+    }
+    return out;
+  }
+  function isObject(value) {
+    return typeof value === "object" && value !== null && !Array.isArray(value);
+  }
+
+  // src/protocol.ts
+  var HEARTBEAT = '{"heartbeat":"1"}';
+  function encodeRequest(route, verb, args, callbackname) {
+    return JSON.stringify({ route, verb, args, callbackname });
+  }
+  function parseIncoming(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch (e) {
+      return { kind: "unknown" };
+    }
+    if (!isObject(frame)) return { kind: "unknown" };
+    if ("heartbeat" in frame && !("context" in frame) && !("channel" in frame)) return { kind: "heartbeat" };
+    if (isObject(frame.context) && typeof frame.context.state === "string") {
+      const reply = { data: frame.data, context: frame.context };
+      const cd = frame.channel_data;
+      if (isObject(cd) && Array.isArray(cd.remote_channels)) {
+        reply.channel_data = {
+          local_channel: String(cd.local_channel),
+          remote_channels: cd.remote_channels.map(String),
+          action: String(cd.action)
+        };
+      }
+      return { kind: "reply", reply };
+    }
+    if (typeof frame.channel === "string") {
+      const publication = { channel: frame.channel, data: frame.data };
+      if (typeof frame.action === "string") publication.action = frame.action;
+      if (typeof frame.offset === "number") publication.offset = frame.offset;
+      return { kind: "publication", publication };
+    }
+    return { kind: "unknown" };
+  }
+
+  // src/calls.ts
+  var Calls = class {
+    constructor(transport, timeoutMs) {
+      this.transport = transport;
+      this.timeoutMs = timeoutMs;
+      this.pending = /* @__PURE__ */ new Map();
+      this.nextId = 0;
+      this.sendCount = 0;
+      this.closed = false;
+    }
+    /** Sends (or queues) a request and resolves with its successful reply; rejects with a {@link DrakonError}. */
+    request(route, verb, args, options) {
+      if (this.closed) return Promise.reject(new DrakonError(CLIENT_CODES.closed, "the client is closed"));
+      const open = this.transport.isOpen();
+      if (!open && !options.queue) {
+        return Promise.reject(new DrakonError(CLIENT_CODES.unavailable, "not connected; try again once the client is open"));
+      }
+      const callbackname = `cb_${this.nextId++}`;
+      const frame = encodeRequest(route, verb, args, callbackname);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          if (this.pending.delete(callbackname)) {
+            reject(new DrakonError(CLIENT_CODES.timeout, `no reply to ${route}.${verb} within ${this.timeoutMs} ms`));
+          }
+        }, this.timeoutMs);
+        const call = { frame, resolve, reject, timer };
+        this.pending.set(callbackname, call);
+        if (open) this.send(call);
+      });
+    }
+    /** Settles the call a reply answers; returns false when no pending call matches. */
+    handleReply(reply) {
+      const name = reply.context.client_callback_name;
+      const key = typeof name === "string" ? name : this.oldestSent();
+      const call = key === void 0 ? void 0 : this.pending.get(key);
+      if (key === void 0 || call === void 0 || call.sent === void 0) return false;
+      this.pending.delete(key);
+      clearTimeout(call.timer);
+      if (reply.context.state === "success") call.resolve(reply);
+      else call.reject(errorFromReply(reply.context.state, reply.data));
+      return true;
+    }
+    /** The socket opened: sends the queued calls, oldest first. */
+    flush() {
+      for (const call of this.pending.values()) {
+        if (call.sent === void 0) this.send(call);
+      }
+    }
+    /** The socket was lost: sent calls reject with `disconnected`, queued calls wait for the next connection. */
+    disconnected() {
+      for (const [key, call] of this.pending) {
+        if (call.sent === void 0) continue;
+        this.pending.delete(key);
+        clearTimeout(call.timer);
+        call.reject(new DrakonError(CLIENT_CODES.disconnected, "the connection was lost before the reply; the call may or may not have run"));
+      }
+      this.sendCount = 0;
+    }
+    /** The client closed: every pending call rejects with `closed`, and so will every later one. */
+    close() {
+      this.closed = true;
+      for (const call of this.pending.values()) {
+        clearTimeout(call.timer);
+        call.reject(new DrakonError(CLIENT_CODES.closed, "the client was closed before the reply"));
+      }
+      this.pending.clear();
+    }
+    send(call) {
+      call.sent = this.sendCount++;
+      this.transport.send(call.frame);
+    }
+    /**
+     * The server answers a frame it could not read (e.g. `frame_too_large`) without a callback name. It handles a
+     * connection's requests one at a time, in order, so such a reply belongs to the oldest sent call still waiting.
+     */
+    oldestSent() {
+      let best;
+      for (const [key, call] of this.pending) {
+        if (call.sent !== void 0 && (best === void 0 || call.sent < best[1])) best = [key, call.sent];
+      }
+      return best == null ? void 0 : best[0];
+    }
+  };
+
+  // src/channel.ts
+  var PlainChannel = class {
+    constructor(host, route, name, handler, local) {
+      this.host = host;
+      this.route = route;
+      this.handler = handler;
+      this.attempt = 0;
+      this.closed = false;
+      this.settled = false;
+      this.args = name === void 0 ? { channel: local } : { channel: local, name };
+      this.ready = new Promise((resolve, reject) => {
+        this.resolveReady = resolve;
+        this.rejectReady = reject;
+      });
+      this.ready.catch(() => {
+      });
+    }
+    close() {
+      if (this.closed) return Promise.resolve();
+      const subscribed = this.subscribedOn === this.host.generation && this.host.isOpen();
+      this.stop();
+      this.host.router.remove(this);
+      this.host.forget(this);
+      if (!subscribed) return Promise.resolve();
+      return this.host.requestReply(this.route, "unsubscribe", this.args, { queue: false }).then(
+        () => void 0,
+        () => void 0
+      );
+    }
+    connected() {
+      if (this.closed) return;
+      const attempt = ++this.attempt;
+      this.subscribedOn = this.host.generation;
+      const router = this.host.router;
+      const ticket = router.begin();
+      this.host.requestReply(this.route, "subscribe", this.args, { queue: false }).then(
+        (reply) => {
+          if (attempt === this.attempt) this.subscribed(ticket, reply);
+          else router.abandon(ticket);
+        },
+        (err) => {
+          router.abandon(ticket);
+          if (attempt === this.attempt && err.code !== CLIENT_CODES.disconnected && !this.settled) {
+            this.settled = true;
+            this.rejectReady(err);
+          }
+        }
+      );
+    }
+    disconnected() {
+      this.attempt++;
+      this.subscribedOn = void 0;
+    }
+    shutdown() {
+      if (!this.closed) this.stop();
+    }
+    deliver(publication) {
+      if (this.closed) return;
+      try {
+        this.handler(publication.data);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+    subscribed(ticket, reply) {
+      var _a, _b;
+      const buffered = this.host.router.finish(ticket, this, (_b = (_a = reply.channel_data) == null ? void 0 : _a.remote_channels) != null ? _b : []);
+      if (!this.settled) {
+        this.settled = true;
+        this.resolveReady();
+      }
+      for (const publication of buffered) this.deliver(publication);
+    }
+    stop() {
+      this.closed = true;
+      this.attempt++;
+      this.subscribedOn = void 0;
+      if (!this.settled) {
+        this.settled = true;
+        this.rejectReady(new DrakonError(CLIENT_CODES.closed, "the channel was closed before it was subscribed"));
+      }
+    }
+  };
+
+  // src/limits.ts
+  var DEFAULTS = {
+    reconnect: true,
+    /** Short enough that a server restart is barely noticed, long enough to spread a crowd of reconnecting clients. */
+    minDelayMs: 250,
+    /** Caps the wait for a server that stays down at a delay a person still tolerates. */
+    maxDelayMs: 1e4,
+    /** A reply slower than this means a stuck connection or server, and the UI should be told. */
+    callTimeoutMs: 15e3,
+    queueWhileDisconnected: true
+  };
+  var STABLE_CONNECTION_MS = 5e3;
+  var CONNECT_TIMEOUT_MS = 1e4;
+  var MAX_BACKOFF_EXPONENT = 30;
+
+  // src/backoff.ts
+  function backoffDelay(attempt, minDelayMs, maxDelayMs, random = Math.random) {
+    const cap = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(Math.max(attempt, 0), MAX_BACKOFF_EXPONENT));
+    return Math.floor(random() * Math.max(cap, 0));
+  }
+  var Backoff = class {
+    constructor(minDelayMs, maxDelayMs, random = Math.random) {
+      this.minDelayMs = minDelayMs;
+      this.maxDelayMs = maxDelayMs;
+      this.random = random;
+      this.attempt = 0;
+    }
+    /** The delay before the next attempt; each call counts one more failure. */
+    next() {
+      return backoffDelay(this.attempt++, this.minDelayMs, this.maxDelayMs, this.random);
+    }
+    /** Starts over after a connection that proved healthy. */
+    reset() {
+      this.attempt = 0;
+    }
+  };
+
+  // src/connection.ts
+  var Connection = class {
+    constructor(settings, hooks) {
+      this.settings = settings;
+      this.hooks = hooks;
+      this.current = "connecting";
+      this.urlIndex = 0;
+      this.backoff = new Backoff(settings.minDelayMs, settings.maxDelayMs, settings.random);
+    }
+    get state() {
+      return this.current;
+    }
+    isOpen() {
+      return this.current === "open";
+    }
+    /** Makes the first attempt. */
+    start() {
+      this.attempt();
+    }
+    send(text) {
+      var _a;
+      try {
+        (_a = this.socket) == null ? void 0 : _a.send(text);
+      } catch (e) {
+      }
+    }
+    /** Closes for good. */
+    close() {
+      if (this.current === "closed") return;
+      this.clearTimers();
+      this.discard(1e3, "client closed");
+      this.setState("closed");
+    }
+    attempt() {
+      this.retryTimer = void 0;
+      const url = this.settings.urls[this.urlIndex % this.settings.urls.length];
+      this.urlIndex = (this.urlIndex + 1) % this.settings.urls.length;
+      let socket;
+      try {
+        socket = new this.settings.WebSocket(url);
+      } catch (e) {
+        this.failed();
+        return;
+      }
+      this.socket = socket;
+      this.connectTimer = setTimeout(() => {
+        this.connectTimer = void 0;
+        if (this.socket === socket && this.openedAt === void 0) {
+          this.discard(1e3, "connect timeout");
+          this.failed();
+        }
+      }, CONNECT_TIMEOUT_MS);
+      socket.onopen = () => {
+        if (this.socket !== socket) return;
+        clearTimeout(this.connectTimer);
+        this.connectTimer = void 0;
+        this.openedAt = Date.now();
+        this.current = "open";
+        this.hooks.opened();
+        this.hooks.state("open");
+      };
+      socket.onmessage = (event) => {
+        if (this.socket !== socket) return;
+        const text = asText(event.data);
+        if (text !== void 0) this.hooks.message(text);
+      };
+      const gone = () => {
+        if (this.socket !== socket) return;
+        const wasOpen = this.openedAt !== void 0;
+        if (wasOpen && Date.now() - this.openedAt >= STABLE_CONNECTION_MS) this.backoff.reset();
+        this.discard(1e3, "socket lost");
+        if (wasOpen) this.hooks.lost();
+        this.failed();
+      };
+      socket.onclose = gone;
+      socket.onerror = gone;
+    }
+    /** After a lost socket or a failed attempt: schedule the next attempt, or stop. */
+    failed() {
+      if (this.current === "closed") return;
+      if (!this.settings.reconnect) {
+        this.setState("closed");
+        return;
+      }
+      this.setState("reconnecting");
+      this.retryTimer = setTimeout(() => this.attempt(), this.backoff.next());
+    }
+    /** Forgets the current socket, closing it if asked; its late events are ignored. */
+    discard(code, reason) {
+      const socket = this.socket;
+      this.socket = void 0;
+      this.openedAt = void 0;
+      clearTimeout(this.connectTimer);
+      this.connectTimer = void 0;
+      if (socket === void 0) return;
+      socket.onopen = null;
+      socket.onmessage = null;
+      socket.onclose = null;
+      socket.onerror = null;
+      if (code !== void 0) {
+        try {
+          socket.close(code, reason);
+        } catch (e) {
+        }
+      }
+    }
+    clearTimers() {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = void 0;
+      clearTimeout(this.connectTimer);
+      this.connectTimer = void 0;
+    }
+    setState(state) {
+      if (this.current === state) return;
+      this.current = state;
+      this.hooks.state(state);
+    }
+  };
+  function asText(data) {
+    if (typeof data === "string") return data;
+    if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) {
+      return new TextDecoder().decode(data);
+    }
+    return void 0;
+  }
+  function resolveUrl(url) {
+    if (/^wss?:\/\//i.test(url)) return url;
+    if (/^https?:\/\//i.test(url)) return url.replace(/^http/i, "ws");
+    const location = globalThis.location;
+    if ((location == null ? void 0 : location.href) !== void 0) {
+      const resolved = new URL(url, location.href).href;
+      return resolved.replace(/^http/i, "ws");
+    }
+    return url;
+  }
+
+  // src/emitter.ts
+  var Emitter = class {
+    constructor() {
+      this.listeners = {};
+    }
+    on(event, fn) {
+      let set = this.listeners[event];
+      if (set === void 0) {
+        set = /* @__PURE__ */ new Set();
+        this.listeners[event] = set;
+      }
+      const entry = (...args) => fn(...args);
+      set.add(entry);
+      return () => {
+        set.delete(entry);
+      };
+    }
+    /**
+     * Calls every listener of `event`. A throwing listener must not leave the client half-way through a state change,
+     * so its error is rethrown on a fresh microtask, where the host reports it as uncaught.
+     */
+    emit(event, ...args) {
+      const set = this.listeners[event];
+      if (set === void 0) return;
+      for (const fn of [...set]) {
+        try {
+          fn(...args);
+        } catch (err) {
+          queueMicrotask(() => {
+            throw err;
+          });
+        }
+      }
+    }
+    clear() {
+      for (const key of Object.keys(this.listeners)) delete this.listeners[key];
+    }
+  };
+
+  // src/mirror.ts
+  function parseOrder(order) {
+    const names = order === void 0 ? [] : typeof order === "string" ? [order] : [...order];
+    const keys = names.map(
+      (name) => name.startsWith("-") ? { field: name.slice(1), descending: true } : { field: name, descending: false }
+    );
+    if (!keys.some((k) => k.field === "id")) keys.push({ field: "id", descending: false });
+    return keys;
+  }
+  function compareValues(a, b) {
+    var _a, _b;
+    const ra = rank(a);
+    const rb = rank(b);
+    if (ra !== rb) return ra < rb ? -1 : 1;
+    switch (ra) {
+      case 0:
+        return 0;
+      case 1: {
+        const x = Number(a);
+        const y = Number(b);
+        return x < y ? -1 : x > y ? 1 : 0;
+      }
+      case 2:
+        return compareStrings(a, b);
+      default:
+        return compareStrings((_a = JSON.stringify(a)) != null ? _a : "", (_b = JSON.stringify(b)) != null ? _b : "");
+    }
+  }
+  function rank(value) {
+    if (value === null || value === void 0) return 0;
+    if (typeof value === "number" || typeof value === "boolean") return 1;
+    if (typeof value === "string") return 2;
+    return 3;
+  }
+  function compareStrings(a, b) {
+    if (a === b) return 0;
+    const n = Math.min(a.length, b.length);
+    for (let i = 0; i < n; i++) {
+      const x = a.charCodeAt(i);
+      const y = b.charCodeAt(i);
+      if (x !== y) return codePointRank(x) < codePointRank(y) ? -1 : 1;
+    }
+    return a.length < b.length ? -1 : a.length > b.length ? 1 : 0;
+  }
+  function codePointRank(unit) {
+    if (unit >= 55296 && unit <= 57343) return unit + 8192;
+    if (unit >= 57344) return unit - 2048;
+    return unit;
+  }
+  function compareRows(a, b, keys) {
+    for (const key of keys) {
+      const c = compareValues(a[key.field], b[key.field]);
+      if (c !== 0) return key.descending ? -c : c;
+    }
+    return 0;
+  }
+  function sortRows(rows, keys) {
+    return [...rows].sort((a, b) => compareRows(a, b, keys));
+  }
+  function fromSnapshot(rows, offset, keys) {
+    return { rows: sortRows(rows, keys), offset };
+  }
+  function applyEvent(state, event, keys) {
+    var _a;
+    if (event.offset !== void 0 && event.offset <= state.offset) return void 0;
+    const data = event.data;
+    if (!isObject(data) || typeof data.id !== "number") return void 0;
+    const id = data.id;
+    const offset = (_a = event.offset) != null ? _a : state.offset;
+    const at = state.rows.findIndex((row) => row.id === id);
+    switch (event.action) {
+      case "created": {
+        const row = { ...data };
+        return { state: { rows: insertSorted(without(state.rows, at), row, keys), offset }, change: { action: "created", id, row } };
+      }
+      case "updated": {
+        if (at < 0) return void 0;
+        const row = { ...state.rows[at], ...data };
+        return { state: { rows: insertSorted(without(state.rows, at), row, keys), offset }, change: { action: "updated", id, row } };
+      }
+      case "deleted": {
+        if (at < 0) return void 0;
+        const row = state.rows[at];
+        return { state: { rows: without(state.rows, at), offset }, change: { action: "deleted", id, row } };
+      }
+      default:
+        return void 0;
+    }
+  }
+  function without(rows, at) {
+    if (at < 0) return [...rows];
+    return [...rows.slice(0, at), ...rows.slice(at + 1)];
+  }
+  function insertSorted(rows, row, keys) {
+    let lo = 0;
+    let hi = rows.length;
+    while (lo < hi) {
+      const mid = lo + hi >>> 1;
+      if (compareRows(rows[mid], row, keys) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    rows.splice(lo, 0, row);
+    return rows;
+  }
+
+  // src/live.ts
+  var NO_OFFSET = -1;
+  var Live = class {
+    constructor(host, route, filter, order, local) {
+      this.host = host;
+      this.route = route;
+      this.filter = filter;
+      this.local = local;
+      this.mirror = { rows: [], offset: NO_OFFSET };
+      this.currentStatus = "loading";
+      this.events = new Emitter();
+      /** Bumped whenever an in-flight subscribe stops mattering (disconnect, close), so its late outcome is ignored. */
+      this.attempt = 0;
+      this.settled = false;
+      this.keys = parseOrder(order);
+      this.subscribeArgs = { ...filter, ...order === void 0 ? {} : { _order: order }, snapshot: true, channel: local };
+      this.ready = new Promise((resolve, reject) => {
+        this.resolveReady = resolve;
+        this.rejectReady = reject;
+      });
+      this.ready.catch(() => {
+      });
+    }
+    get items() {
+      return this.mirror.rows;
+    }
+    get status() {
+      return this.currentStatus;
+    }
+    get error() {
+      return this.currentError;
+    }
+    get(id) {
+      if (this.byId === void 0) this.byId = new Map(this.mirror.rows.map((row) => [row.id, row]));
+      return this.byId.get(id);
+    }
+    on(event, fn) {
+      return this.events.on(event, fn);
+    }
+    close() {
+      if (this.currentStatus === "closed") return Promise.resolve();
+      const subscribed = this.subscribedOn === this.host.generation && this.host.isOpen();
+      this.stop();
+      this.host.router.remove(this);
+      this.host.forget(this);
+      if (!subscribed) return Promise.resolve();
+      const args = { ...this.filter, channel: this.local };
+      return this.host.requestReply(this.route, "unsubscribe", args, { queue: false }).then(
+        () => void 0,
+        () => void 0
+      );
+    }
+    connected() {
+      if (this.currentStatus === "closed") return;
+      const attempt = ++this.attempt;
+      this.subscribedOn = this.host.generation;
+      const router = this.host.router;
+      const ticket = router.begin();
+      this.host.requestReply(this.route, "subscribe", this.subscribeArgs, { queue: false }).then(
+        (reply) => {
+          if (attempt === this.attempt) this.subscribed(ticket, reply);
+          else router.abandon(ticket);
+        },
+        (err) => {
+          router.abandon(ticket);
+          if (attempt === this.attempt) this.failed(err);
+        }
+      );
+    }
+    disconnected() {
+      if (this.currentStatus === "closed") return;
+      this.attempt++;
+      this.subscribedOn = void 0;
+      this.setStatus("reconnecting");
+    }
+    shutdown() {
+      if (this.currentStatus !== "closed") this.stop();
+    }
+    deliver(publication) {
+      var _a;
+      if (this.currentStatus === "closed") return;
+      const event = { action: (_a = publication.action) != null ? _a : "", data: publication.data, offset: publication.offset };
+      const applied = applyEvent(this.mirror, event, this.keys);
+      if (applied === void 0) return;
+      this.mirror = applied.state;
+      this.byId = void 0;
+      this.events.emit("change", this.mirror.rows, applied.change);
+    }
+    subscribed(ticket, reply) {
+      var _a, _b;
+      const router = this.host.router;
+      const data = reply.data;
+      if (!isObject(data) || !Array.isArray(data.rows)) {
+        router.abandon(ticket);
+        this.failed(new DrakonError(CLIENT_CODES.badReply, "the subscribe reply has no snapshot; is the server older than the client?"));
+        return;
+      }
+      const buffered = router.finish(ticket, this, (_b = (_a = reply.channel_data) == null ? void 0 : _a.remote_channels) != null ? _b : []);
+      const offset = typeof data.offset === "number" ? data.offset : NO_OFFSET;
+      this.mirror = fromSnapshot(data.rows, offset, this.keys);
+      this.byId = void 0;
+      this.currentError = void 0;
+      this.setStatus("live");
+      this.events.emit("change", this.mirror.rows, { action: "reload" });
+      for (const publication of buffered) this.deliver(publication);
+      if (!this.settled) {
+        this.settled = true;
+        this.resolveReady();
+      }
+    }
+    failed(err) {
+      if (err.code === CLIENT_CODES.disconnected || err.code === CLIENT_CODES.closed) return;
+      this.currentError = err;
+      this.setStatus("error");
+      if (!this.settled) {
+        this.settled = true;
+        this.rejectReady(err);
+      }
+    }
+    stop() {
+      this.attempt++;
+      this.subscribedOn = void 0;
+      this.setStatus("closed");
+      if (!this.settled) {
+        this.settled = true;
+        this.rejectReady(new DrakonError(CLIENT_CODES.closed, "the live collection was closed before its first snapshot"));
+      }
+      this.events.clear();
+    }
+    setStatus(status) {
+      if (this.currentStatus === status) return;
+      this.currentStatus = status;
+      this.events.emit("status", status);
+    }
+  };
+
+  // src/router.ts
+  var ChannelRouter = class {
+    constructor() {
+      this.byRemote = /* @__PURE__ */ new Map();
+      this.open = /* @__PURE__ */ new Set();
+      this.log = [];
+      /** The sequence number of `log[0]`; sequence numbers keep counting across trims. */
+      this.logStart = 0;
+    }
+    /** Call right before sending a subscribe: publications from now on are kept until {@link finish} or {@link abandon}. */
+    begin() {
+      const ticket = { mark: this.logStart + this.log.length };
+      this.open.add(ticket);
+      return ticket;
+    }
+    /**
+     * The subscribe succeeded: `subscriber` now receives the publications of `remotes`. Returns those of them that
+     * arrived since the request was sent, in order, for the subscriber to apply after its snapshot. Returns nothing
+     * for a ticket from before the last {@link reset}.
+     */
+    finish(ticket, subscriber, remotes) {
+      if (!this.open.delete(ticket)) return [];
+      for (const remote of remotes) {
+        let set = this.byRemote.get(remote);
+        if (set === void 0) {
+          set = /* @__PURE__ */ new Set();
+          this.byRemote.set(remote, set);
+        }
+        set.add(subscriber);
+      }
+      const wanted = new Set(remotes);
+      const buffered = this.log.slice(Math.max(ticket.mark - this.logStart, 0)).filter((p) => wanted.has(p.channel));
+      this.trim();
+      return buffered;
+    }
+    /** The subscribe failed, timed out or is no longer wanted. */
+    abandon(ticket) {
+      if (this.open.delete(ticket)) this.trim();
+    }
+    /** Stops delivering to `subscriber`. */
+    remove(subscriber) {
+      for (const [remote, set] of this.byRemote) {
+        if (set.delete(subscriber) && set.size === 0) this.byRemote.delete(remote);
+      }
+    }
+    /** Delivers one publication to its subscribers, and logs it while a subscribe is in flight. */
+    dispatch(publication) {
+      if (this.open.size > 0) this.log.push(publication);
+      const set = this.byRemote.get(publication.channel);
+      if (set === void 0) return;
+      for (const subscriber of [...set]) subscriber.deliver(publication);
+    }
+    /** The connection is gone, and with it every server-side subscription: forget them all. */
+    reset() {
+      this.byRemote.clear();
+      this.open.clear();
+      this.trim();
+    }
+    /** How many publications are held back (for tests). */
+    get buffered() {
+      return this.log.length;
+    }
+    /** Drops the part of the log that no open ticket can still ask for. */
+    trim() {
+      let keepFrom = this.logStart + this.log.length;
+      for (const ticket of this.open) keepFrom = Math.min(keepFrom, ticket.mark);
+      const drop = keepFrom - this.logStart;
+      if (drop > 0) {
+        this.log = this.log.slice(drop);
+        this.logStart = keepFrom;
+      }
+    }
+  };
+
+  // src/client.ts
+  var DrakonClient = class {
+    constructor(url, options = {}) {
+      this.router = new ChannelRouter();
+      this.connections = 0;
+      this.liveCount = 0;
+      this.channelCount = 0;
+      this.subscriptions = /* @__PURE__ */ new Set();
+      this.events = new Emitter();
+      var _a, _b, _c, _d, _e, _f;
+      const urls = (typeof url === "string" ? [url] : [...url]).map(resolveUrl);
+      if (urls.length === 0) throw new TypeError("connect needs at least one URL");
+      const WebSocket = (_a = options.WebSocket) != null ? _a : globalThis.WebSocket;
+      if (typeof WebSocket !== "function") {
+        throw new TypeError("no WebSocket implementation here: pass one as options.WebSocket (in Node, the ws package)");
+      }
+      this.queueWhileDisconnected = (_b = options.queueWhileDisconnected) != null ? _b : DEFAULTS.queueWhileDisconnected;
+      this.calls = new Calls(
+        { isOpen: () => this.connection.isOpen(), send: (text) => this.connection.send(text) },
+        (_c = options.callTimeoutMs) != null ? _c : DEFAULTS.callTimeoutMs
+      );
+      this.connection = new Connection(
+        {
+          urls,
+          reconnect: (_d = options.reconnect) != null ? _d : DEFAULTS.reconnect,
+          minDelayMs: (_e = options.minDelayMs) != null ? _e : DEFAULTS.minDelayMs,
+          maxDelayMs: (_f = options.maxDelayMs) != null ? _f : DEFAULTS.maxDelayMs,
+          WebSocket
+        },
+        {
+          opened: () => this.opened(),
+          message: (text) => this.message(text),
+          lost: () => this.lost(),
+          state: (state) => this.stateChanged(state)
+        }
+      );
+      this.connection.start();
+    }
+    get state() {
+      return this.connection.state;
+    }
+    get generation() {
+      return this.connections;
+    }
+    on(event, fn) {
+      return this.events.on(event, fn);
+    }
+    call(route, verb, args) {
+      return this.request(route, verb, args).then((reply) => reply.data);
+    }
+    request(route, verb, args) {
+      return this.calls.request(route, verb, args != null ? args : {}, { queue: this.queueWhileDisconnected }).then((reply) => ({ data: reply.data, context: reply.context }));
+    }
+    live(route, filter, options) {
+      const live = new Live(this, route, filter != null ? filter : {}, options == null ? void 0 : options.order, `live_${this.liveCount++}`);
+      this.adopt(live);
+      return live;
+    }
+    channel(route, name, handler) {
+      const channel = new PlainChannel(this, route, name, handler, `channel_${this.channelCount++}`);
+      this.adopt(channel);
+      return channel;
+    }
+    close() {
+      this.connection.close();
+    }
+    // SubscriptionHost
+    isOpen() {
+      return this.connection.isOpen();
+    }
+    requestReply(route, verb, args, options) {
+      return this.calls.request(route, verb, args, options);
+    }
+    forget(subscription) {
+      this.subscriptions.delete(subscription);
+    }
+    adopt(subscription) {
+      if (this.connection.state === "closed") {
+        subscription.shutdown();
+        return;
+      }
+      this.subscriptions.add(subscription);
+      if (this.isOpen()) subscription.connected();
+    }
+    opened() {
+      this.connections++;
+      for (const subscription of [...this.subscriptions]) subscription.connected();
+      this.calls.flush();
+    }
+    message(text) {
+      const incoming = parseIncoming(text);
+      switch (incoming.kind) {
+        case "heartbeat":
+          this.connection.send(HEARTBEAT);
+          break;
+        case "reply":
+          this.calls.handleReply(incoming.reply);
+          break;
+        case "publication":
+          this.router.dispatch(incoming.publication);
+          break;
+        case "unknown":
+          break;
+      }
+    }
+    lost() {
+      this.calls.disconnected();
+      this.router.reset();
+      for (const subscription of [...this.subscriptions]) subscription.disconnected();
+    }
+    stateChanged(state) {
+      if (state === "closed") {
+        this.calls.close();
+        this.router.reset();
+        for (const subscription of [...this.subscriptions]) subscription.shutdown();
+        this.subscriptions.clear();
+      }
+      this.events.emit("state", state);
+    }
+  };
+
+  // src/index.ts
+  function connect(url, options) {
+    return new DrakonClient(url, options);
+  }
+  return __toCommonJS(index_exports);
+})();

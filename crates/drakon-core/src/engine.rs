@@ -4,7 +4,7 @@
 //! transaction, then the committed changes go to the bus in commit order) → fan-out task → [`Hub`] → connection
 //! queues. Reads and subscriptions go through the same route rules, so a filter means the same thing everywhere.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -155,6 +155,8 @@ struct CompiledRoute {
     view: Arc<RouteView>,
     spec: ModelRoute,
     fixed: Filter,
+    /// Admin routes may filter on every field of every model.
+    admin: bool,
 }
 
 struct Inner {
@@ -167,6 +169,9 @@ struct Inner {
     /// `admin:<model>` for every model: every field visible and writable, for the admin page only.
     admin_routes: HashMap<String, CompiledRoute>,
     channel_routes: HashMap<String, ChannelRoute>,
+    /// Per model, the fields some (non-admin) route publishes, plus `id`: what a client filter may read through
+    /// a reference. Filtering on a hidden field would let a client learn its value by counting rows.
+    visible: HashMap<String, HashSet<String>>,
     limits: EngineLimits,
 }
 
@@ -218,7 +223,7 @@ impl Engine {
                     let view = Arc::new(RouteView { name: route.name.clone(), model, publish });
                     model_routes.insert(
                         route.name.clone(),
-                        CompiledRoute { name: route.name.clone(), view, spec: spec.clone(), fixed },
+                        CompiledRoute { name: route.name.clone(), view, spec: spec.clone(), fixed, admin: false },
                     );
                 }
                 RouteKind::Channel(spec) => {
@@ -234,11 +239,28 @@ impl Engine {
             spec.page_size = limits::ADMIN_PAGE_SIZE;
             let publish = (1..model.fields.len()).collect();
             let view = Arc::new(RouteView { name: name.clone(), model: model.clone(), publish });
-            admin_routes.insert(name.clone(), CompiledRoute { name, view, spec, fixed: Filter::default() });
+            admin_routes
+                .insert(name.clone(), CompiledRoute { name, view, spec, fixed: Filter::default(), admin: true });
+        }
+        let mut visible: HashMap<String, HashSet<String>> = HashMap::new();
+        for route in model_routes.values() {
+            let fields =
+                visible.entry(route.view.model.name.clone()).or_insert_with(|| HashSet::from(["id".to_owned()]));
+            fields.extend(route.spec.publish_fields.iter().cloned());
         }
         let hub = Arc::new(Hub::new());
-        let inner =
-            Arc::new(Inner { schema, store, hub, sink, models, model_routes, admin_routes, channel_routes, limits });
+        let inner = Arc::new(Inner {
+            schema,
+            store,
+            hub,
+            sink,
+            models,
+            model_routes,
+            admin_routes,
+            channel_routes,
+            visible,
+            limits,
+        });
         let task = tokio::spawn(fan_out(inner.clone(), bus));
         (Engine { inner }, task)
     }
@@ -422,7 +444,37 @@ impl Engine {
             normalized.insert(key, value);
         }
         let client = Filter::parse(&self.inner.schema, &route.view.model, &normalized)?;
+        if !route.admin && route.spec.filter_fields.is_none() {
+            for (key, cond) in normalized.keys().zip(&client.conds) {
+                self.check_visible(route, key, &cond.lookup)?;
+            }
+        }
         Ok((route.fixed.clone().and(client), normalized))
+    }
+
+    /// Refuses a lookup that reads a field the client cannot see: on the route's model, a field outside
+    /// `publish_fields`; behind a reference, a field no route publishes. It answers as for a field that does not
+    /// exist, so the refusal reveals nothing either.
+    fn check_visible(&self, route: &CompiledRoute, key: &str, lookup: &Lookup) -> Result<(), VerbError> {
+        let first = lookup.hops.first().map_or(&lookup.field, |h| &h.field);
+        let model = &route.view.model;
+        let on_route = first == "id" || route.spec.publish_fields.contains(first);
+        let mut hidden = (!on_route).then(|| (model.name.as_str(), first.as_str()));
+        for (i, hop) in lookup.hops.iter().enumerate() {
+            let field = lookup.hops.get(i + 1).map_or(&lookup.field, |next| &next.field);
+            let seen = self.inner.visible.get(&hop.to_model).is_some_and(|f| f.contains(field));
+            if hidden.is_none() && !seen {
+                hidden = Some((hop.to_model.as_str(), field.as_str()));
+            }
+        }
+        match hidden {
+            None => Ok(()),
+            Some((model, field)) => Err(VerbError::fields(
+                ErrorCode::UnknownField,
+                format!("filter `{key}`: model `{model}` has no field `{field}`"),
+                BTreeMap::from([(key.to_owned(), vec![format!("model `{model}` has no field `{field}`")])]),
+            )),
+        }
     }
 
     async fn get_list(&self, route: &CompiledRoute, mut args: Args, page: Option<u64>) -> Result<Outcome, VerbError> {
@@ -481,11 +533,13 @@ impl Engine {
                 continue;
             };
             if !route.spec.create_fields.contains(key) {
-                errors.add(
-                    ErrorCode::ReadOnlyField,
-                    key,
-                    format!("route `{}` does not let clients set `{key}`", route.name),
-                );
+                // A field the route does not publish is one the client does not know of.
+                if route.view.publish.contains(&index) {
+                    let message = format!("route `{}` does not let clients set `{key}`", route.name);
+                    errors.add(ErrorCode::ReadOnlyField, key, message);
+                } else {
+                    errors.add(ErrorCode::UnknownField, key, format!("{} has no field `{key}`", model.name));
+                }
                 continue;
             }
             if let Some(v) = errors.typed(model, index, json) {
@@ -638,6 +692,9 @@ impl Engine {
         mut args: Args,
     ) -> Result<Outcome, VerbError> {
         let local = Self::take_local_channel(&mut args)?;
+        // Clients reuse their subscribe arguments; what only shapes the snapshot does not name the channel.
+        args.remove("snapshot");
+        args.remove("_order");
         let (_, normalized) = self.route_filter(route, args)?;
         let remote = model_channel_name(&route.name, &normalized);
         if self.drop_subscription(session, &local, &remote)? {

@@ -58,11 +58,56 @@ struct AppState {
     options: Arc<ServerOptions>,
     /// Flips to true when the server begins shutting down; every connection task watches it.
     shutdown: watch::Receiver<bool>,
+    /// Open WebSocket connections, which axum's graceful shutdown does not wait for.
+    connections: Arc<Connections>,
+}
+
+/// Counts live connection tasks so that shutdown can wait for their close frames.
+#[derive(Debug, Default)]
+struct Connections {
+    open: std::sync::atomic::AtomicUsize,
+    closed: tokio::sync::Notify,
+}
+
+/// Held by a connection task for as long as it runs.
+struct ConnectionGuard(Arc<Connections>);
+
+impl Connections {
+    fn enter(self: &Arc<Self>) -> ConnectionGuard {
+        self.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ConnectionGuard(self.clone())
+    }
+
+    async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            if self.open.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.closed.notify_waiters();
+    }
 }
 
 /// The HTTP routes, for embedding into a larger axum app.
 pub fn router(engine: Engine, options: ServerOptions, shutdown: watch::Receiver<bool>) -> Router {
-    let state = AppState { engine, options: Arc::new(options), shutdown };
+    router_with(engine, options, shutdown, Arc::default())
+}
+
+fn router_with(
+    engine: Engine,
+    options: ServerOptions,
+    shutdown: watch::Receiver<bool>,
+    connections: Arc<Connections>,
+) -> Router {
+    let state = AppState { engine, options: Arc::new(options), shutdown, connections };
     let static_dir = state.options.static_dir.clone();
     let router = Router::new()
         .route("/data/websocket", get(socket::upgrade))
@@ -92,11 +137,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
-    let app = router(engine, options, rx);
+    let connections = Arc::<Connections>::default();
+    let app = router_with(engine, options, rx, connections.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = tx.send(true);
         })
-        .await
+        .await?;
+    // Upgraded connections live outside axum's tracking: wait until each has sent its close frame.
+    let grace = drakon_core::limits::SHUTDOWN_GRACE;
+    if tokio::time::timeout(grace, connections.all_closed()).await.is_err() {
+        tracing::warn!("some connections did not close within {grace:?}");
+    }
+    Ok(())
 }

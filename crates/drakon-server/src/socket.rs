@@ -46,6 +46,7 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 }
 
 async fn run(socket: WebSocket, state: AppState, admin: bool) {
+    let _open = state.connections.enter();
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE_FRAMES);
     let kill = Arc::new(Notify::new());

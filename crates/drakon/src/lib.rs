@@ -46,6 +46,8 @@ pub struct Running {
     /// A login link for the admin page, when the admin secret was generated for this run (and so is known only
     /// from this link).
     pub admin_link: Option<String>,
+    /// Installed at start, before anyone can know the address, so a signal is never missed.
+    signals: Signals,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -125,7 +127,8 @@ impl App {
             .await
         });
         tracing::info!(%addr, database = %database.display(), "drakon is serving");
-        Ok(Running { addr, engine, stop, server, admin_link: generated.then_some(admin_link) })
+        let signals = Signals::install()?;
+        Ok(Running { addr, engine, signals, stop, server, admin_link: generated.then_some(admin_link) })
     }
 }
 
@@ -146,26 +149,45 @@ impl Running {
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
-    pub async fn until_signal(self) -> anyhow::Result<()> {
-        shutdown_signal().await;
+    pub async fn until_signal(mut self) -> anyhow::Result<()> {
+        self.signals.recv().await;
         tracing::info!("shutting down");
         self.shutdown().await
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM handlers.
+#[derive(Debug)]
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+                terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// 128 random bits as hex: the admin secret of a run that configured none.

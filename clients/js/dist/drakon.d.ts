@@ -1,0 +1,153 @@
+/* drakon client: built from clients/js by `npm run build`; edit src/, not this file */
+/**
+ * An error from drakon. `code` is either the server's stable error code (`not_found`, `validation_failed`,
+ * `permission_denied`, …; see the protocol doc) or one of the client's own:
+ *
+ * - `timeout`: no reply within `callTimeoutMs`.
+ * - `unavailable`: the socket was not open and `queueWhileDisconnected` is `false`.
+ * - `disconnected`: the call was sent, then the connection was lost before its reply; it may or may not have run.
+ * - `closed`: the client (or the live collection) was closed.
+ * - `login_required`: the server answered `state: "login_required"`.
+ * - `bad_reply`: the server's reply did not have the expected shape.
+ *
+ * `fields` holds per-field messages, `{field: [message, …]}`, for `validation_failed` and similar errors.
+ *
+ * @example
+ * try {
+ *   await client.call('todo-item', 'create', { text: '' });
+ * } catch (e) {
+ *   if (e instanceof drakon.DrakonError && e.code === 'validation_failed') showFieldErrors(e.fields);
+ * }
+ */
+declare class DrakonError extends Error {
+    readonly code: string;
+    readonly fields?: Record<string, string[]>;
+    constructor(code: string, message: string, fields?: Record<string, string[]>);
+}
+
+/**
+ * Where the client's connection stands.
+ *
+ * - `connecting`: the first attempt is under way; nothing has been open yet.
+ * - `open`: the socket is open; calls are sent at once.
+ * - `reconnecting`: the socket was lost (or an attempt failed) and another attempt is waiting or under way.
+ * - `closed`: {@link Client.close} was called, or the socket was lost with `reconnect: false`. Final.
+ */
+type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+/** Options of {@link connect}; every one is optional. */
+interface ConnectOptions {
+    /** Reconnect after the socket is lost, whatever its close code. Default `true`. */
+    reconnect?: boolean;
+    /** The cap of the first backoff delay, doubled on each failed attempt. Default 250 ms. */
+    minDelayMs?: number;
+    /** The largest cap a backoff delay can reach. Default 10 000 ms. */
+    maxDelayMs?: number;
+    /** How long a call may wait for its reply, queueing time included; then it rejects with code `timeout`. Default 15 000 ms. */
+    callTimeoutMs?: number;
+    /**
+     * `true` (default): calls made while the socket is not open wait and are sent once it opens (the timeout still
+     * runs). `false`: such calls reject at once with code `unavailable`.
+     */
+    queueWhileDisconnected?: boolean;
+    /** The WebSocket constructor to use; in Node pass the `ws` package's export. Default `globalThis.WebSocket`. */
+    WebSocket?: any;
+}
+/** A row as the server publishes it: its id, its model name in `_type`, and the route's `publish_fields`. */
+interface Row {
+    id: number;
+    _type?: string;
+    [field: string]: unknown;
+}
+/** A client: one WebSocket, reconnected as needed, shared by every call, live collection and channel. */
+interface Client {
+    /** The connection's current state. */
+    readonly state: ConnectionState;
+    /** Calls `fn` on every state change; returns a function that removes it. */
+    on(event: 'state', fn: (state: ConnectionState) => void): () => void;
+    /** Calls `verb` on `route` and resolves with the reply's `data`; rejects with a {@link DrakonError}. */
+    call<T = unknown>(route: string, verb: string, args?: Record<string, unknown>): Promise<T>;
+    /** Like {@link Client.call} but resolves with the whole reply, e.g. for `context.client_context.page` of `get_list`. */
+    request(route: string, verb: string, args?: Record<string, unknown>): Promise<{
+        data: unknown;
+        context: Record<string, unknown>;
+    }>;
+    /**
+     * A live mirror of the rows of `route` that match `filter`, kept current by the server's events and refreshed
+     * after every reconnect. `live(route, { id: 5 })` is the single-object form: a collection of at most one row.
+     */
+    live<T extends Row = Row>(route: string, filter?: Record<string, unknown>, options?: {
+        order?: string | string[];
+    }): LiveCollection<T>;
+    /**
+     * Subscribes to a plain pub/sub channel of a channel route and calls `handler` with each message's `data`.
+     * `name` may be `undefined` when the route offers exactly one fixed channel. Resubscribes after reconnects.
+     */
+    channel(route: string, name: string | undefined, handler: (data: unknown) => void): ChannelSubscription;
+    /** Closes for good: state `closed`, no reconnect, pending calls reject with code `closed`. */
+    close(): void;
+}
+/** A plain channel subscription. */
+interface ChannelSubscription {
+    /**
+     * Resolves once the first subscribe succeeded; rejects with its error otherwise (e.g. `permission_denied` for a
+     * channel the route does not offer). Optional to await.
+     */
+    readonly ready: Promise<void>;
+    /** Unsubscribes; never rejects. */
+    close(): Promise<void>;
+}
+/**
+ * Where a live collection stands.
+ *
+ * - `loading`: waiting for the first snapshot.
+ * - `live`: the mirror is current and follows every event.
+ * - `reconnecting`: the connection was lost; `items` keep their last value until the fresh snapshot replaces them.
+ * - `error`: the last subscribe failed; see `error`. The next reconnect tries again.
+ * - `closed`: {@link LiveCollection.close} or {@link Client.close} was called. Final.
+ */
+type LiveStatus = 'loading' | 'live' | 'reconnecting' | 'error' | 'closed';
+/**
+ * One change of a live mirror. `reload` means the whole mirror was replaced by a snapshot (the first one, and the
+ * one after every reconnect); the others carry the row's `id` and `row`: the row as it now is for `created` and
+ * `updated`, as it last was for `deleted`.
+ */
+interface LiveChange<T> {
+    action: 'created' | 'updated' | 'deleted' | 'reload';
+    id?: number;
+    row?: T;
+}
+/** A live, ordered mirror of the rows of a route that match a filter. */
+interface LiveCollection<T extends Row> {
+    /** The rows in the requested order (default: by id ascending); a new array after every change. */
+    readonly items: readonly T[];
+    /** Where the collection stands. */
+    readonly status: LiveStatus;
+    /** Why the last subscribe failed, while `status` is `error`; cleared by a later successful subscribe. */
+    readonly error?: DrakonError;
+    /** Resolves after the first snapshot is applied; rejects if the first subscribe fails or the collection closes first. */
+    readonly ready: Promise<void>;
+    /** The row with this id, if it is in the mirror. */
+    get(id: number): T | undefined;
+    /** Calls `fn` once per applied change, with the resulting items; returns a function that removes it. */
+    on(event: 'change', fn: (items: readonly T[], change: LiveChange<T>) => void): () => void;
+    /** Calls `fn` on every status change; returns a function that removes it. */
+    on(event: 'status', fn: (status: LiveStatus) => void): () => void;
+    /** Unsubscribes; status becomes `closed`. Never rejects. */
+    close(): Promise<void>;
+}
+
+/**
+ * Opens a client on a drakon server's WebSocket endpoint and keeps it connected. Given a list of URLs, each
+ * (re)connect attempt takes the next one in turn. In a browser a path (`/data/websocket`) and `http(s)://` URLs are
+ * accepted and turned into `ws(s)://`.
+ *
+ * @example
+ * const client = drakon.connect('/data/websocket');
+ * const items = client.live('todo-item', { list_id: 1 }, { order: 'text' });
+ * items.on('change', (rows) => render(rows));
+ * await client.call('todo-item', 'create', { text: 'milk', todo_list: 1 });
+ */
+declare function connect(url: string | string[], options?: ConnectOptions): Client;
+
+export { DrakonError, connect };
+export type { ChannelSubscription, Client, ConnectOptions, ConnectionState, LiveChange, LiveCollection, LiveStatus, Row };

@@ -1,0 +1,163 @@
+// The client: one connection, the calls made over it, and the subscriptions it keeps alive across reconnects.
+
+import { Calls } from './calls';
+import { PlainChannel } from './channel';
+import { Connection, resolveUrl, type SocketConstructor } from './connection';
+import { Emitter } from './emitter';
+import type { CallOptions } from './calls';
+import type { Resubscribable, SubscriptionHost } from './host';
+import { DEFAULTS } from './limits';
+import { Live } from './live';
+import { HEARTBEAT, parseIncoming, type Reply } from './protocol';
+import { ChannelRouter } from './router';
+import type { ChannelSubscription, Client, ConnectionState, ConnectOptions, LiveCollection, Row } from './types';
+
+export class DrakonClient implements Client, SubscriptionHost {
+  readonly router = new ChannelRouter();
+  private connections = 0;
+  private liveCount = 0;
+  private channelCount = 0;
+  private readonly connection: Connection;
+  private readonly calls: Calls;
+  private readonly subscriptions = new Set<Resubscribable>();
+  private readonly events = new Emitter<{ state: [state: ConnectionState] }>();
+  private readonly queueWhileDisconnected: boolean;
+
+  constructor(url: string | readonly string[], options: ConnectOptions = {}) {
+    const urls = (typeof url === 'string' ? [url] : [...url]).map(resolveUrl);
+    if (urls.length === 0) throw new TypeError('connect needs at least one URL');
+    const WebSocket = (options.WebSocket ?? (globalThis as { WebSocket?: unknown }).WebSocket) as SocketConstructor | undefined;
+    if (typeof WebSocket !== 'function') {
+      throw new TypeError('no WebSocket implementation here: pass one as options.WebSocket (in Node, the ws package)');
+    }
+    this.queueWhileDisconnected = options.queueWhileDisconnected ?? DEFAULTS.queueWhileDisconnected;
+    this.calls = new Calls(
+      { isOpen: () => this.connection.isOpen(), send: (text) => this.connection.send(text) },
+      options.callTimeoutMs ?? DEFAULTS.callTimeoutMs,
+    );
+    this.connection = new Connection(
+      {
+        urls,
+        reconnect: options.reconnect ?? DEFAULTS.reconnect,
+        minDelayMs: options.minDelayMs ?? DEFAULTS.minDelayMs,
+        maxDelayMs: options.maxDelayMs ?? DEFAULTS.maxDelayMs,
+        WebSocket,
+      },
+      {
+        opened: () => this.opened(),
+        message: (text) => this.message(text),
+        lost: () => this.lost(),
+        state: (state) => this.stateChanged(state),
+      },
+    );
+    this.connection.start();
+  }
+
+  get state(): ConnectionState {
+    return this.connection.state;
+  }
+
+  get generation(): number {
+    return this.connections;
+  }
+
+  on(event: 'state', fn: (state: ConnectionState) => void): () => void {
+    return this.events.on(event, fn);
+  }
+
+  call<T = unknown>(route: string, verb: string, args?: Record<string, unknown>): Promise<T> {
+    return this.request(route, verb, args).then((reply) => reply.data as T);
+  }
+
+  request(
+    route: string,
+    verb: string,
+    args?: Record<string, unknown>,
+  ): Promise<{ data: unknown; context: Record<string, unknown> }> {
+    return this.calls
+      .request(route, verb, args ?? {}, { queue: this.queueWhileDisconnected })
+      .then((reply) => ({ data: reply.data, context: reply.context }));
+  }
+
+  live<T extends Row = Row>(
+    route: string,
+    filter?: Record<string, unknown>,
+    options?: { order?: string | string[] },
+  ): LiveCollection<T> {
+    const live = new Live<T>(this, route, filter ?? {}, options?.order, `live_${this.liveCount++}`);
+    this.adopt(live);
+    return live;
+  }
+
+  channel(route: string, name: string | undefined, handler: (data: unknown) => void): ChannelSubscription {
+    const channel = new PlainChannel(this, route, name, handler, `channel_${this.channelCount++}`);
+    this.adopt(channel);
+    return channel;
+  }
+
+  close(): void {
+    this.connection.close();
+  }
+
+  // SubscriptionHost
+
+  isOpen(): boolean {
+    return this.connection.isOpen();
+  }
+
+  requestReply(route: string, verb: string, args: Record<string, unknown>, options: CallOptions): Promise<Reply> {
+    return this.calls.request(route, verb, args, options);
+  }
+
+  forget(subscription: Resubscribable): void {
+    this.subscriptions.delete(subscription);
+  }
+
+  private adopt(subscription: Resubscribable): void {
+    if (this.connection.state === 'closed') {
+      subscription.shutdown();
+      return;
+    }
+    this.subscriptions.add(subscription);
+    if (this.isOpen()) subscription.connected();
+  }
+
+  private opened(): void {
+    this.connections++;
+    for (const subscription of [...this.subscriptions]) subscription.connected();
+    this.calls.flush();
+  }
+
+  private message(text: string): void {
+    const incoming = parseIncoming(text);
+    switch (incoming.kind) {
+      case 'heartbeat':
+        this.connection.send(HEARTBEAT);
+        break;
+      case 'reply':
+        this.calls.handleReply(incoming.reply);
+        break;
+      case 'publication':
+        this.router.dispatch(incoming.publication);
+        break;
+      case 'unknown':
+        break;
+    }
+  }
+
+  private lost(): void {
+    this.calls.disconnected();
+    this.router.reset();
+    for (const subscription of [...this.subscriptions]) subscription.disconnected();
+  }
+
+  private stateChanged(state: ConnectionState): void {
+    if (state === 'closed') {
+      this.calls.close();
+      this.router.reset();
+      for (const subscription of [...this.subscriptions]) subscription.shutdown();
+      this.subscriptions.clear();
+    }
+    this.events.emit('state', state);
+  }
+}

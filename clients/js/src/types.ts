@@ -1,0 +1,125 @@
+// The public shapes of the client. Everything here is type-only; the runtime lives in client.ts, live.ts and
+// channel.ts, which implement these interfaces.
+
+import type { DrakonError } from './errors';
+
+/**
+ * Where the client's connection stands.
+ *
+ * - `connecting`: the first attempt is under way; nothing has been open yet.
+ * - `open`: the socket is open; calls are sent at once.
+ * - `reconnecting`: the socket was lost (or an attempt failed) and another attempt is waiting or under way.
+ * - `closed`: {@link Client.close} was called, or the socket was lost with `reconnect: false`. Final.
+ */
+export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+/** Options of {@link connect}; every one is optional. */
+export interface ConnectOptions {
+  /** Reconnect after the socket is lost, whatever its close code. Default `true`. */
+  reconnect?: boolean;
+  /** The cap of the first backoff delay, doubled on each failed attempt. Default 250 ms. */
+  minDelayMs?: number;
+  /** The largest cap a backoff delay can reach. Default 10 000 ms. */
+  maxDelayMs?: number;
+  /** How long a call may wait for its reply, queueing time included; then it rejects with code `timeout`. Default 15 000 ms. */
+  callTimeoutMs?: number;
+  /**
+   * `true` (default): calls made while the socket is not open wait and are sent once it opens (the timeout still
+   * runs). `false`: such calls reject at once with code `unavailable`.
+   */
+  queueWhileDisconnected?: boolean;
+  /** The WebSocket constructor to use; in Node pass the `ws` package's export. Default `globalThis.WebSocket`. */
+  WebSocket?: any;
+}
+
+/** A row as the server publishes it: its id, its model name in `_type`, and the route's `publish_fields`. */
+export interface Row {
+  id: number;
+  _type?: string;
+  [field: string]: unknown;
+}
+
+/** A client: one WebSocket, reconnected as needed, shared by every call, live collection and channel. */
+export interface Client {
+  /** The connection's current state. */
+  readonly state: ConnectionState;
+  /** Calls `fn` on every state change; returns a function that removes it. */
+  on(event: 'state', fn: (state: ConnectionState) => void): () => void;
+  /** Calls `verb` on `route` and resolves with the reply's `data`; rejects with a {@link DrakonError}. */
+  call<T = unknown>(route: string, verb: string, args?: Record<string, unknown>): Promise<T>;
+  /** Like {@link Client.call} but resolves with the whole reply, e.g. for `context.client_context.page` of `get_list`. */
+  request(
+    route: string,
+    verb: string,
+    args?: Record<string, unknown>,
+  ): Promise<{ data: unknown; context: Record<string, unknown> }>;
+  /**
+   * A live mirror of the rows of `route` that match `filter`, kept current by the server's events and refreshed
+   * after every reconnect. `live(route, { id: 5 })` is the single-object form: a collection of at most one row.
+   */
+  live<T extends Row = Row>(
+    route: string,
+    filter?: Record<string, unknown>,
+    options?: { order?: string | string[] },
+  ): LiveCollection<T>;
+  /**
+   * Subscribes to a plain pub/sub channel of a channel route and calls `handler` with each message's `data`.
+   * `name` may be `undefined` when the route offers exactly one fixed channel. Resubscribes after reconnects.
+   */
+  channel(route: string, name: string | undefined, handler: (data: unknown) => void): ChannelSubscription;
+  /** Closes for good: state `closed`, no reconnect, pending calls reject with code `closed`. */
+  close(): void;
+}
+
+/** A plain channel subscription. */
+export interface ChannelSubscription {
+  /**
+   * Resolves once the first subscribe succeeded; rejects with its error otherwise (e.g. `permission_denied` for a
+   * channel the route does not offer). Optional to await.
+   */
+  readonly ready: Promise<void>;
+  /** Unsubscribes; never rejects. */
+  close(): Promise<void>;
+}
+
+/**
+ * Where a live collection stands.
+ *
+ * - `loading`: waiting for the first snapshot.
+ * - `live`: the mirror is current and follows every event.
+ * - `reconnecting`: the connection was lost; `items` keep their last value until the fresh snapshot replaces them.
+ * - `error`: the last subscribe failed; see `error`. The next reconnect tries again.
+ * - `closed`: {@link LiveCollection.close} or {@link Client.close} was called. Final.
+ */
+export type LiveStatus = 'loading' | 'live' | 'reconnecting' | 'error' | 'closed';
+
+/**
+ * One change of a live mirror. `reload` means the whole mirror was replaced by a snapshot (the first one, and the
+ * one after every reconnect); the others carry the row's `id` and `row`: the row as it now is for `created` and
+ * `updated`, as it last was for `deleted`.
+ */
+export interface LiveChange<T> {
+  action: 'created' | 'updated' | 'deleted' | 'reload';
+  id?: number;
+  row?: T;
+}
+
+/** A live, ordered mirror of the rows of a route that match a filter. */
+export interface LiveCollection<T extends Row> {
+  /** The rows in the requested order (default: by id ascending); a new array after every change. */
+  readonly items: readonly T[];
+  /** Where the collection stands. */
+  readonly status: LiveStatus;
+  /** Why the last subscribe failed, while `status` is `error`; cleared by a later successful subscribe. */
+  readonly error?: DrakonError;
+  /** Resolves after the first snapshot is applied; rejects if the first subscribe fails or the collection closes first. */
+  readonly ready: Promise<void>;
+  /** The row with this id, if it is in the mirror. */
+  get(id: number): T | undefined;
+  /** Calls `fn` once per applied change, with the resulting items; returns a function that removes it. */
+  on(event: 'change', fn: (items: readonly T[], change: LiveChange<T>) => void): () => void;
+  /** Calls `fn` on every status change; returns a function that removes it. */
+  on(event: 'status', fn: (status: LiveStatus) => void): () => void;
+  /** Unsubscribes; status becomes `closed`. Never rejects. */
+  close(): Promise<void>;
+}

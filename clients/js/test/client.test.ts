@@ -1,0 +1,493 @@
+// The Client against a fake WebSocket: calls, queueing, reconnects, live collections and channels, frame by frame.
+
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { connect, DrakonError, type Client, type ConnectOptions, type LiveChange, type Row } from '../src/index';
+import { FakeSocket } from './fake-socket';
+
+const URL = 'ws://drakon.test/data/websocket';
+
+/** Lets promise callbacks run; timers stay frozen. */
+async function flush(): Promise<void> {
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+}
+
+function setup(options: ConnectOptions = {}, url: string | string[] = URL): Client {
+  return connect(url, { WebSocket: FakeSocket, ...options });
+}
+
+/** A client whose first socket is open. */
+function opened(options: ConnectOptions = {}): { client: Client; ws: FakeSocket } {
+  const client = setup(options);
+  const ws = FakeSocket.last;
+  ws.open();
+  return { client, ws };
+}
+
+/** Advances past the longest possible backoff delay and returns the socket of the next attempt. */
+function nextAttempt(options: { maxDelayMs?: number } = {}): FakeSocket {
+  const before = FakeSocket.instances.length;
+  vi.advanceTimersByTime(options.maxDelayMs ?? 10_000);
+  expect(FakeSocket.instances.length).toBe(before + 1);
+  return FakeSocket.last;
+}
+
+function rejection(promise: Promise<unknown>): Promise<DrakonError> {
+  return promise.then(
+    () => {
+      throw new Error('expected a rejection');
+    },
+    (err: unknown) => {
+      expect(err).toBeInstanceOf(DrakonError);
+      return err as DrakonError;
+    },
+  );
+}
+
+beforeEach(() => {
+  FakeSocket.reset();
+  vi.useFakeTimers();
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+  vi.restoreAllMocks();
+});
+
+describe('calls', () => {
+  it('route replies by callback name, in any order, to data, whole replies and DrakonErrors', async () => {
+    const { client, ws } = opened();
+    const single = client.call('todo-item', 'get_single', { id: 1 });
+    const r1 = ws.lastRequest();
+    const list = client.request('todo-item', 'get_list', { list_id: 1, _page: 2 });
+    const r2 = ws.lastRequest();
+    const create = client.call('todo-item', 'create', { text: '' });
+    const r3 = ws.lastRequest();
+    expect([r1, r2.callbackname, r3.callbackname]).toEqual([
+      { route: 'todo-item', verb: 'get_single', args: { id: 1 }, callbackname: 'cb_0' },
+      'cb_1',
+      'cb_2',
+    ]);
+
+    ws.replyError(r3, {
+      code: 'validation_failed',
+      message: 'the object is not valid',
+      fields: { text: ['must not be empty'], todo_list: ['is required'] },
+    });
+    const page = { page: 2, page_count: 2, page_size: 1, total: 2, has_next: false, has_previous: true };
+    ws.receive({
+      data: [{ id: 2, _type: 'todo_item', text: 'b' }],
+      context: { client_callback_name: 'cb_1', verb: 'get_list', state: 'success', client_context: { page }, page: 2 },
+    });
+    ws.reply(r1, { id: 1, _type: 'todo_item', text: 'a' });
+
+    await expect(single).resolves.toEqual({ id: 1, _type: 'todo_item', text: 'a' });
+    const whole = await list;
+    expect(whole.data).toEqual([{ id: 2, _type: 'todo_item', text: 'b' }]);
+    expect(whole.context).toMatchObject({ state: 'success', client_context: { page }, page: 2 });
+    const err = await rejection(create);
+    expect([err.code, err.message, err.fields]).toEqual([
+      'validation_failed',
+      'the object is not valid',
+      { text: ['must not be empty'], todo_list: ['is required'] },
+    ]);
+  });
+
+  it('maps login_required and error replies without fields', async () => {
+    const { client, ws } = opened();
+    const a = client.call('admin:todo_item', 'get_list');
+    ws.receive({ data: null, context: { client_callback_name: ws.lastRequest().callbackname, verb: 'get_list', state: 'login_required' } });
+    const b = client.call('nope', 'get_list');
+    ws.replyError(ws.lastRequest(), { code: 'unknown_route', message: 'no route named nope' });
+    expect((await rejection(a)).code).toBe('login_required');
+    const err = await rejection(b);
+    expect([err.code, err.message, err.fields]).toEqual(['unknown_route', 'no route named nope', undefined]);
+  });
+
+  it('an error reply without a callback name settles the oldest sent call', async () => {
+    const { client, ws } = opened();
+    const big = client.call('todo-item', 'create', { text: 'x'.repeat(10) });
+    const small = client.call('todo-item', 'get_list');
+    ws.receive({ data: { code: 'frame_too_large', message: 'frames may be at most 64 bytes' }, context: { client_callback_name: null, verb: '', state: 'error' } });
+    expect((await rejection(big)).code).toBe('frame_too_large');
+    ws.reply(ws.lastRequest(), []);
+    await expect(small).resolves.toEqual([]);
+  });
+
+  it('time out after callTimeoutMs, and a late reply is ignored', async () => {
+    const { client, ws } = opened({ callTimeoutMs: 1_000 });
+    const call = client.call('todo-item', 'get_list');
+    const request = ws.lastRequest();
+    vi.advanceTimersByTime(999);
+    await flush();
+    let settled = false;
+    call.then(() => (settled = true), () => (settled = true));
+    await flush();
+    expect(settled).toBe(false);
+    vi.advanceTimersByTime(1);
+    expect((await rejection(call)).code).toBe('timeout');
+    ws.reply(request, []);
+  });
+
+  it('wait while connecting and are sent, in order, once open', async () => {
+    const client = setup();
+    const ws = FakeSocket.last;
+    const first = client.call('todo-item', 'get_list');
+    const second = client.call('todo-list', 'get_list');
+    expect(ws.sent).toEqual([]);
+    ws.open();
+    expect(ws.frames().map((f) => [f.route, f.callbackname])).toEqual([
+      ['todo-item', 'cb_0'],
+      ['todo-list', 'cb_1'],
+    ]);
+    ws.reply(ws.frames()[1] as never, 'lists');
+    ws.reply(ws.frames()[0] as never, 'items');
+    await expect(first).resolves.toBe('items');
+    await expect(second).resolves.toBe('lists');
+  });
+
+  it('queued calls still time out', async () => {
+    const client = setup({ callTimeoutMs: 500 });
+    const call = client.call('todo-item', 'get_list');
+    vi.advanceTimersByTime(500);
+    expect((await rejection(call)).code).toBe('timeout');
+    FakeSocket.last.open();
+    expect(FakeSocket.last.sent).toEqual([]);
+  });
+
+  it('reject with unavailable when not open and queueWhileDisconnected is false', async () => {
+    const client = setup({ queueWhileDisconnected: false });
+    const call = client.call('todo-item', 'get_list');
+    expect((await rejection(call)).code).toBe('unavailable');
+    FakeSocket.last.open();
+    expect(FakeSocket.last.sent).toEqual([]);
+  });
+
+  it('sent calls reject with disconnected on a drop; calls made meanwhile go out on the next connection', async () => {
+    const { client, ws } = opened();
+    const states: string[] = [];
+    client.on('state', (s) => states.push(s));
+    const sent = client.call('todo-item', 'create', { text: 'a' });
+    ws.drop(1006);
+    expect((await rejection(sent)).code).toBe('disconnected');
+    expect(client.state).toBe('reconnecting');
+    const queued = client.call('todo-item', 'create', { text: 'b' });
+    const ws2 = nextAttempt();
+    expect(ws2.sent).toEqual([]);
+    ws2.open();
+    const request = ws2.lastRequest();
+    expect(request.args).toEqual({ text: 'b' });
+    ws2.reply(request, { id: 2 });
+    await expect(queued).resolves.toEqual({ id: 2 });
+    expect(states).toEqual(['reconnecting', 'open']);
+  });
+});
+
+describe('connection', () => {
+  it('echoes the app heartbeat exactly', () => {
+    const { ws } = opened();
+    ws.receive('{"heartbeat": "1"}');
+    expect(ws.sent).toEqual(['{"heartbeat":"1"}']);
+  });
+
+  it.each([1001, 4000, 4008, 1006])('reconnects after close code %i', (code) => {
+    const { client, ws } = opened();
+    ws.drop(code);
+    expect(client.state).toBe('reconnecting');
+    nextAttempt().open();
+    expect(client.state).toBe('open');
+  });
+
+  it('cycles through the URL list on each attempt', () => {
+    const client = setup({}, ['ws://a.test/data/websocket', 'ws://b.test/data/websocket']);
+    FakeSocket.last.drop(); // the first attempt fails before opening
+    expect(client.state).toBe('reconnecting');
+    nextAttempt().open();
+    FakeSocket.last.drop();
+    nextAttempt().drop();
+    nextAttempt();
+    expect(FakeSocket.instances.map((s) => new globalThis.URL(s.url).host)).toEqual(['a.test', 'b.test', 'a.test', 'b.test']);
+  });
+
+  it('turns http URLs into ws URLs', () => {
+    setup({}, 'https://drakon.test/data/websocket');
+    expect(FakeSocket.last.url).toBe('wss://drakon.test/data/websocket');
+  });
+
+  it('backs off exponentially with jitter, and starts over after a connection that stayed up', () => {
+    vi.spyOn(Math, 'random').mockReturnValue(0.999999);
+    const { ws } = opened({ minDelayMs: 100, maxDelayMs: 1_000 });
+    // Attempt k waits random * min(1000, 100 * 2^k): 99, 199, 399, 799, 999 ms with random ≈ 1.
+    const waits: number[] = [];
+    ws.drop();
+    for (let i = 0; i < 5; i++) {
+      const before = FakeSocket.instances.length;
+      let waited = 0;
+      while (FakeSocket.instances.length === before) {
+        vi.advanceTimersByTime(1);
+        waited++;
+      }
+      waits.push(waited);
+      if (i < 4) FakeSocket.last.drop();
+    }
+    expect(waits).toEqual([99, 199, 399, 799, 999]);
+    // Open briefly: the delay keeps growing (capped). Open for 5 s: it starts over.
+    FakeSocket.last.open();
+    FakeSocket.last.drop();
+    vi.advanceTimersByTime(998);
+    expect(FakeSocket.instances.length).toBe(6);
+    vi.advanceTimersByTime(1);
+    FakeSocket.last.open();
+    vi.advanceTimersByTime(5_000);
+    FakeSocket.last.drop();
+    vi.advanceTimersByTime(98);
+    expect(FakeSocket.instances.length).toBe(7);
+    vi.advanceTimersByTime(1);
+    expect(FakeSocket.instances.length).toBe(8);
+  });
+
+  it('abandons an attempt that does not open in time', () => {
+    const client = setup();
+    const stuck = FakeSocket.last;
+    vi.advanceTimersByTime(10_000);
+    expect(stuck.closedWith).toBeDefined();
+    expect(client.state).toBe('reconnecting');
+    stuck.open(); // too late: ignored
+    expect(client.state).toBe('reconnecting');
+    nextAttempt().open();
+    expect(client.state).toBe('open');
+  });
+
+  it('with reconnect: false a drop closes the client', async () => {
+    const { client, ws } = opened({ reconnect: false });
+    const sent = client.call('todo-item', 'get_list');
+    ws.drop(1001);
+    expect(client.state).toBe('closed');
+    expect((await rejection(sent)).code).toBe('disconnected');
+    vi.advanceTimersByTime(60_000);
+    expect(FakeSocket.instances.length).toBe(1);
+  });
+
+  it('close() rejects pending calls with closed and never reconnects', async () => {
+    const { client, ws } = opened();
+    const states: string[] = [];
+    client.on('state', (s) => states.push(s));
+    const pending = client.call('todo-item', 'get_list');
+    const items = client.live('todo-item');
+    client.close();
+    expect(client.state).toBe('closed');
+    expect(ws.closedWith?.code).toBe(1000);
+    expect((await rejection(pending)).code).toBe('closed');
+    expect((await rejection(client.call('todo-item', 'get_list'))).code).toBe('closed');
+    expect(items.status).toBe('closed');
+    expect((await rejection(items.ready)).code).toBe('closed');
+    expect(client.live('todo-item').status).toBe('closed');
+    vi.advanceTimersByTime(60_000);
+    expect(FakeSocket.instances.length).toBe(1);
+    expect(states).toEqual(['closed']);
+  });
+
+  it('off() removes a state listener', () => {
+    const { client, ws } = opened();
+    const states: string[] = [];
+    const off = client.on('state', (s) => states.push(s));
+    ws.drop();
+    off();
+    nextAttempt().open();
+    expect(states).toEqual(['reconnecting']);
+  });
+});
+
+interface Item extends Row {
+  text: string;
+  done: boolean;
+  todo_list: number;
+}
+
+const item = (id: number, text: string, done = false): Item => ({ id, _type: 'todo_item', text, done, todo_list: 1 });
+const REMOTE = 'todo-item|todo_list__id:1';
+
+function event(action: string, data: Record<string, unknown>, offset: number, channel = REMOTE) {
+  return { channel, action, data: { _type: 'todo_item', ...data }, offset };
+}
+
+describe('live collections', () => {
+  it('subscribe with a snapshot, apply events that beat the reply, then follow; reload after a reconnect', async () => {
+    const { client, ws } = opened();
+    const items = client.live<Item>('todo-item', { list_id: 1 }, { order: ['done', 'text'] });
+    const changes: [string, number[]][] = [];
+    const statuses: string[] = [];
+    items.on('change', (rows, change: LiveChange<Item>) => changes.push([change.action, rows.map((r) => r.id)]));
+    items.on('status', (s) => statuses.push(s));
+    expect(items.status).toBe('loading');
+
+    const subscribe = ws.lastRequest();
+    expect(subscribe).toMatchObject({
+      route: 'todo-item',
+      verb: 'subscribe',
+      args: { list_id: 1, _order: ['done', 'text'], snapshot: true, channel: 'live_0' },
+    });
+    // Published between the server's registration and its read: offset 7 is in the snapshot, 8 is not.
+    ws.receive(event('created', item(3, 'apples'), 7));
+    ws.receive(event('updated', { id: 1, done: true }, 8));
+    ws.receive(event('created', item(9, 'other list'), 9, 'todo-item|todo_list__id:2'));
+    ws.replySubscribe(subscribe, REMOTE, { rows: [item(1, 'milk'), item(2, 'bread'), item(3, 'apples')], offset: 7 });
+    await items.ready;
+    expect(items.status).toBe('live');
+    expect(items.items.map((r) => r.text)).toEqual(['apples', 'bread', 'milk']);
+    expect(items.get(1)).toEqual(item(1, 'milk', true));
+    expect(changes).toEqual([
+      ['reload', [3, 2, 1]],
+      ['updated', [3, 2, 1]],
+    ]);
+
+    ws.receive(event('created', item(4, 'butter'), 10));
+    ws.receive(event('deleted', { id: 2 }, 11));
+    ws.receive(event('deleted', { id: 2 }, 11)); // a duplicate changes nothing
+    expect(items.items.map((r) => r.id)).toEqual([3, 4, 1]);
+    expect(items.get(2)).toBeUndefined();
+
+    // The connection drops; meanwhile someone deletes 3 and creates 5.
+    const before = items.items;
+    ws.drop(1001);
+    expect(items.status).toBe('reconnecting');
+    expect(items.items).toBe(before);
+    const ws2 = nextAttempt();
+    ws2.open();
+    const again = ws2.lastRequest();
+    expect(again.args).toEqual(subscribe.args);
+    ws2.replySubscribe(again, REMOTE, { rows: [item(1, 'milk', true), item(4, 'butter'), item(5, 'cheese')], offset: 14 });
+    await flush();
+    expect(items.status).toBe('live');
+    expect(items.items.map((r) => r.id)).toEqual([4, 5, 1]);
+    expect(changes.slice(4)).toEqual([['reload', [4, 5, 1]]]);
+    ws2.receive(event('updated', { id: 5, text: 'aged cheese' }, 15));
+    expect(items.get(5)?.text).toBe('aged cheese');
+    expect(statuses).toEqual(['live', 'reconnecting', 'live']);
+  });
+
+  it('the single-object form holds at most one row', async () => {
+    const { client, ws } = opened();
+    const one = client.live<Item>('todo-item', { id: 5 });
+    const subscribe = ws.lastRequest();
+    expect(subscribe.args).toEqual({ id: 5, snapshot: true, channel: 'live_0' });
+    ws.replySubscribe(subscribe, 'todo-item|id:5', { rows: [item(5, 'only')], offset: 3 });
+    await one.ready;
+    ws.receive(event('updated', { id: 5, done: true }, 4, 'todo-item|id:5'));
+    expect(one.items).toEqual([item(5, 'only', true)]);
+    ws.receive(event('deleted', { id: 5 }, 5, 'todo-item|id:5'));
+    expect(one.items).toEqual([]);
+  });
+
+  it('a failed subscribe sets error and rejects ready; a later successful one clears it', async () => {
+    const { client, ws } = opened();
+    const items = client.live('todo-item', { colour: 'red' });
+    ws.replyError(ws.lastRequest(), { code: 'unknown_field', message: 'todo_item has no field `colour`', fields: { colour: ['unknown field'] } });
+    const err = await rejection(items.ready);
+    expect(err.code).toBe('unknown_field');
+    expect(items.status).toBe('error');
+    expect(items.error?.fields).toEqual({ colour: ['unknown field'] });
+
+    ws.drop();
+    expect(items.status).toBe('reconnecting');
+    const ws2 = nextAttempt();
+    ws2.open();
+    ws2.replySubscribe(ws2.lastRequest(), 'todo-item|colour:"red"', { rows: [], offset: 0 });
+    await flush();
+    expect(items.status).toBe('live');
+    expect(items.error).toBeUndefined();
+  });
+
+  it('a collection made while disconnected waits and subscribes once open', async () => {
+    const client = setup();
+    const items = client.live('todo-item');
+    expect(items.status).toBe('loading');
+    const ws = FakeSocket.last;
+    expect(ws.sent).toEqual([]);
+    ws.open();
+    ws.replySubscribe(ws.lastRequest(), 'todo-item|', { rows: [item(2, 'b'), item(1, 'a')], offset: 0 });
+    await items.ready;
+    expect(items.items.map((r) => r.id)).toEqual([1, 2]);
+  });
+
+  it('close() unsubscribes with the same filter and stops changes', async () => {
+    const { client, ws } = opened();
+    const items = client.live('todo-item', { list_id: 1 });
+    let changes = 0;
+    items.on('change', () => changes++);
+    ws.replySubscribe(ws.lastRequest(), REMOTE, { rows: [], offset: 0 });
+    await items.ready;
+    const closing = items.close();
+    expect(items.status).toBe('closed');
+    const unsubscribe = ws.lastRequest();
+    expect(unsubscribe).toMatchObject({ route: 'todo-item', verb: 'unsubscribe', args: { list_id: 1, channel: 'live_0' } });
+    ws.receive(event('created', item(1, 'a'), 1));
+    ws.reply(unsubscribe, 'unsubscribed', {
+      channel_data: { local_channel: 'live_0', remote_channels: [REMOTE], action: 'unsubscribe' },
+    });
+    await closing;
+    expect(changes).toBe(1); // the reload only
+    ws.drop();
+    nextAttempt().open();
+    expect(FakeSocket.last.sent).toEqual([]); // not resubscribed
+  });
+
+  it('two collections on the same server channel both follow it', async () => {
+    const { client, ws } = opened();
+    const a = client.live('todo-item', { list_id: 1 });
+    const subA = ws.lastRequest();
+    ws.replySubscribe(subA, REMOTE, { rows: [], offset: 0 });
+    await a.ready;
+    const b = client.live('todo-item', { list_id: 1 }, { order: '-id' });
+    const subB = ws.lastRequest();
+    expect(subB.args.channel).toBe('live_1');
+    ws.receive(event('created', item(1, 'a'), 1)); // before b's reply: a applies it now, b after its snapshot
+    ws.replySubscribe(subB, REMOTE, { rows: [], offset: 0 });
+    await b.ready;
+    ws.receive(event('created', item(2, 'b'), 2));
+    expect(a.items.map((r) => r.id)).toEqual([1, 2]);
+    expect(b.items.map((r) => r.id)).toEqual([2, 1]);
+  });
+});
+
+describe('channels', () => {
+  it('deliver data, including messages that beat the reply, and resubscribe after a reconnect', async () => {
+    const { client, ws } = opened();
+    const got: unknown[] = [];
+    const chat = client.channel('chat', 'room.lobby', (data) => got.push(data));
+    const subscribe = ws.lastRequest();
+    expect(subscribe).toMatchObject({ route: 'chat', verb: 'subscribe', args: { channel: 'channel_0', name: 'room.lobby' } });
+    ws.receive({ channel: 'room.lobby', data: { msg: 'early' } });
+    ws.replySubscribe(subscribe, 'room.lobby', 'subscribed');
+    await chat.ready;
+    ws.receive({ channel: 'room.lobby', data: 'plain string' });
+    ws.receive({ channel: 'room.other', data: 'not ours' });
+    expect(got).toEqual([{ msg: 'early' }, 'plain string']);
+
+    ws.drop(4008);
+    const ws2 = nextAttempt();
+    ws2.open();
+    const again = ws2.lastRequest();
+    expect(again.args).toEqual(subscribe.args);
+    ws2.replySubscribe(again, 'room.lobby', 'subscribed');
+    await flush();
+    ws2.receive({ channel: 'room.lobby', data: 'after' });
+    expect(got).toEqual([{ msg: 'early' }, 'plain string', 'after']);
+
+    const closing = chat.close();
+    const unsubscribe = ws2.lastRequest();
+    expect(unsubscribe).toMatchObject({ verb: 'unsubscribe', args: { channel: 'channel_0', name: 'room.lobby' } });
+    ws2.reply(unsubscribe, 'unsubscribed');
+    await closing;
+    ws2.receive({ channel: 'room.lobby', data: 'too late' });
+    expect(got).toHaveLength(3);
+  });
+
+  it('omit name for a route with one fixed channel, and report a refused subscribe through ready', async () => {
+    const { client, ws } = opened();
+    client.channel('chat', undefined, () => {});
+    expect(ws.lastRequest().args).toEqual({ channel: 'channel_0' });
+    const refused = client.channel('chat', 'secret', () => {});
+    ws.replyError(ws.lastRequest(), { code: 'permission_denied', message: 'route `chat` does not offer channel `secret`' });
+    expect((await rejection(refused.ready)).code).toBe('permission_denied');
+  });
+});

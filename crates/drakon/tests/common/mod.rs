@@ -1,0 +1,218 @@
+//! Helpers shared by the integration tests: starting the real binary, a bare HTTP/1.1 client for the publish API,
+//! and a bare WebSocket client for the frames tungstenite's high-level API will not send (binary frames, frames
+//! past the server's hard cap while the server hangs up).
+
+#![allow(dead_code, reason = "each test file uses a different subset of these helpers")]
+
+use std::time::Duration;
+
+use drakon_testkit::{Client, PATIENCE, TestServer};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_drakon");
+
+/// The todo example app, as shipped.
+pub const TODO: &str = include_str!("../../../../examples/todo/drakon.toml");
+
+/// How long to listen for something that must not arrive, after a later event that did arrive.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+pub async fn spawn(config: &str) -> TestServer {
+    TestServer::spawn(BIN, config).await
+}
+
+/// The todo example with extra `[server]` keys; the example's own `[server]` table is replaced.
+pub fn todo_with_server(server_keys: &str) -> String {
+    let (_, rest) = TODO.split_once("[models.").expect("the todo example declares models");
+    format!("[server]\n{server_keys}\n\n[models.{rest}")
+}
+
+/// Asserts that the connection still answers a valid request.
+pub async fn assert_alive(client: &mut Client, after: &str) {
+    let reply = client.call("todo-list", "get_list", json!({})).await;
+    assert_eq!(reply["context"]["state"], "success", "connection unusable after {after}: {reply}");
+    assert!(reply["data"].is_array(), "after {after}: {reply}");
+}
+
+/// The next frame that is not an app heartbeat.
+pub async fn next_non_heartbeat(client: &mut Client, wait: Duration) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let frame = client.next_frame(left).await?;
+        if frame != json!({"heartbeat": "1"}) {
+            return Some(frame);
+        }
+    }
+}
+
+/// An HTTP response: status and body text.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`; reads the whole response.
+pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+    let mut stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr)).await.expect("connect").expect("connect");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.expect("write request head");
+    stream.write_all(body).await.expect("write request body");
+    let mut raw = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw)).await.expect("response in time").expect("read");
+    let text = String::from_utf8(raw).expect("response is UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no header end: {text}"));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status: {head}"));
+    assert!(
+        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "this helper reads plain bodies only: {head}"
+    );
+    HttpResponse { status, body: body.to_owned() }
+}
+
+/// `POST /api/publish` with `Authorization: Bearer <key>` when a key is given.
+pub async fn publish(server: &TestServer, key: Option<&str>, body: &Value) -> HttpResponse {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    http(&server.addr, "POST", "/api/publish", &headers, body.to_string().as_bytes()).await
+}
+
+/// WebSocket opcodes this client sends or reads.
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+const OP_PING: u8 = 0x9;
+const OP_PONG: u8 = 0xA;
+
+/// A bare RFC 6455 client: it writes exactly the frames it is told to and never answers pings.
+#[derive(Debug)]
+pub struct RawWs {
+    reader: BufReader<OwnedReadHalf>,
+    writer: Option<OwnedWriteHalf>,
+}
+
+/// One frame as read from the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).expect("a JSON text frame")
+    }
+
+    /// The status code of a close frame.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == OP_CLOSE && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+impl RawWs {
+    pub async fn connect(addr: &str) -> RawWs {
+        let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr)).await.expect("connect").expect("connect");
+        let (read, mut write) = stream.into_split();
+        let request = format!(
+            "GET /data/websocket HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        write.write_all(request.as_bytes()).await.expect("write handshake");
+        let mut reader = BufReader::new(read);
+        let mut status = String::new();
+        reader.read_line(&mut status).await.expect("read handshake");
+        assert!(status.starts_with("HTTP/1.1 101"), "handshake refused: {status}");
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.expect("read handshake headers");
+            if line == "\r\n" {
+                break;
+            }
+        }
+        RawWs { reader, writer: Some(write) }
+    }
+
+    /// Writes one masked, final frame; `Err` when the server has hung up.
+    pub async fn send(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
+        let frame = masked_frame(opcode, payload);
+        self.writer.as_mut().expect("writer").write_all(&frame).await
+    }
+
+    pub async fn send_json(&mut self, value: &Value) {
+        self.send(OP_TEXT, value.to_string().as_bytes()).await.expect("send");
+    }
+
+    /// Takes the write half, for a writer task that may fail while the test reads.
+    pub fn take_writer(&mut self) -> OwnedWriteHalf {
+        self.writer.take().expect("writer")
+    }
+
+    /// The next data or close frame, skipping pings and pongs; `None` on timeout or when the socket ends.
+    pub async fn next(&mut self, wait: Duration) -> Option<RawFrame> {
+        tokio::time::timeout(wait, async {
+            loop {
+                let frame = self.read_frame().await.ok()?;
+                if frame.opcode != OP_PING && frame.opcode != OP_PONG {
+                    return Some(frame);
+                }
+            }
+        })
+        .await
+        .ok()?
+    }
+
+    async fn read_frame(&mut self) -> std::io::Result<RawFrame> {
+        let mut head = [0u8; 2];
+        self.reader.read_exact(&mut head).await?;
+        let opcode = head[0] & 0x0F;
+        assert!(head[1] & 0x80 == 0, "server frames are never masked");
+        let len = match head[1] & 0x7F {
+            126 => u64::from(self.reader.read_u16().await?),
+            127 => self.reader.read_u64().await?,
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len).expect("frame length")];
+        self.reader.read_exact(&mut payload).await?;
+        Ok(RawFrame { opcode, payload })
+    }
+}
+
+/// A final client frame with the given opcode, masked as RFC 6455 requires of clients.
+pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    frame.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
