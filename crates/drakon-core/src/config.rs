@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub admin_secret: Option<String>,
     /// A directory of files served at `/` (the app's pages); relative paths are resolved against the config file.
     pub static_dir: Option<PathBuf>,
+    /// How much of the change log is kept for resuming clients.
+    pub log_retention: crate::store::LogRetention,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +77,7 @@ impl Default for ServerConfig {
             api_key: None,
             admin_secret: None,
             static_dir: None,
+            log_retention: crate::store::LogRetention::default(),
         }
     }
 }
@@ -93,6 +96,7 @@ impl fmt::Debug for ServerConfig {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("admin_secret", &self.admin_secret.as_ref().map(|_| "<redacted>"))
             .field("static_dir", &self.static_dir)
+            .field("log_retention", &self.log_retention)
             .finish()
     }
 }
@@ -205,6 +209,8 @@ struct RawServer {
     api_key: Option<Spanned<String>>,
     admin_secret: Option<Spanned<String>>,
     static_dir: Option<Spanned<String>>,
+    log_retention_count: Option<Spanned<i64>>,
+    log_retention_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -334,6 +340,12 @@ impl Reader<'_> {
             ),
             Some(secret) => server.admin_secret = Some(secret.into_inner()),
             None => {}
+        }
+        if let Some(n) = self.number("log_retention_count", raw.log_retention_count.as_ref(), 1) {
+            server.log_retention.count = n;
+        }
+        if let Some(n) = self.number("log_retention_secs", raw.log_retention_secs.as_ref(), 1) {
+            server.log_retention.age = Duration::from_secs(n);
         }
         match raw.static_dir {
             Some(dir) if dir.get_ref().is_empty() => self.problem(dir.span(), "static_dir must name a directory"),
@@ -852,7 +864,7 @@ mod tests {
                 &[(
                     2,
                     "unknown field `port`, expected one of `bind`, `database`, `max_frame_bytes`, `max_subscriptions`, \
-                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`",
+                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`",
                 )],
             ),
             (

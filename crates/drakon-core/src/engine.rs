@@ -19,10 +19,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::filter::{Filter, FilterError, Lookup};
-use crate::hub::{ConnId, Hub, Remote, RouteView};
+use crate::hub::{ConnId, Hub, Remote, RouteView, replay_event};
 use crate::limits;
 use crate::schema::{ChannelRoute, Model, ModelRoute, RouteKind, Schema, Verb};
-use crate::store::{BusMessage, Change, ChangeSink, OrderBy, Row, Store, StoreError, WriteOp, row_to_json};
+use crate::store::{BusMessage, Change, ChangeSink, LogRead, OrderBy, Row, Store, StoreError, WriteOp, row_to_json};
 use crate::value::Value;
 
 /// An error a verb reports to its client: a stable code, a message saying what to do, and per-field messages.
@@ -172,6 +172,8 @@ struct Inner {
     /// Per model, the fields some (non-admin) route publishes, plus `id`: what a client filter may read through
     /// a reference. Filtering on a hidden field would let a client learn its value by counting rows.
     visible: HashMap<String, HashSet<String>>,
+    /// References the store already logs touches for (see [`Store::watch_reference`]).
+    watched: std::sync::Mutex<HashSet<(String, String)>>,
     limits: EngineLimits,
 }
 
@@ -259,6 +261,7 @@ impl Engine {
             admin_routes,
             channel_routes,
             visible,
+            watched: Default::default(),
             limits,
         });
         let task = tokio::spawn(fan_out(inner.clone(), bus));
@@ -654,15 +657,41 @@ impl Engine {
             Some(Json::Bool(true)) => true,
             Some(_) => return Err(VerbError::new(ErrorCode::InvalidArgs, "`snapshot` takes true or false")),
         };
+        let since = match args.remove("since") {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                VerbError::new(ErrorCode::InvalidArgs, "`since` takes the last offset the client applied, an integer")
+            })?),
+        };
+        if snapshot && since.is_some() {
+            return Err(VerbError::new(ErrorCode::InvalidArgs, "ask for `snapshot` or `since`, not both"));
+        }
         let order = parse_order(&route.view.model, &route.view.publish, args.remove("_order"))?;
         let (filter, normalized) = self.route_filter(route, args)?;
         let remote = model_channel_name(&route.name, &normalized);
         let channel = Some((local.clone(), vec![remote.clone()], ChannelAction::Subscribe));
         let fresh = !session.subs.get(&remote).is_some_and(|(_, locals)| locals.contains(&local));
+        // Before anything can be missed: renames of referenced rows must log touches for this filter's references.
+        for lookup in filter.remote_lookups() {
+            self.watch_reference(&route.view.model.name, &lookup.hops[0].field).await?;
+        }
         self.add_subscription(session, &local, &remote, Some(&route.view.model.name))?;
         self.inner.hub.subscribe_model(session.conn, &route.view, &remote, &filter);
-        if !snapshot {
+        if !snapshot && since.is_none() {
             return Ok(Outcome { data: json!([]), client_context: None, channel });
+        }
+        if let Some(since) = since {
+            match self.replay(route, &filter, &remote, since).await {
+                Ok(Some(data)) => return Ok(Outcome { data, client_context: None, channel }),
+                // The log no longer reaches back: answer with a fresh snapshot, marked as a reload.
+                Ok(None) => {}
+                Err(e) => {
+                    if fresh && self.drop_subscription(session, &local, &remote)? {
+                        self.inner.hub.unsubscribe_model(session.conn, &route.view.model.name, &remote);
+                    }
+                    return Err(e);
+                }
+            }
         }
         let max = limits::MAX_SNAPSHOT_ROWS as u64;
         let read = self.inner.store.list(&route.view.model, &filter, &order, max, 0).await.map_err(VerbError::from);
@@ -682,7 +711,56 @@ impl Engine {
         };
         let rows: Vec<Json> =
             page.rows.iter().map(|r| row_to_json(&route.view.model, r, &route.view.publish)).collect();
-        Ok(Outcome { data: json!({"rows": rows, "offset": page.offset}), client_context: None, channel })
+        let data = if since.is_some() {
+            json!({"reload": true, "rows": rows, "offset": page.offset})
+        } else {
+            json!({"rows": rows, "offset": page.offset})
+        };
+        Ok(Outcome { data, client_context: None, channel })
+    }
+
+    async fn watch_reference(&self, model: &str, field: &str) -> Result<(), VerbError> {
+        let key = (model.to_owned(), field.to_owned());
+        if self.inner.watched.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+            return Ok(());
+        }
+        self.inner.store.watch_reference(model, field).await?;
+        self.inner.watched.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+        Ok(())
+    }
+
+    /// The events a subscriber that last applied offset `since` missed, as `{"events": […], "offset": head}`;
+    /// `None` when the log no longer reaches back that far.
+    async fn replay(
+        &self,
+        route: &CompiledRoute,
+        filter: &Filter,
+        channel: &str,
+        since: u64,
+    ) -> Result<Option<Json>, VerbError> {
+        let model = &route.view.model;
+        let (changes, head) = match self.inner.store.log_since(model, since, limits::MAX_REPLAY_CHANGES).await? {
+            LogRead::Changes { changes, head } => (changes, head),
+            LogRead::Gone { .. } => return Ok(None),
+        };
+        let lookups: Vec<Lookup> = filter.remote_lookups().cloned().collect();
+        let images = BatchImages::of(&changes);
+        let mut events = Vec::new();
+        for change in &changes {
+            let remote_old = resolve(&self.inner, model, change.old.as_ref(), &lookups, &images.before).await;
+            let remote_new = resolve(&self.inner, model, change.new.as_ref(), &lookups, &images.after).await;
+            let event = if is_touch(change) {
+                // A referenced row changed while the client was away; how it matched before is not known, so send
+                // the row's state now: `created` replaces it in the mirror, `deleted` of an absent row is a no-op.
+                touch_event(change, &route.view, filter, channel, &remote_new)
+            } else {
+                replay_event(change, &route.view, filter, channel, &remote_old, &remote_new)
+            };
+            if let Some(event) = event {
+                events.push(event);
+            }
+        }
+        Ok(Some(json!({"events": events, "offset": head})))
     }
 
     fn unsubscribe_model(
@@ -694,6 +772,7 @@ impl Engine {
         let local = Self::take_local_channel(&mut args)?;
         // Clients reuse their subscribe arguments; what only shapes the snapshot does not name the channel.
         args.remove("snapshot");
+        args.remove("since");
         args.remove("_order");
         let (_, normalized) = self.route_filter(route, args)?;
         let remote = model_channel_name(&route.name, &normalized);
@@ -934,17 +1013,27 @@ impl FieldErrors {
 }
 
 /// Carries bus messages to the hub, in order, resolving lookups through references where channels need them.
+///
+/// Offsets make the bus's delivery checkable: per model, a change at or below the last delivered offset is a
+/// duplicate and is dropped, and one past the next expected offset means the bus lost something, which is fetched
+/// from the store's change log and delivered first. So a lossy or duplicating bus costs latency, never events.
 async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>) {
+    let mut delivered: HashMap<Arc<str>, u64> = HashMap::new();
     while let Some(msg) = bus.recv().await {
         match msg {
             BusMessage::Changes(changes) => {
                 let images = BatchImages::of(&changes);
                 for change in changes.iter() {
                     let Some(model) = inner.models.get(&*change.model) else { continue };
-                    let lookups = inner.hub.remote_lookups(&model.name);
-                    let remote_old = resolve(&inner, model, change.old.as_ref(), &lookups, &images.before).await;
-                    let remote_new = resolve(&inner, model, change.new.as_ref(), &lookups, &images.after).await;
-                    inner.hub.deliver_change(change, model, &remote_old, &remote_new);
+                    let last = delivered.get(&change.model).copied();
+                    if last.is_some_and(|last| change.offset <= last) {
+                        continue;
+                    }
+                    if let Some(last) = last.filter(|last| change.offset > last + 1) {
+                        repair_gap(&inner, model, last, change.offset).await;
+                    }
+                    deliver(&inner, model, change, &images).await;
+                    delivered.insert(change.model.clone(), change.offset);
                 }
             }
             BusMessage::Channel { name, data } => {
@@ -952,6 +1041,44 @@ async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>) {
             }
         }
     }
+}
+
+async fn deliver(inner: &Inner, model: &Model, change: &Change, images: &BatchImages) {
+    let lookups = inner.hub.remote_lookups(&model.name);
+    let remote_old = resolve(inner, model, change.old.as_ref(), &lookups, &images.before).await;
+    let remote_new = resolve(inner, model, change.new.as_ref(), &lookups, &images.after).await;
+    inner.hub.deliver_change(change, model, &remote_old, &remote_new);
+}
+
+/// Delivers the changes of `model` after `last` and before `next` from the change log.
+async fn repair_gap(inner: &Inner, model: &Model, last: u64, next: u64) {
+    tracing::warn!(model = %model.name, last, next, "the bus skipped changes; reading them from the change log");
+    match inner.store.log_since(model, last, limits::MAX_REPLAY_CHANGES).await {
+        Ok(LogRead::Changes { changes, .. }) => {
+            let missing: Vec<Change> = changes.into_iter().filter(|c| c.offset < next).collect();
+            let images = BatchImages::of(&missing);
+            for change in &missing {
+                deliver(inner, model, change, &images).await;
+            }
+        }
+        Ok(LogRead::Gone { .. }) => {
+            tracing::error!(model = %model.name, last, next, "the change log no longer holds the skipped changes");
+        }
+        Err(e) => tracing::error!(error = %e, model = %model.name, "could not read the skipped changes"),
+    }
+}
+
+/// A touch: a referenced row changed, so the log re-states a referring row without changing it.
+fn is_touch(change: &Change) -> bool {
+    change.action == drakon_protocol::Action::Updated && change.old == change.new
+}
+
+/// The state-based event for a touch in a replay: the row as it is now, or its removal.
+fn touch_event(change: &Change, route: &RouteView, filter: &Filter, channel: &str, remote: &Remote) -> Option<Json> {
+    let created = Change { action: drakon_protocol::Action::Created, old: None, ..change.clone() };
+    let deleted = Change { action: drakon_protocol::Action::Deleted, new: None, ..change.clone() };
+    replay_event(&created, route, filter, channel, remote, remote)
+        .or_else(|| replay_event(&deleted, route, &Filter::default(), channel, remote, remote))
 }
 
 type RowKey = (Arc<str>, i64);

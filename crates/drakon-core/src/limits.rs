@@ -50,3 +50,15 @@ pub const MAX_SNAPSHOT_ROWS: usize = 10_000;
 
 /// Page size of the admin's model lists.
 pub const ADMIN_PAGE_SIZE: u32 = 50;
+
+/// Missed changes a resuming subscription may replay; beyond that a fresh snapshot is cheaper than the replay.
+pub const MAX_REPLAY_CHANGES: usize = 10_000;
+
+/// Change-log entries kept per model by default: a day of a busy model's writes, a few MB of disk.
+pub const DEFAULT_LOG_RETENTION_COUNT: u64 = 100_000;
+
+/// Default age after which change-log entries go: a client away longer than a week reloads.
+pub const DEFAULT_LOG_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Change-log entries removed per model per trimming pass, so trimming never holds the writer for long.
+pub const LOG_TRIM_BATCH: u64 = 10_000;

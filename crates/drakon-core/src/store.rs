@@ -145,8 +145,45 @@ pub trait Store: Send + Sync + 'static {
     /// Commits a write with its change-log entries, hands them to the sink, and returns them.
     async fn write(&self, op: WriteOp) -> Result<Vec<Change>, StoreError>;
 
+    /// The changes of `model` after `offset`, in order, up to `limit`, read together with the model's current
+    /// offset. [`LogRead::Gone`] when the log no longer reaches back that far (retention trimmed it) or more than
+    /// `limit` changes are missing.
+    async fn log_since(&self, model: &Model, offset: u64, limit: usize) -> Result<LogRead, StoreError>;
+
+    /// From now on, when a row that `model.field` refers to changes, log a touch (an `updated` entry with equal
+    /// old and new images) for each referring row, in the same transaction: some subscription filters through
+    /// that reference and must re-evaluate those rows.
+    async fn watch_reference(&self, model: &str, field: &str) -> Result<(), StoreError>;
+
     /// Whether the store answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// How long the change log keeps entries: a resuming client further behind than this takes a fresh snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRetention {
+    /// Entries kept per model, at least.
+    pub count: u64,
+    /// Entries older than this go, whatever the count.
+    pub age: std::time::Duration,
+}
+
+impl Default for LogRetention {
+    fn default() -> Self {
+        LogRetention {
+            count: crate::limits::DEFAULT_LOG_RETENTION_COUNT,
+            age: crate::limits::DEFAULT_LOG_RETENTION_AGE,
+        }
+    }
+}
+
+/// What [`Store::log_since`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogRead {
+    /// Every change after the requested offset, and the offset they lead up to.
+    Changes { changes: Vec<Change>, head: u64 },
+    /// The log cannot supply them: the client must take a fresh snapshot.
+    Gone { head: u64 },
 }
 
 /// A row as a JSON object of the given fields (plus `id` and `_type`).

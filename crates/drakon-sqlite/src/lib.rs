@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 use drakon_core::filter::sql::{Dialect, compile, quote};
-use drakon_core::store::{ChangeSink, MigrationReport, OrderBy, Page, Store, StoreError, WriteOp};
+use drakon_core::store::{
+    ChangeSink, LogRead, LogRetention, MigrationReport, OrderBy, Page, Store, StoreError, WriteOp,
+};
 use drakon_core::{Filter, Model, Schema};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
@@ -68,6 +70,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl SqliteStore {
     /// Opens (or creates) the database at `path`; committed changes go to `sink`.
     pub fn open(path: impl AsRef<Path>, sink: ChangeSink) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, sink, LogRetention::default())
+    }
+
+    /// Like [`SqliteStore::open`], with the change log's retention.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        sink: ChangeSink,
+        retention: LogRetention,
+    ) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
@@ -81,7 +92,7 @@ impl SqliteStore {
         let writer = Arc::new(Mutex::new(Writer { conn, published_seq }));
         let readers = (0..READERS).map(|_| open_connection(&path, true).map(Mutex::new)).collect::<Result<_, _>>()?;
         let schema = Arc::new(RwLock::new(Arc::new(Schema::default())));
-        log::spawn_tailer(Arc::downgrade(&writer), schema.clone(), sink.clone(), path.clone());
+        log::spawn_tailer(Arc::downgrade(&writer), schema.clone(), sink.clone(), path.clone(), retention);
         Ok(SqliteStore { path, writer, readers: Arc::new(readers), next_reader: AtomicUsize::new(0), sink, schema })
     }
 
@@ -173,6 +184,25 @@ impl Store for SqliteStore {
         tokio::task::spawn_blocking(move || write::write(&mut lock(&writer), &schema, op, &sink))
             .await
             .map_err(|_| StoreError::Closed)?
+    }
+
+    async fn log_since(&self, model: &Model, offset: u64, limit: usize) -> Result<LogRead, StoreError> {
+        let model = model.clone();
+        self.read(move |conn| log::model_since(conn, &model, offset, limit)).await
+    }
+
+    async fn watch_reference(&self, model: &str, field: &str) -> Result<(), StoreError> {
+        let writer = self.writer.clone();
+        let (model, field) = (model.to_owned(), field.to_owned());
+        tokio::task::spawn_blocking(move || {
+            lock(&writer)
+                .conn
+                .execute("INSERT OR IGNORE INTO _drakon_watch (model, field) VALUES (?1, ?2)", [&model, &field])
+                .map(|_| ())
+                .map_err(db_error)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

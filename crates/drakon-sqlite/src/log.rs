@@ -11,7 +11,8 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use drakon_core::store::{BusMessage, Change, ChangeSink, StoreError};
+use drakon_core::limits::LOG_TRIM_BATCH;
+use drakon_core::store::{BusMessage, Change, ChangeSink, LogRead, LogRetention, StoreError};
 use drakon_core::{Model, Schema};
 use drakon_protocol::Action;
 use rusqlite::Connection;
@@ -78,11 +79,7 @@ pub fn read_entries(
         let change = schema.get_model(&model_name).map(|model| Change {
             model: Arc::from(model_name.as_str()),
             id,
-            action: match action.as_str() {
-                "created" => Action::Created,
-                "updated" => Action::Updated,
-                _ => Action::Deleted,
-            },
+            action: parse_action(&action),
             old: image(model, old),
             new: image(model, new),
             offset: offset as u64,
@@ -90,6 +87,56 @@ pub fn read_entries(
         out.push((seq as u64, change));
     }
     Ok(out)
+}
+
+/// The changes of one model after `offset` (see [`drakon_core::Store::log_since`]), read in one transaction with
+/// the model's head offset.
+pub fn model_since(conn: &Connection, model: &Model, offset: u64, limit: usize) -> Result<LogRead, StoreError> {
+    let tx = conn.unchecked_transaction().map_err(db_error)?;
+    let head: u64 = tx
+        .query_row("SELECT last FROM _drakon_offsets WHERE model = ?1", [&model.name], |r| r.get::<_, i64>(0))
+        .map_err(db_error)? as u64;
+    if offset >= head {
+        return Ok(LogRead::Changes { changes: Vec::new(), head });
+    }
+    let first: Option<i64> = tx
+        .query_row("SELECT min(offset) FROM _drakon_changes WHERE model = ?1", [&model.name], |r| r.get(0))
+        .map_err(db_error)?;
+    if first.is_none_or(|first| first as u64 > offset + 1) || head - offset > limit as u64 {
+        return Ok(LogRead::Gone { head });
+    }
+    let mut stmt = tx
+        .prepare_cached(
+            "SELECT offset, row_id, action, old, new FROM _drakon_changes
+             WHERE model = ?1 AND offset > ?2 AND offset <= ?3 ORDER BY offset",
+        )
+        .map_err(db_error)?;
+    let changes = stmt
+        .query_map(rusqlite::params![model.name, offset as i64, head as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?, r.get(3)?, r.get(4)?))
+        })
+        .map_err(db_error)?
+        .map(|row| {
+            let (offset, id, action, old, new) = row.map_err(db_error)?;
+            Ok(Change {
+                model: Arc::from(model.name.as_str()),
+                id,
+                action: parse_action(&action),
+                old: image(model, old),
+                new: image(model, new),
+                offset: offset as u64,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(LogRead::Changes { changes, head })
+}
+
+fn parse_action(action: &str) -> Action {
+    match action {
+        "created" => Action::Created,
+        "updated" => Action::Updated,
+        _ => Action::Deleted,
+    }
 }
 
 /// Every change after global sequence `seq` (a write's own, read inside its transaction).
@@ -120,12 +167,64 @@ pub fn publish_pending(writer: &mut Writer, schema: &Schema, sink: &ChangeSink) 
     }
 }
 
+/// How often the tailer trims the log.
+const TRIM_PERIOD: Duration = Duration::from_secs(1);
+
+/// Removes entries past the retention, in bounded batches (the next pass takes the rest), and never one that has
+/// not been published yet.
+pub fn trim(writer: &Writer, schema: &Schema, retention: LogRetention) -> Result<usize, StoreError> {
+    let published = writer.published_seq as i64;
+    let mut removed = 0;
+    for model in &schema.models {
+        let (head, first): (i64, Option<i64>) = writer
+            .conn
+            .query_row(
+                "SELECT (SELECT last FROM _drakon_offsets WHERE model = ?1),
+                        (SELECT min(offset) FROM _drakon_changes WHERE model = ?1)",
+                [&model.name],
+                |r| Ok((r.get::<_, Option<i64>>(0)?.unwrap_or(0), r.get(1)?)),
+            )
+            .map_err(db_error)?;
+        let Some(first) = first else { continue };
+        let keep_from = head - retention.count as i64;
+        if keep_from < first {
+            continue;
+        }
+        let upto = keep_from.min(first + LOG_TRIM_BATCH as i64);
+        removed += writer
+            .conn
+            .execute(
+                "DELETE FROM _drakon_changes WHERE model = ?1 AND offset <= ?2 AND seq <= ?3",
+                rusqlite::params![model.name, upto, published],
+            )
+            .map_err(db_error)?;
+    }
+    let age = time::Duration::try_from(retention.age).unwrap_or(time::Duration::MAX);
+    let cutoff = drakon_core::value::format_datetime(time::OffsetDateTime::now_utc().saturating_sub(age));
+    removed += writer
+        .conn
+        .execute(
+            "DELETE FROM _drakon_changes WHERE seq IN (SELECT seq FROM _drakon_changes ORDER BY seq LIMIT ?1)
+                 AND at < ?2 AND seq <= ?3",
+            rusqlite::params![LOG_TRIM_BATCH as i64, cutoff, published],
+        )
+        .map_err(db_error)?;
+    Ok(removed)
+}
+
 /// Watches the database for writes by other processes and publishes them. Ends when the store is dropped.
-pub fn spawn_tailer(writer: Weak<Mutex<Writer>>, schema: Arc<RwLock<Arc<Schema>>>, sink: ChangeSink, path: PathBuf) {
+pub fn spawn_tailer(
+    writer: Weak<Mutex<Writer>>,
+    schema: Arc<RwLock<Arc<Schema>>>,
+    sink: ChangeSink,
+    path: PathBuf,
+    retention: LogRetention,
+) {
     let (wake, woken) = std_mpsc::channel::<()>();
     let watcher = watch(&path, wake);
     let spawned = std::thread::Builder::new().name("drakon-sqlite-tail".into()).spawn(move || {
         let _watcher = watcher; // dropping it stops the events
+        let mut last_trim = std::time::Instant::now();
         loop {
             match woken.recv_timeout(TAIL_FALLBACK) {
                 Ok(()) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
@@ -134,9 +233,19 @@ pub fn spawn_tailer(writer: Weak<Mutex<Writer>>, schema: Arc<RwLock<Arc<Schema>>
             while woken.try_recv().is_ok() {}
             let Some(writer) = writer.upgrade() else { return };
             let schema = schema.read().unwrap_or_else(|e| e.into_inner()).clone();
-            if let Err(e) = publish_pending(&mut lock(&writer), &schema, &sink) {
+            let mut writer = lock(&writer);
+            if let Err(e) = publish_pending(&mut writer, &schema, &sink) {
                 tracing::warn!(error = %e, "could not read the change log; retrying");
             }
+            if last_trim.elapsed() >= TRIM_PERIOD {
+                last_trim = std::time::Instant::now();
+                match trim(&writer, &schema, retention) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "trimmed the change log"),
+                    Err(e) => tracing::warn!(error = %e, "could not trim the change log"),
+                }
+            }
+            drop(writer);
             if sink.is_closed() {
                 return;
             }

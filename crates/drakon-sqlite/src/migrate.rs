@@ -24,7 +24,10 @@ pub fn ensure_meta(conn: &Connection) -> Result<(), StoreError> {
              model TEXT NOT NULL, offset INTEGER NOT NULL, seq INTEGER NOT NULL, row_id INTEGER NOT NULL,
              action TEXT NOT NULL, old TEXT, new TEXT, at TEXT NOT NULL,
              PRIMARY KEY (model, offset)) WITHOUT ROWID;
-         CREATE UNIQUE INDEX IF NOT EXISTS _drakon_changes_seq ON _drakon_changes (seq);",
+         CREATE UNIQUE INDEX IF NOT EXISTS _drakon_changes_seq ON _drakon_changes (seq);
+         CREATE TABLE IF NOT EXISTS _drakon_watch (model TEXT NOT NULL, field TEXT NOT NULL,
+             PRIMARY KEY (model, field)) WITHOUT ROWID;
+         DELETE FROM _drakon_watch;",
     )
     .map_err(db_error)
 }
@@ -175,7 +178,7 @@ pub fn migrate(conn: &mut Connection, schema: &Schema) -> Result<MigrationReport
         }
         tx.execute("INSERT OR IGNORE INTO _drakon_offsets (model, last) VALUES (?1, 0)", [&model.name])
             .map_err(db_error)?;
-        tx.execute_batch(&triggers(model)).map_err(db_error)?;
+        tx.execute_batch(&triggers(schema, model)).map_err(db_error)?;
     }
     if !refused.is_empty() {
         return Err(StoreError::Migration(refused.join("\n")));
@@ -206,7 +209,13 @@ fn image_sql(model: &Model, row: &str) -> String {
 /// it: drakon, the `sqlite3` shell or another program. Offsets and the global sequence come from
 /// `_drakon_offsets` inside the writing transaction; SQLite has one writer at a time, so both follow commit order.
 /// An update that changes no column logs nothing.
-fn triggers(model: &Model) -> String {
+///
+/// When a row changes, rows of other models that refer to it may enter or leave filters that look through the
+/// reference (`todo_list__name`). For each reference declared on this model that a subscription currently looks
+/// through (`_drakon_watch`, kept by drakon), the update trigger also logs a *touch* of every referring row: an
+/// `updated` entry whose old and new images are equal, in the same transaction, so the fan-out sees it in the same
+/// batch as the change and can compare the filter before and after.
+fn triggers(schema: &Schema, model: &Model) -> String {
     let name = &model.name; // a validated lowercase identifier, safe inside quotes
     let table = quote(name);
     let entry = |action: &str, old: &str, new: &str, id: &str| {
@@ -220,6 +229,26 @@ fn triggers(model: &Model) -> String {
     };
     let changed: Vec<String> =
         model.fields.iter().map(|f| format!("OLD.{c} IS NOT NEW.{c}", c = quote(&f.name))).collect();
+    let mut touches = String::new();
+    for referrer in &schema.models {
+        for field in referrer.fields.iter().filter(|f| f.ref_target().is_some_and(|(target, _)| target == name)) {
+            let (r, f) = (&referrer.name, &field.name);
+            let watched = format!("EXISTS (SELECT 1 FROM _drakon_watch WHERE model = '{r}' AND field = '{f}')");
+            let referring = format!("{}.{} = NEW.\"id\"", quote("t"), quote(f));
+            let image = image_sql(referrer, "\"t\"");
+            touches.push_str(&format!(
+                "INSERT INTO _drakon_changes (model, offset, seq, row_id, action, old, new, at)
+                     SELECT '{r}',
+                         (SELECT last FROM _drakon_offsets WHERE model = '{r}') + row_number() OVER (ORDER BY \"t\".\"id\"),
+                         (SELECT last FROM _drakon_offsets WHERE model = '*') + row_number() OVER (ORDER BY \"t\".\"id\"),
+                         \"t\".\"id\", 'updated', {image}, {image}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                     FROM {table_r} AS \"t\" WHERE {referring} AND {watched};
+                 UPDATE _drakon_offsets SET last = last + (SELECT count(*) FROM {table_r} AS \"t\" WHERE {referring})
+                     WHERE model IN ('{r}', '*') AND {watched};",
+                table_r = quote(r),
+            ));
+        }
+    }
     let trigger = |suffix: &str| quote(&format!("_drakon_{name}_{suffix}"));
     format!(
         "DROP TRIGGER IF EXISTS {ins}; DROP TRIGGER IF EXISTS {upd}; DROP TRIGGER IF EXISTS {del};
@@ -231,7 +260,7 @@ fn triggers(model: &Model) -> String {
         del = trigger("delete"),
         changed = changed.join(" OR "),
         insert_entry = entry("created", "NULL", &image_sql(model, "NEW"), "NEW.\"id\""),
-        update_entry = entry("updated", &image_sql(model, "OLD"), &image_sql(model, "NEW"), "NEW.\"id\""),
+        update_entry = entry("updated", &image_sql(model, "OLD"), &image_sql(model, "NEW"), "NEW.\"id\"") + &touches,
         delete_entry = entry("deleted", &image_sql(model, "OLD"), "NULL", "OLD.\"id\""),
     )
 }

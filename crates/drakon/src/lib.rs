@@ -88,8 +88,8 @@ impl App {
         // The config loader has already resolved a relative path against the config file's directory.
         let database = server.database.clone();
         let (sink, bus) = mpsc::channel(BUS_QUEUE_BATCHES);
-        let store =
-            SqliteStore::open(&database, sink.clone()).with_context(|| format!("opening {}", database.display()))?;
+        let store = SqliteStore::open_with(&database, sink.clone(), server.log_retention)
+            .with_context(|| format!("opening {}", database.display()))?;
         let report =
             drakon_core::Store::migrate(&store, &schema).await.context("the database does not fit the config")?;
         for table in &report.created_tables {

@@ -281,6 +281,23 @@ impl Hub {
     }
 }
 
+/// The publication `change` makes for a subscriber of `route` whose filter is `filter`, as the JSON object the
+/// socket would carry; for replaying the change log to a resuming client.
+pub fn replay_event(
+    change: &Change,
+    route: &RouteView,
+    filter: &Filter,
+    channel: &str,
+    remote_old: &Remote,
+    remote_new: &Remote,
+) -> Option<Json> {
+    let model = &route.model;
+    let was = change.old.as_ref().is_some_and(|row| filter.matches(&RowResolver { model, row, remote: remote_old }));
+    let is = change.new.as_ref().is_some_and(|row| filter.matches(&RowResolver { model, row, remote: remote_new }));
+    let (action, data) = event_for(change, route, was, is)?;
+    Some(serde_json::json!({"channel": channel, "action": action.as_str(), "data": data, "offset": change.offset}))
+}
+
 /// What a subscriber whose filter matched the row before (`was`) and after (`is`) receives.
 fn event_for(change: &Change, route: &RouteView, was: bool, is: bool) -> Option<(Action, Json)> {
     let model = &route.model;
