@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use crate::filter::{Filter, FilterError, Lookup};
 use crate::hub::{ConnId, Hub, Remote, RouteView, replay_event};
 use crate::limits;
-use crate::schema::{ChannelRoute, Model, ModelRoute, RouteKind, Schema, Verb};
+use crate::schema::{ChannelRoute, FieldType, Model, ModelRoute, RouteKind, Schema, Verb};
 use crate::store::{BusMessage, Change, ChangeSink, LogRead, OrderBy, Row, Store, StoreError, WriteOp, row_to_json};
 use crate::value::Value;
 
@@ -427,7 +427,8 @@ impl Engine {
     }
 
     /// Maps route params to lookups, checks `filter_fields`, and parses the client's filter; returns the effective
-    /// filter (the route's fixed filter and the client's) and the normalized client arguments (for channel names).
+    /// filter (the route's fixed filter and the client's) and the client's filter in canonical form (for channel
+    /// names; see [`canonical_args`]).
     fn route_filter(&self, route: &CompiledRoute, args: Args) -> Result<(Filter, Args), VerbError> {
         let mut normalized = Args::new();
         for (key, value) in args {
@@ -452,7 +453,8 @@ impl Engine {
                 self.check_visible(route, key, &cond.lookup)?;
             }
         }
-        Ok((route.fixed.clone().and(client), normalized))
+        let canonical = canonical_args(&client)?;
+        Ok((route.fixed.clone().and(client), canonical))
     }
 
     /// Refuses a lookup that reads a field the client cannot see: on the route's model, a field outside
@@ -616,11 +618,9 @@ impl Engine {
         let model = &route.view.model;
         let id = take_id(&mut args)?;
         args.remove("_type");
-        let changes = self
-            .inner
-            .store
-            .write(WriteOp::Delete { model: model.name.clone(), id, guard: route.fixed.clone() })
-            .await?;
+        // Other arguments are conditions the row must meet, as in get_single.
+        let (guard, _) = self.route_filter(route, args)?;
+        let changes = self.inner.store.write(WriteOp::Delete { model: model.name.clone(), id, guard }).await?;
         let row = changes
             .iter()
             .find(|c| *c.model == model.name && c.id == id)
@@ -897,6 +897,32 @@ impl Engine {
         }
         Ok(false)
     }
+}
+
+/// The client's filter in one spelling, for channel names: operators spelled out only when not `eq`, a reference
+/// compared by id as `ref__id`, values as their field type gives them (`1.0` for a float). Filters that mean the
+/// same thing share one channel; one condition given twice is refused, since one name must mean one filter.
+fn canonical_args(filter: &Filter) -> Result<Args, VerbError> {
+    let mut out = Args::new();
+    for cond in &filter.conds {
+        let mut key = cond.lookup.path();
+        if matches!(cond.lookup.ty, FieldType::Ref { .. }) && cond.lookup.field != "id" {
+            key.push_str("__id");
+        }
+        if cond.op != crate::filter::Op::Eq {
+            key.push_str("__");
+            key.push_str(cond.op.as_str());
+        }
+        let value = match &cond.operand {
+            crate::filter::Operand::One(v) => v.to_json(),
+            crate::filter::Operand::List(vs) => Json::Array(vs.iter().map(Value::to_json).collect()),
+            crate::filter::Operand::Flag(b) => Json::Bool(*b),
+        };
+        if out.insert(key.clone(), value).is_some() {
+            return Err(VerbError::new(ErrorCode::InvalidFilter, format!("the condition `{key}` is given twice")));
+        }
+    }
+    Ok(out)
 }
 
 fn unknown_verb(route: &str, verb: &str, known: &[&str]) -> VerbError {

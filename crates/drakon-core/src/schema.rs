@@ -408,8 +408,8 @@ impl Schema {
                 if !fields.insert(field.name.as_str()) {
                     problem(&path, "field is declared twice".into());
                 }
-                if !is_identifier(&field.name) {
-                    problem(&path, "field names are lowercase identifiers (a-z, 0-9, _)".into());
+                if !is_identifier(&field.name) || field.name.starts_with('_') {
+                    problem(&path, "field names are lowercase identifiers (a-z, 0-9, _) not starting with _".into());
                 }
                 if field.name.contains("__") {
                     problem(&path, "field names may not contain `__`, which separates lookups in filters".into());
@@ -446,6 +446,12 @@ impl Schema {
             }
             if route.name.is_empty() || route.name.contains('|') || route.name.chars().any(char::is_whitespace) {
                 problem(&path, "route names may not be empty or contain `|` or spaces".into());
+            }
+            if route.name.starts_with(crate::engine::ADMIN_ROUTE_PREFIX) {
+                problem(
+                    &path,
+                    format!("route names starting with `{}` are the admin's", crate::engine::ADMIN_ROUTE_PREFIX),
+                );
             }
             match &route.kind {
                 RouteKind::Model(r) => {
@@ -484,6 +490,11 @@ impl Schema {
                     }
                     if let Err(e) = crate::filter::Filter::parse(self, model, &r.fixed_filter) {
                         problem(&path, format!("fixed filter is invalid: {}", e.message));
+                    }
+                    for lookup in r.filter_fields.iter().flatten() {
+                        if let Err(e) = crate::filter::parse_lookup(self, model, lookup) {
+                            problem(&path, format!("filter_fields names a bad lookup `{lookup}`: {}", e.message));
+                        }
                     }
                     for name in r.custom_verbs.keys() {
                         if Verb::parse(name).is_some() {

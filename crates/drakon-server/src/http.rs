@@ -17,6 +17,7 @@ fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -68,7 +69,7 @@ fn same_key(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Body) -> Response {
     let Some(key) = state.options.api_key.as_deref() else {
         return error(ErrorCode::PermissionDenied, "publishing is disabled: set api_key in [server] or DRAKON_API_KEY");
     };
@@ -78,14 +79,18 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: ax
         None => {
             return (
                 StatusCode::UNAUTHORIZED,
-                Json(json!({"code": "permission_denied", "message": "send the api key as `Authorization: Bearer <key>`"})),
+                Json(json!({
+                    "code": "permission_denied",
+                    "message": "send the api key as `Authorization: Bearer <key>` or `X-Drakon-Key: <key>`"
+                })),
             )
                 .into_response();
         }
     }
-    if body.len() > drakon_core::limits::MAX_PUBLISH_BODY_BYTES {
-        return error(ErrorCode::FrameTooLarge, "body too large");
-    }
+    let max = drakon_core::limits::MAX_PUBLISH_BODY_BYTES;
+    let Ok(body) = axum::body::to_bytes(body, max).await else {
+        return error(ErrorCode::FrameTooLarge, format!("the body may be at most {max} bytes"));
+    };
     let body: PublishBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => return error(ErrorCode::BadJson, format!("expected {{\"channel\": \"…\", \"data\": …}}: {e}")),

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use drakon_core::Engine;
 use tokio::net::TcpListener;
@@ -114,7 +115,8 @@ fn router_with(
         .route("/drakon.js", get(http::client_script))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
-        .route("/api/publish", post(http::publish))
+        // The handler enforces its own cap, so every oversize body gets drakon's JSON error, not axum's plain 413.
+        .route("/api/publish", post(http::publish).layer(DefaultBodyLimit::disable()))
         .route("/admin", get(admin::page))
         .route("/admin/admin.js", get(admin::script))
         .route("/admin/admin.css", get(admin::style))

@@ -38,7 +38,7 @@ async fn publish_checks_the_key_then_the_body() {
         (vec![("Authorization", &bearer)], br#"{"channel":"chatroom","data":1,"extra":2}"#, 400, Some("bad_json")),
         (vec![("Authorization", &bearer)], br#"{"channel":"","data":1}"#, 400, Some("invalid_args")),
         (vec![("Authorization", &bearer)], br#"{"channel":"a|b","data":1}"#, 400, Some("invalid_args")),
-        (vec![("Authorization", &bearer)], big.as_bytes(), 400, Some("frame_too_large")),
+        (vec![("Authorization", &bearer)], big.as_bytes(), 413, Some("frame_too_large")),
         (vec![("Authorization", &bearer)], good, 200, None),
         (vec![("X-Drakon-Key", KEY)], good, 200, None),
         (vec![("Authorization", &bearer)], br#"{"channel":"nobody-listens"}"#, 200, None),

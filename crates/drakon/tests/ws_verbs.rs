@@ -523,6 +523,10 @@ async fn subscribe_replies_with_channel_data_and_names_channels_by_normalized_fi
         (json!({"list_id": 1, "done": false}), "todo-item|done:false|todo_list__id:1"),
         (json!({"text": "a b"}), "todo-item|text:\"a b\""),
         (json!({"id__in": [1, 2]}), "todo-item|id__in:[1,2]"),
+        // One filter, one name: however the client spells it.
+        (json!({"todo_list": 1}), "todo-item|todo_list__id:1"),
+        (json!({"done__eq": false, "todo_list__id__eq": 1}), "todo-item|done:false|todo_list__id:1"),
+        (json!({"todo_list__isnull": false}), "todo-item|todo_list__id__isnull:false"),
     ];
     for (i, (filter, remote)) in cases.into_iter().enumerate() {
         let remotes = c.subscribe("todo-item", &format!("local{i}"), filter.clone()).await;

@@ -156,10 +156,18 @@ impl FilterError {
 /// Parses a lookup path without an operator (`todo_list__name`), as route params declare them.
 pub fn parse_lookup(schema: &Schema, model: &Model, path: &str) -> Result<Lookup, FilterError> {
     let segments: Vec<&str> = path.split("__").collect();
-    resolve(schema, model, path, &segments)
+    resolve(schema, model, path, &segments, false)
 }
 
-fn resolve(schema: &Schema, model: &Model, key: &str, segments: &[&str]) -> Result<Lookup, FilterError> {
+/// Walks `segments` through references. `op_expected`: the key had no operator of its own, so a last unknown
+/// segment after a non-reference is most likely a misspelt operator, and the error says so.
+fn resolve(
+    schema: &Schema,
+    model: &Model,
+    key: &str,
+    segments: &[&str],
+    op_expected: bool,
+) -> Result<Lookup, FilterError> {
     let mut current = model;
     let mut hops = Vec::new();
     for (i, name) in segments.iter().enumerate() {
@@ -200,11 +208,18 @@ fn resolve(schema: &Schema, model: &Model, key: &str, segments: &[&str]) -> Resu
                 });
                 current = target_model;
             }
+            (_, false) if op_expected && i + 2 == segments.len() => {
+                return Err(FilterError::new(
+                    ErrorCode::InvalidFilter,
+                    key,
+                    format!("unknown operator `{}`; use one of {}", segments[i + 1], op_names()),
+                ));
+            }
             (_, false) => {
                 return Err(FilterError::new(
                     ErrorCode::InvalidFilter,
                     key,
-                    format!("`{name}` is not a reference, so nothing can follow it (known operators: {})", op_names()),
+                    format!("`{name}` is not a reference, so no lookup can follow it"),
                 ));
             }
         }
@@ -250,14 +265,14 @@ impl Cond {
             return Err(FilterError::new(ErrorCode::InvalidFilter, key, "empty filter key"));
         }
         let mut segments: Vec<&str> = key.split("__").collect();
-        let op = match segments.last().and_then(|s| Op::parse(s)) {
+        let (op, op_expected) = match segments.last().and_then(|s| Op::parse(s)) {
             Some(op) if segments.len() > 1 => {
                 segments.pop();
-                op
+                (op, false)
             }
-            _ => Op::Eq,
+            _ => (Op::Eq, true),
         };
-        let lookup = resolve(schema, model, key, &segments)?;
+        let lookup = resolve(schema, model, key, &segments, op_expected)?;
         if !op.allowed_on(&lookup.ty) {
             return Err(FilterError::new(
                 ErrorCode::InvalidFilter,
