@@ -157,6 +157,8 @@ struct CompiledRoute {
     fixed: Filter,
     /// Admin routes may filter on every field of every model.
     admin: bool,
+    /// `filter_fields`, parsed: the only lookups client filters may use, when set.
+    filter_paths: Option<HashSet<Lookup>>,
 }
 
 struct Inner {
@@ -225,7 +227,20 @@ impl Engine {
                     let view = Arc::new(RouteView { name: route.name.clone(), model, publish });
                     model_routes.insert(
                         route.name.clone(),
-                        CompiledRoute { name: route.name.clone(), view, spec: spec.clone(), fixed, admin: false },
+                        CompiledRoute {
+                            name: route.name.clone(),
+                            view,
+                            filter_paths: spec.filter_fields.as_ref().map(|paths| {
+                                let model = &models[&spec.model];
+                                paths
+                                    .iter()
+                                    .filter_map(|p| crate::filter::parse_lookup(&schema, model, p).ok())
+                                    .collect()
+                            }),
+                            spec: spec.clone(),
+                            fixed,
+                            admin: false,
+                        },
                     );
                 }
                 RouteKind::Channel(spec) => {
@@ -241,8 +256,10 @@ impl Engine {
             spec.page_size = limits::ADMIN_PAGE_SIZE;
             let publish = (1..model.fields.len()).collect();
             let view = Arc::new(RouteView { name: name.clone(), model: model.clone(), publish });
-            admin_routes
-                .insert(name.clone(), CompiledRoute { name, view, spec, fixed: Filter::default(), admin: true });
+            admin_routes.insert(
+                name.clone(),
+                CompiledRoute { name, view, spec, fixed: Filter::default(), admin: true, filter_paths: None },
+            );
         }
         let mut visible: HashMap<String, HashSet<String>> = HashMap::new();
         for route in model_routes.values() {
@@ -436,19 +453,22 @@ impl Engine {
                 return Err(VerbError::new(ErrorCode::InvalidArgs, format!("unknown argument `{key}`")));
             }
             let key = route.spec.params.get(&key).cloned().unwrap_or(key);
-            if let Some(allowed) = &route.spec.filter_fields {
-                let path = lookup_path_without_op(&key);
-                if !allowed.contains(path) {
+            normalized.insert(key, value);
+        }
+        let client = Filter::parse(&self.inner.schema, &route.view.model, &normalized)?;
+        if let Some(allowed) = &route.filter_paths {
+            // Compared as parsed lookups, so `tag`, `tag__id` and `tag__id__in` all count as the allowed `tag`.
+            for (key, cond) in normalized.keys().zip(&client.conds) {
+                if !allowed.contains(&cond.lookup) {
+                    let path = lookup_path_without_op(key);
                     return Err(VerbError::new(
                         ErrorCode::InvalidFilter,
                         format!("route `{}` does not allow filtering on `{path}`", route.name),
                     ));
                 }
             }
-            normalized.insert(key, value);
         }
-        let client = Filter::parse(&self.inner.schema, &route.view.model, &normalized)?;
-        if !route.admin && route.spec.filter_fields.is_none() {
+        if !route.admin && route.filter_paths.is_none() {
             for (key, cond) in normalized.keys().zip(&client.conds) {
                 self.check_visible(route, key, &cond.lookup)?;
             }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The full test suite: Rust unit and integration tests (real server processes, real WebSocket clients), the
+# browser end-to-end test (Debian's Chromium), and the JS client's unit tests. Installs what the tests need when it
+# is missing: Debian's chromium (as root, through apt) and the npm packages from their lock files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ ! -x /usr/bin/chromium ]]; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "the browser test needs Debian's chromium: sudo apt-get install -y chromium" >&2
+    exit 1
+  fi
+  echo "==> installing chromium (apt)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+echo "==> npm packages (from lock files)"
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+(cd clients/js && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "==> JS client unit tests"
+(cd clients/js && npm test --silent)
+
+echo "==> Rust tests, including the browser test"
+cargo nextest run --workspace "$@"

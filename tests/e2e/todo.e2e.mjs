@@ -1,0 +1,759 @@
+// End-to-end test of the todo demo (examples/todo/public) and the admin page, in Debian's Chromium.
+//
+// The talk's demo, checked: three independent browsers on one list and a fourth logged into the admin. Edits in the
+// admin reach every browser within a second; a tick, an inline edit or a delete in one browser reaches the others
+// and the admin; moving an item to another list through the admin moves it between browsers, and deleting the open
+// list says so; the admin refuses requests without its secret and shows validation errors by their fields; a call
+// the server refuses shows the server's message; and after the server stops and restarts on the same port, the
+// browsers show that they are offline, then everything that changed while they were away.
+//
+// Each step saves screenshots as NN-step-browser.png; a failure stops the run at once, saves NN-step-FAIL-*.png of
+// every page, prints the server's last log lines and exits 1. The server and Chromium are always stopped.
+//
+//   node tests/e2e/todo.e2e.mjs
+//
+// Environment: DRAKON_BIN (default <repo>/target/debug/drakon), E2E_ARTIFACTS (screenshots, one or more per step;
+// default tests/e2e/artifacts), DRAKON_JS (optional: a client build the browsers get as /drakon.js instead of the copy
+// compiled into the binary, to try client changes without rebuilding drakon). Needs `apt-get install -y chromium` and
+// `npm ci` in tests/e2e.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+let chromium;
+let WebSocket;
+try {
+  ({ chromium } = await import('playwright-core'));
+  ({ default: WebSocket } = await import('ws'));
+} catch (err) {
+  console.error(`FAIL: cannot load playwright-core and ws (${err.message.split('\n')[0]}); run \`npm ci\` in ${HERE}`);
+  process.exit(1);
+}
+
+const ROOT = path.resolve(HERE, '..', '..');
+const DRAKON_BIN = path.resolve(process.env.DRAKON_BIN || path.join(ROOT, 'target', 'debug', 'drakon'));
+const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS || path.join(HERE, 'artifacts'));
+const DRAKON_JS = process.env.DRAKON_JS ? path.resolve(process.env.DRAKON_JS) : null;
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** "Appears within one second". */
+const LIVE_MS = 1000;
+/** Page loads, admin round trips and other things that are not the live path. */
+const UI_MS = 5000;
+/** From the server being back to every page showing current data, across the client's reconnect backoff. */
+const RECONNECT_MS = 20000;
+/** The whole run; it normally takes 10 to 15 seconds. */
+const RUN_MS = 90000;
+
+const started = Date.now();
+const log = (message) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${message}`);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---- the drakon server ------------------------------------------------------------------------------------------
+
+/** A `drakon serve` child process, started once its two stdout lines (address and admin link) are out. */
+class Server {
+  static async start(config, bind, label) {
+    const server = new Server(label);
+    server.child = spawn(DRAKON_BIN, ['serve', '--config', config, '--bind', bind], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, DRAKON_LOG: process.env.DRAKON_LOG || 'info', NO_COLOR: '1' },
+    });
+    server.exited = new Promise((resolve) => server.child.once('exit', (code, signal) => resolve({ code, signal })));
+    liveServers.add(server);
+    server.exited.then(() => liveServers.delete(server));
+    const ready = new Promise((resolve, reject) => {
+      let stdout = '';
+      server.child.stdout.on('data', (chunk) => {
+        stdout += chunk;
+        server.output.push(...String(chunk).split('\n').filter(Boolean).map((l) => `${label} stdout: ${l}`));
+        const listening = /drakon listening on (http:\/\/\S+)/.exec(stdout);
+        const admin = /^admin: (\S+)/m.exec(stdout);
+        if (listening && admin) {
+          server.base = listening[1].replace(/\/$/, '');
+          server.adminLink = admin[1];
+          resolve();
+        }
+      });
+      server.child.once('error', (err) => reject(new Error(`cannot run ${DRAKON_BIN}: ${err.message}`)));
+      server.exited.then(({ code, signal }) =>
+        reject(new Error(`drakon serve exited (code ${code}, signal ${signal}) before it was ready:\n${server.tail()}`)));
+    });
+    server.child.stderr.on('data', (chunk) => {
+      server.output.push(...String(chunk).split('\n').filter(Boolean).map((l) => `${label} stderr: ${l}`));
+      if (server.output.length > 400) server.output.splice(0, server.output.length - 400);
+    });
+    await withTimeout(ready, 15000, `drakon serve (${label}) did not print its address and admin link`);
+    server.port = Number(new URL(server.base).port);
+    server.ws = `ws://${new URL(server.base).host}/data/websocket`;
+    return server;
+  }
+
+  constructor(label) {
+    this.label = label;
+    this.output = [];
+  }
+
+  tail(lines = 30) {
+    return this.output.slice(-lines).join('\n').replace(/\x1b\[[0-9;]*m/g, '');
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited after `graceMs`. Resolves to how it exited. */
+  async stop(graceMs = 5000) {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.exited;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+    const result = await this.exited;
+    clearTimeout(timer);
+    return result;
+  }
+}
+
+const liveServers = new Set();
+
+// ---- the native protocol from Node, for changes made while the browsers are away ---------------------------------
+
+class Wire {
+  static async open(url) {
+    const wire = new Wire();
+    wire.socket = new WebSocket(url);
+    wire.socket.on('message', (raw) => {
+      const frame = JSON.parse(String(raw));
+      const name = frame.context && frame.context.client_callback_name;
+      const waiter = name && wire.waiting.get(name);
+      if (!waiter) return;
+      wire.waiting.delete(name);
+      if (frame.context.state === 'success') waiter.resolve(frame.data);
+      else waiter.reject(Object.assign(new Error(`${frame.data.code}: ${frame.data.message}`), frame.data));
+    });
+    await withTimeout(
+      new Promise((resolve, reject) => {
+        wire.socket.once('open', resolve);
+        wire.socket.once('error', reject);
+      }),
+      5000,
+      `WebSocket to ${url} did not open`,
+    );
+    return wire;
+  }
+
+  constructor() {
+    this.waiting = new Map();
+    this.next = 0;
+  }
+
+  call(route, verb, args = {}) {
+    const callbackname = `e2e_${++this.next}`;
+    const reply = new Promise((resolve, reject) => this.waiting.set(callbackname, { resolve, reject }));
+    this.socket.send(JSON.stringify({ route, verb, args, callbackname }));
+    return withTimeout(reply, 5000, `no reply to ${route} ${verb}`);
+  }
+
+  close() {
+    this.socket.close();
+  }
+}
+
+// ---- waiting and looking ----------------------------------------------------------------------------------------
+
+function withTimeout(promise, ms, message) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${message} (after ${ms} ms)`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `check` until it returns `true`; fails with `what` and the last thing it returned. Returns the ms taken. */
+async function until(what, check, timeout) {
+  const start = Date.now();
+  let last;
+  for (;;) {
+    try {
+      last = await withTimeout(Promise.resolve(check()), Math.max(timeout, 1000), 'a check hung');
+      if (last === true) return Date.now() - start;
+    } catch (err) {
+      last = `error: ${err.message.split('\n')[0]}`;
+    }
+    if (Date.now() - start >= timeout) {
+      throw new Error(`${what}: not so within ${timeout} ms (last seen: ${JSON.stringify(last)})`);
+    }
+    await sleep(20);
+  }
+}
+
+/** What one `data-testid` element looks like right now, without Playwright's auto-waiting. */
+function probe(page, testid) {
+  return page.evaluate((id) => {
+    const el = document.querySelector(`[data-testid="${CSS.escape(id)}"]`);
+    if (!el) return { exists: false, visible: false };
+    return {
+      exists: true,
+      visible: el.checkVisibility({ visibilityProperty: true }),
+      text: el.textContent.replace(/\s+/g, ' ').trim(),
+      checked: 'checked' in el ? el.checked : null,
+      value: 'value' in el ? el.value : null,
+    };
+  }, testid);
+}
+
+/** Runs one expectation on several pages at once. */
+const onEach = (pages, fn) => Promise.all(pages.map((page) => fn(page)));
+
+const expectText = (pages, testid, text, timeout = LIVE_MS) =>
+  onEach(pages, (page) =>
+    until(`${page.label}: ${testid} should read ${JSON.stringify(text)}`, async () => {
+      const p = await probe(page, testid);
+      return p.visible && p.text === text ? true : p;
+    }, timeout));
+
+const expectVisible = (pages, testid, timeout = LIVE_MS) =>
+  onEach(pages, (page) =>
+    until(`${page.label}: ${testid} should be visible`, async () => (await probe(page, testid)).visible, timeout));
+
+const expectHidden = (pages, testid, timeout = LIVE_MS) =>
+  onEach(pages, (page) =>
+    until(`${page.label}: ${testid} should not be visible`, async () => !(await probe(page, testid)).visible, timeout));
+
+const expectChecked = (pages, testid, checked, timeout = LIVE_MS) =>
+  onEach(pages, (page) =>
+    until(`${page.label}: ${testid} should be ${checked ? 'ticked' : 'unticked'}`, async () => {
+      const p = await probe(page, testid);
+      return p.visible && p.checked === checked ? true : p;
+    }, timeout));
+
+/** The id of the item whose text is `text` on `page`, once it is there. */
+async function itemId(page, text, timeout = LIVE_MS) {
+  let id = null;
+  await until(`${page.label}: an item reading ${JSON.stringify(text)} should be listed`, async () => {
+    id = await page.evaluate((wanted) => {
+      for (const el of document.querySelectorAll('[data-testid^="item-text-"]')) {
+        if (el.textContent.trim() === wanted) return Number(el.dataset.testid.slice('item-text-'.length));
+      }
+      return null;
+    }, text);
+    return id !== null;
+  }, timeout);
+  return id;
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+// ---- steps and screenshots --------------------------------------------------------------------------------------
+
+let stepNumber = 0;
+let stepName = 'setup';
+let shotsThisStep = 0;
+let allPages = [];
+const pageErrors = [];
+
+const slug = (text) => text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+
+async function shot(page, what = page.label) {
+  shotsThisStep++;
+  const file = path.join(ARTIFACTS, `${String(stepNumber).padStart(2, '0')}-${slug(stepName)}-${slug(what)}.png`);
+  await page.screenshot({ path: file, timeout: 5000, animations: 'disabled' });
+}
+
+async function step(name, fn, defaultShot) {
+  stepNumber++;
+  stepName = name;
+  shotsThisStep = 0;
+  const start = Date.now();
+  await fn();
+  check(pageErrors.length === 0, `uncaught error in a page: ${pageErrors.join(' | ')}`);
+  if (shotsThisStep === 0 && defaultShot) await shot(defaultShot);
+  log(`ok ${String(stepNumber).padStart(2, '0')} ${name} (${Date.now() - start} ms)`);
+}
+
+// ---- the admin page, through its test ids -----------------------------------------------------------------------
+
+async function setField(page, name, value) {
+  const field = page.getByTestId(`field-${name}`);
+  const kind = await field.evaluate((el) => `${el.tagName.toLowerCase()}:${el.type || ''}`);
+  if (kind.startsWith('select')) await field.selectOption(String(value));
+  else if (kind === 'input:checkbox') await field.setChecked(Boolean(value));
+  else await field.fill(String(value));
+}
+
+async function fieldValue(page, name) {
+  return page.getByTestId(`field-${name}`).evaluate((el) => (el.type === 'checkbox' ? el.checked : el.value));
+}
+
+async function adminLogin(admin, link) {
+  // An admin page left open across a restart finds its secret gone and navigates itself to the login form; a
+  // blank page first keeps that navigation from racing the login.
+  await admin.goto('about:blank').catch(() => {});
+  const response = await admin.goto(link);
+  check(!response || response.ok(), `the admin page should load after logging in, got ${response && response.status()}`);
+  await until('admin: the login link should lead to /admin', () => new URL(admin.url()).pathname === '/admin', UI_MS);
+  await expectVisible([admin], 'connection-state', UI_MS);
+  await expectVisible([admin], 'model-link-todo_item', UI_MS);
+}
+
+async function adminOpenModel(admin, model) {
+  await admin.getByTestId(`model-link-${model}`).click();
+  await expectVisible([admin], 'rows', UI_MS);
+}
+
+/** Opens row `id` of the shown model for editing, sets `fields` and saves; `adminFormClosed` waits for the result. */
+async function adminEdit(admin, id, fields) {
+  await admin.getByTestId(`edit-${id}`).click();
+  await expectVisible([admin], 'save', UI_MS);
+  for (const [name, value] of Object.entries(fields)) await setField(admin, name, value);
+  await admin.getByTestId('save').click();
+}
+
+async function adminFormClosed(admin) {
+  await until('admin: the form should close after saving', async () => {
+    const [save, formError] = await Promise.all([probe(admin, 'save'), probe(admin, 'form-error')]);
+    if (formError.visible && formError.text) throw new Error(`the admin form shows an error: ${formError.text}`);
+    return !save.visible;
+  }, UI_MS);
+}
+
+// ---- the run ----------------------------------------------------------------------------------------------------
+
+let browser = null;
+let tmp = null;
+
+async function run() {
+  check(fs.existsSync(CHROMIUM), `Chromium is missing at ${CHROMIUM}; install it with: apt-get install -y chromium`);
+  check(fs.existsSync(DRAKON_BIN), `no drakon binary at ${DRAKON_BIN}; build it with: cargo build -p drakon (or set DRAKON_BIN)`);
+  check(!DRAKON_JS || fs.existsSync(DRAKON_JS), `DRAKON_JS names a missing file: ${DRAKON_JS}`);
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  for (const file of fs.readdirSync(ARTIFACTS)) if (file.endsWith('.png')) fs.rmSync(path.join(ARTIFACTS, file));
+
+  // A private copy of the example, so its relative database and static paths land in the temp dir.
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'drakon-e2e-'));
+  const appDir = path.join(tmp, 'todo');
+  fs.cpSync(path.join(ROOT, 'examples', 'todo'), appDir, {
+    recursive: true,
+    filter: (src) => !/\.db(-wal|-shm|-journal)?$/.test(src),
+  });
+  const config = path.join(appDir, 'drakon.toml');
+
+  let server = await Server.start(config, '127.0.0.1:0', 'server');
+  log(`drakon at ${server.base}`);
+
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 20000 });
+
+  async function newPage(label, options) {
+    const context = await browser.newContext(options);
+    context.setDefaultTimeout(UI_MS);
+    if (DRAKON_JS) {
+      await context.route('**/drakon.js', (route) =>
+        route.fulfill({ contentType: 'text/javascript; charset=utf-8', body: fs.readFileSync(DRAKON_JS, 'utf8') }));
+    }
+    const page = await context.newPage();
+    page.label = label;
+    page.consoleErrors = [];
+    page.on('pageerror', (err) => pageErrors.push(`${label}: ${err.message}`));
+    page.on('console', (msg) => {
+      if (msg.type() === 'error') page.consoleErrors.push(msg.text());
+    });
+    allPages.push(page);
+    return page;
+  }
+
+  // Three browsers as in the talk (the third with a phone-sized screen), and the admin.
+  const one = await newPage('browser 1', { viewport: { width: 1180, height: 760 } });
+  const two = await newPage('browser 2', { viewport: { width: 960, height: 700 } });
+  const three = await newPage('browser 3 (phone)', {
+    viewport: { width: 390, height: 760 },
+    deviceScaleFactor: 2,
+    isMobile: true,
+    hasTouch: true,
+  });
+  const admin = await newPage('admin', { viewport: { width: 1180, height: 760 } });
+  admin.on('dialog', (dialog) => dialog.accept()); // "really delete?" confirmations
+  const browsers = [one, two, three];
+
+  let groceries;
+  let hardware;
+  const ids = {};
+
+  await step('start with no list', async () => {
+    await one.goto(`${server.base}/`);
+    const client = await one.evaluate(() => typeof drakon === 'object' && typeof drakon.connect === 'function');
+    check(client, '/drakon.js defines no `drakon.connect`: the binary holds a placeholder client; run `npm run build` '
+      + 'in clients/js, then `cargo build -p drakon` (or point DRAKON_JS at a client build)');
+    await expectHidden([one], 'connection-banner', UI_MS);
+    await until('browser 1: the sidebar should say there are no lists yet', async () =>
+      (await one.locator('#lists-status').textContent()).includes('No lists yet'), UI_MS);
+  }, one);
+
+  await step('create a list', async () => {
+    await one.getByTestId('new-list-name').fill('Groceries');
+    await one.getByTestId('new-list-submit').click();
+    await until('browser 1: the new list should go in the URL hash', () => /#list=\d+$/.test(one.url()), UI_MS);
+    groceries = Number(/#list=(\d+)$/.exec(one.url())[1]);
+    await expectText([one], 'current-list-name', 'Groceries', UI_MS);
+    await expectVisible([one], 'empty-state', UI_MS);
+    await expectVisible([one], `list-link-${groceries}`);
+  }, one);
+
+  await step('open the same list in two more browsers', async () => {
+    await Promise.all([two.goto(`${server.base}/#list=${groceries}`), three.goto(`${server.base}/#list=${groceries}`)]);
+    await expectText([two, three], 'current-list-name', 'Groceries', UI_MS);
+    await expectVisible([two, three], 'empty-state', UI_MS);
+    await expectHidden([two, three], 'connection-banner', UI_MS);
+  }, three);
+
+  await step('add items in each browser', async () => {
+    const adds = [[one, 'milk'], [two, 'eggs'], [three, 'bread']];
+    for (const [page, text] of adds) {
+      await page.getByTestId('new-item-text').fill(text);
+      await page.getByTestId('new-item-submit').click();
+      ids[text] = await itemId(page, text, UI_MS);
+      await expectText(browsers, `item-text-${ids[text]}`, text);
+    }
+    await expectHidden(browsers, 'empty-state');
+    // Nothing to add: the input says so, and nothing is sent.
+    await two.getByTestId('new-item-submit').click();
+    await until('browser 2: submitting an empty item should mark the input', () =>
+      two.getByTestId('new-item-text').evaluate((el) => el.getAttribute('aria-invalid') === 'true'), LIVE_MS);
+    const input = await probe(one, 'new-item-text');
+    check(input.value === '', `browser 1: the new-item input should be cleared after adding, has ${JSON.stringify(input.value)}`);
+    // The list is in the URL, so a reload opens it again.
+    await two.reload();
+    await expectText([two], 'current-list-name', 'Groceries', UI_MS);
+    await expectText([two], `item-text-${ids.bread}`, 'bread', UI_MS);
+    await shot(one);
+    await shot(three);
+  });
+
+  await step('log in to the admin', async () => {
+    await adminLogin(admin, server.adminLink);
+    await adminOpenModel(admin, 'todo_item');
+    await expectVisible([admin], `row-${ids.milk}`, UI_MS);
+  }, admin);
+
+  await step('edit an item in the admin', async () => {
+    await adminEdit(admin, ids.milk, { text: 'oat milk' });
+    const start = Date.now();
+    await expectText(browsers, `item-text-${ids.milk}`, 'oat milk', LIVE_MS);
+    log(`   the admin's edit reached all three browsers in ${Date.now() - start} ms`);
+    await adminFormClosed(admin);
+    await shot(two);
+    await shot(admin);
+  });
+
+  await step('tick an item in one browser', async () => {
+    await two.getByTestId(`item-done-${ids.milk}`).check();
+    const start = Date.now();
+    await expectChecked([one, three], `item-done-${ids.milk}`, true, LIVE_MS);
+    log(`   the tick reached the other two browsers in ${Date.now() - start} ms`);
+    await admin.reload();
+    await expectVisible([admin], 'connection-state', UI_MS);
+    if (!(await probe(admin, `row-${ids.milk}`)).visible) await adminOpenModel(admin, 'todo_item');
+    await admin.getByTestId(`edit-${ids.milk}`).click();
+    const done = await fieldValue(admin, 'done');
+    check(done === true || done === 'true', `admin: after a reload, item ${ids.milk} should be done, its done field is ${JSON.stringify(done)}`);
+    await shot(one);
+    await shot(admin);
+    await admin.getByTestId('cancel').click();
+  });
+
+  await step('edit an item inline', async () => {
+    // Double-click, type, Escape: nothing changes anywhere.
+    await three.getByTestId(`item-text-${ids.eggs}`).dblclick();
+    await expectVisible([three], `item-edit-input-${ids.eggs}`, UI_MS);
+    await three.getByTestId(`item-edit-input-${ids.eggs}`).fill('never saved');
+    await three.getByTestId(`item-edit-input-${ids.eggs}`).press('Escape');
+    await expectHidden([three], `item-edit-input-${ids.eggs}`);
+    await expectText(browsers, `item-text-${ids.eggs}`, 'eggs');
+    // The edit button, type, Enter: saved for everyone.
+    await one.getByTestId(`item-edit-${ids.eggs}`).click();
+    await one.getByTestId(`item-edit-input-${ids.eggs}`).fill('a dozen eggs');
+    await shot(one, 'editing');
+    await one.getByTestId(`item-edit-input-${ids.eggs}`).press('Enter');
+    await expectText(browsers, `item-text-${ids.eggs}`, 'a dozen eggs', LIVE_MS);
+    await expectHidden([one], `item-edit-input-${ids.eggs}`);
+    await shot(three);
+  });
+
+  await step('delete an item in one browser', async () => {
+    await one.getByTestId(`item-delete-${ids.bread}`).click();
+    await onEach(browsers, (page) =>
+      until(`${page.label}: item ${ids.bread} should be gone`, async () => !(await probe(page, `item-${ids.bread}`)).exists, LIVE_MS));
+    await admin.reload();
+    await expectVisible([admin], 'connection-state', UI_MS);
+    if (!(await probe(admin, 'rows')).visible) await adminOpenModel(admin, 'todo_item');
+    await expectVisible([admin], `row-${ids.milk}`, UI_MS);
+    check(!(await probe(admin, `row-${ids.bread}`)).exists, `admin: row ${ids.bread} should be gone after a delete`);
+    await shot(two);
+  });
+
+  await step('move an item to another list in the admin', async () => {
+    await three.getByTestId('new-list-name').fill('Hardware');
+    await three.getByTestId('new-list-submit').click();
+    await until('browser 3: the new list should go in the URL hash', () =>
+      /#list=(\d+)$/.test(three.url()) && Number(/#list=(\d+)$/.exec(three.url())[1]) !== groceries, UI_MS);
+    hardware = Number(/#list=(\d+)$/.exec(three.url())[1]);
+    await expectText([three], 'current-list-name', 'Hardware', UI_MS);
+    await expectVisible([three], 'empty-state', UI_MS);
+    await expectText([one, two], `list-link-${hardware}`, 'Hardware', LIVE_MS);
+
+    await one.getByTestId('new-item-text').fill('nails');
+    await one.getByTestId('new-item-submit').click();
+    ids.nails = await itemId(one, 'nails', UI_MS);
+    await expectText([two], `item-text-${ids.nails}`, 'nails');
+
+    await admin.reload();
+    await expectVisible([admin], 'connection-state', UI_MS);
+    if (!(await probe(admin, 'rows')).visible) await adminOpenModel(admin, 'todo_item');
+    await expectVisible([admin], `row-${ids.nails}`, UI_MS);
+    await adminEdit(admin, ids.nails, { todo_list: hardware });
+    const start = Date.now();
+    await Promise.all([
+      onEach([one, two], (page) =>
+        until(`${page.label}: item ${ids.nails} should leave Groceries`, async () => !(await probe(page, `item-${ids.nails}`)).exists, LIVE_MS)),
+      expectText([three], `item-text-${ids.nails}`, 'nails', LIVE_MS),
+    ]);
+    log(`   the move reached all three browsers in ${Date.now() - start} ms`);
+    await expectHidden([three], 'empty-state');
+    await adminFormClosed(admin);
+    await shot(three);
+    await shot(one);
+  });
+
+  await step('delete the open list in the admin', async () => {
+    await adminOpenModel(admin, 'todo_list');
+    await admin.getByTestId(`delete-${hardware}`).click();
+    await expectVisible([three], 'list-gone', LIVE_MS);
+    await until('browser 3: it should say which list was deleted', async () =>
+      (await probe(three, 'list-gone')).text.includes('Hardware'), LIVE_MS);
+    await onEach([one, two], (page) =>
+      until(`${page.label}: the deleted list should leave the sidebar`, async () => !(await probe(page, `list-link-${hardware}`)).exists, LIVE_MS));
+    await shot(three);
+    await three.getByTestId(`list-link-${groceries}`).click();
+    await expectText([three], 'current-list-name', 'Groceries', UI_MS);
+    await expectText([three], `item-text-${ids.eggs}`, 'a dozen eggs', UI_MS);
+  });
+
+  await step('the admin needs its secret', async () => {
+    const plain = await fetch(`${server.base}/admin`, { redirect: 'manual' });
+    const body = await plain.text();
+    check(plain.status === 401, `GET /admin without the cookie should be 401, got ${plain.status}`);
+    check(/<form/i.test(body), 'GET /admin without the cookie should show the login form');
+    const wrong = await fetch(`${server.base}/admin/login?token=not-the-secret`, { redirect: 'manual' });
+    check(wrong.status === 401, `a login link with the wrong token should be 401, got ${wrong.status}`);
+    check(!wrong.headers.get('set-cookie'), 'a login link with the wrong token should set no cookie');
+
+    // A page without the cookie, e.g. the todo page, cannot use the admin routes, neither raw nor through the client.
+    const raw = await one.evaluate((url) => new Promise((resolve, reject) => {
+      const socket = new WebSocket(url);
+      const timer = setTimeout(() => reject(new Error('no reply from the server')), 4000);
+      socket.onopen = () => socket.send(JSON.stringify({
+        route: 'admin:todo_item', verb: 'update', args: { id: 1, text: 'hijacked' }, callbackname: 'e2e_admin',
+      }));
+      socket.onmessage = (message) => {
+        const frame = JSON.parse(message.data);
+        if (frame.context && frame.context.client_callback_name === 'e2e_admin') {
+          clearTimeout(timer);
+          socket.close();
+          resolve(frame);
+        }
+      };
+      socket.onerror = () => reject(new Error('the WebSocket failed'));
+    }), server.ws);
+    check(raw.context.state === 'error' && raw.data.code === 'unknown_route',
+      `admin:todo_item from a non-admin page should fail with unknown_route, got ${JSON.stringify(raw)}`);
+    const viaClient = await one.evaluate(async (url) => {
+      const client = drakon.connect(url);
+      try {
+        await client.call('admin:todo_item', 'get_list', {});
+        return { ok: true };
+      } catch (err) {
+        return { ok: false, isDrakonError: err instanceof drakon.DrakonError, code: err.code, message: err.message };
+      } finally {
+        if (typeof client.close === 'function') client.close();
+      }
+    }, server.ws);
+    check(!viaClient.ok && viaClient.isDrakonError && viaClient.code === 'unknown_route',
+      `client.call('admin:todo_item', …) from a non-admin page should reject with a DrakonError unknown_route, got ${JSON.stringify(viaClient)}`);
+    await expectText(browsers, `item-text-${ids.milk}`, 'oat milk');
+
+    const outsider = await newPage('no cookie', { viewport: { width: 900, height: 600 } });
+    const response = await outsider.goto(`${server.base}/admin`);
+    check(response.status() === 401, `a browser without the cookie should get 401 at /admin, got ${response.status()}`);
+    await shot(outsider);
+    await outsider.context().close();
+    allPages = allPages.filter((page) => page !== outsider);
+  });
+
+  await step('the admin shows validation errors by their field', async () => {
+    await adminOpenModel(admin, 'todo_item');
+    await admin.getByTestId('new-row').click();
+    await setField(admin, 'text', 'ghost');
+    await setField(admin, 'todo_list', 9999);
+    await admin.getByTestId('save').click();
+    await until('admin: error-todo_list should explain the bad reference', async () => {
+      const p = await probe(admin, 'error-todo_list');
+      return p.visible && p.text.length > 0 ? true : p;
+    }, UI_MS);
+    await shot(admin);
+    await admin.getByTestId('cancel').click();
+    await expectHidden([admin], 'save', UI_MS);
+    check((await one.getByText('ghost', { exact: true }).count()) === 0, 'browser 1: a rejected row should not appear');
+  });
+
+  await step('a failed call shows the server\'s message', async () => {
+    // A fourth browser whose socket is tampered with: its "refused" item names a list that does not exist, so the
+    // server (not the page) refuses it, and the page has to show what the server said.
+    const tampered = await newPage('browser 4 (tampered)', { viewport: { width: 960, height: 640 } });
+    await tampered.routeWebSocket(/\/data\/websocket$/, (socket) => {
+      const upstream = socket.connectToServer();
+      socket.onMessage((message) => {
+        const frame = JSON.parse(String(message));
+        if (frame.route === 'todo-item' && frame.verb === 'create' && frame.args && frame.args.text === 'refused') {
+          frame.args.todo_list = 999999;
+        }
+        upstream.send(JSON.stringify(frame));
+      });
+    });
+    await tampered.goto(`${server.base}/#list=${groceries}`);
+    await expectText([tampered], `item-text-${ids.eggs}`, 'a dozen eggs', UI_MS);
+    await tampered.getByTestId('new-item-text').fill('refused');
+    await tampered.getByTestId('new-item-submit').click();
+    await until('browser 4: error-banner should show the server\'s message', async () => {
+      const p = await probe(tampered, 'error-banner');
+      return p.visible && p.text.includes('todo_list refers to a todo_list that does not exist') ? true : p;
+    }, UI_MS);
+    const input = await probe(tampered, 'new-item-text');
+    check(input.value === 'refused', 'browser 4: a refused item\'s text should stay in the input to try again');
+    await shot(tampered);
+    await tampered.locator('#error-dismiss').click();
+    await expectHidden([tampered], 'error-banner');
+    check((await one.getByText('refused', { exact: true }).count()) === 0, 'browser 1: a refused item should not appear');
+    await tampered.context().close();
+    allPages = allPages.filter((page) => page !== tampered);
+  });
+
+  await step('the server stops', async () => {
+    const exit = await server.stop();
+    check(exit.code === 0, `drakon should exit 0 on SIGTERM, got ${JSON.stringify(exit)}`);
+    await expectVisible(browsers, 'connection-banner', 5000);
+    // What the pages knew stays on screen while they are offline.
+    await expectText(browsers, `item-text-${ids.milk}`, 'oat milk');
+    await shot(one);
+    await shot(three);
+  });
+
+  await step('changes made while the browsers are away', async () => {
+    // Another drakon on the same database but another port: the browsers, still trying the old port, cannot see it.
+    const side = await Server.start(config, '127.0.0.1:0', 'side server');
+    const wire = await Wire.open(side.ws);
+    ids.butter = (await wire.call('todo-item', 'create', { text: 'butter', todo_list: groceries })).id;
+    await wire.call('todo-item', 'update', { id: ids.milk, text: 'soy milk', done: false });
+    wire.close();
+    const exit = await side.stop();
+    check(exit.code === 0, `the side server should exit 0 on SIGTERM, got ${JSON.stringify(exit)}`);
+    await expectVisible(browsers, 'connection-banner');
+    await expectText(browsers, `item-text-${ids.milk}`, 'oat milk');
+  }, two);
+
+  await step('the server restarts on the same port', async () => {
+    server = await Server.start(config, `127.0.0.1:${server.port}`, 'server (restarted)');
+    // One more change the moment it is back, racing the browsers' reconnect.
+    const wire = await Wire.open(server.ws);
+    ids.jam = (await wire.call('todo-item', 'create', { text: 'jam', todo_list: groceries })).id;
+    wire.close();
+    const start = Date.now();
+    await expectHidden(browsers, 'connection-banner', RECONNECT_MS);
+    await expectText(browsers, `item-text-${ids.butter}`, 'butter', UI_MS);
+    await expectText(browsers, `item-text-${ids.jam}`, 'jam', UI_MS);
+    await expectText(browsers, `item-text-${ids.milk}`, 'soy milk', UI_MS);
+    await expectChecked(browsers, `item-done-${ids.milk}`, false, UI_MS);
+    log(`   all three browsers were back with current data ${Date.now() - start} ms after the restart`);
+    await expectText(browsers, 'current-list-name', 'Groceries');
+
+    // The secret is new for this run, so the admin logs in again with the new link.
+    await adminLogin(admin, server.adminLink);
+    await adminOpenModel(admin, 'todo_item');
+    await expectVisible([admin], `row-${ids.butter}`, UI_MS);
+    await shot(one);
+    await shot(three);
+    await shot(admin);
+  });
+
+  await step('live again after the restart', async () => {
+    await three.getByTestId(`item-done-${ids.butter}`).check();
+    await expectChecked([one, two], `item-done-${ids.butter}`, true, LIVE_MS);
+    await two.getByTestId('new-item-text').fill('coffee');
+    await two.getByTestId('new-item-submit').click();
+    ids.coffee = await itemId(two, 'coffee', UI_MS);
+    await expectText([one, three], `item-text-${ids.coffee}`, 'coffee', LIVE_MS);
+    await shot(one);
+    await shot(three);
+  });
+}
+
+// ---- start, fail loudly, always clean up ------------------------------------------------------------------------
+
+async function cleanup() {
+  if (browser) await withTimeout(browser.close(), 5000, 'closing Chromium').catch(() => {});
+  for (const server of [...liveServers]) await server.stop(2000).catch(() => {});
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+}
+
+async function reportFailure(err) {
+  console.error(`\nFAIL in step ${String(stepNumber).padStart(2, '0')} "${stepName}": ${err.message}`);
+  for (const page of allPages) {
+    if (page.isClosed()) continue;
+    await shot(page, `FAIL ${page.label}`).catch(() => {});
+    if (page.consoleErrors.length) console.error(`  ${page.label} console errors:\n    ${page.consoleErrors.slice(-10).join('\n    ')}`);
+  }
+  for (const server of liveServers) console.error(`  ${server.label} output (last lines):\n${server.tail()}`);
+  console.error(`  screenshots: ${ARTIFACTS}`);
+}
+
+process.on('exit', () => {
+  for (const server of liveServers) server.child.kill('SIGKILL');
+});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.on(signal, async () => {
+    console.error(`\ninterrupted by ${signal}`);
+    await cleanup();
+    process.exit(130);
+  });
+}
+
+const watchdog = setTimeout(async () => {
+  await reportFailure(new Error(`the run took longer than ${RUN_MS / 1000} s`));
+  await cleanup();
+  process.exit(1);
+}, RUN_MS);
+
+let failed = false;
+try {
+  await run();
+  log(`PASS: ${stepNumber} steps; screenshots in ${ARTIFACTS}`);
+} catch (err) {
+  failed = true;
+  await reportFailure(err);
+} finally {
+  clearTimeout(watchdog);
+  await cleanup();
+}
+process.exit(failed ? 1 : 0);
