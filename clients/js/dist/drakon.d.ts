@@ -72,8 +72,8 @@ interface Client {
         context: Record<string, unknown>;
     }>;
     /**
-     * A live mirror of the rows of `route` that match `filter`, kept current by the server's events and refreshed
-     * after every reconnect. `live(route, { id: 5 })` is the single-object form: a collection of at most one row.
+     * A live mirror of the rows of `route` that match `filter`, kept current by the server's events; after a
+     * reconnect it resumes from the last offset it applied, or reloads from a fresh snapshot. `live(route, { id: 5 })` is the single-object form: a collection of at most one row.
      */
     live<T extends Row = Row>(route: string, filter?: Record<string, unknown>, options?: {
         order?: string | string[];
@@ -101,14 +101,15 @@ interface ChannelSubscription {
  *
  * - `loading`: waiting for the first snapshot.
  * - `live`: the mirror is current and follows every event.
- * - `reconnecting`: the connection was lost; `items` keep their last value until the fresh snapshot replaces them.
+ * - `reconnecting`: the connection was lost; `items` keep their last value until the resume (or a fresh snapshot)
+ *   catches them up.
  * - `error`: the last subscribe failed; see `error`. The next reconnect tries again.
  * - `closed`: {@link LiveCollection.close} or {@link Client.close} was called. Final.
  */
 type LiveStatus = 'loading' | 'live' | 'reconnecting' | 'error' | 'closed';
 /**
- * One change of a live mirror. `reload` means the whole mirror was replaced by a snapshot (the first one, and the
- * one after every reconnect); the others carry the row's `id` and `row`: the row as it now is for `created` and
+ * One change of a live mirror. `reload` means the whole mirror was replaced by a snapshot (the first one, and one
+ * after a reconnect the server could not replay); the others, live or replayed after a reconnect, carry the row's `id` and `row`: the row as it now is for `created` and
  * `updated`, as it last was for `deleted`.
  */
 interface LiveChange<T> {
@@ -124,6 +125,12 @@ interface LiveCollection<T extends Row> {
     readonly status: LiveStatus;
     /** Why the last subscribe failed, while `status` is `error`; cleared by a later successful subscribe. */
     readonly error?: DrakonError;
+    /**
+     * The model's change-log offset the mirror is current to: the snapshot's, or the highest applied since (or the
+     * offset a resume reply said it is current to). Events at or below it are skipped; a reconnect resumes after it.
+     * `-1` before the first snapshot.
+     */
+    readonly lastOffset: number;
     /** Resolves after the first snapshot is applied; rejects if the first subscribe fails or the collection closes first. */
     readonly ready: Promise<void>;
     /** The row with this id, if it is in the mirror. */

@@ -586,6 +586,32 @@ var drakon = (() => {
     rows.splice(lo, 0, row);
     return rows;
   }
+  function resumeMirror(state, data, keys) {
+    if (!isObject(data) || typeof data.offset !== "number") {
+      return { kind: "unusable", reason: "the resume reply has no offset" };
+    }
+    const offset = data.offset;
+    if (data.reload === true) {
+      if (!Array.isArray(data.rows)) return { kind: "unusable", reason: "the reload reply has no rows" };
+      return { kind: "reload", state: fromSnapshot(data.rows, offset, keys) };
+    }
+    if (!Array.isArray(data.events)) return { kind: "unusable", reason: "the resume reply has neither events nor a reload" };
+    if (offset < state.offset) {
+      return { kind: "unusable", reason: `the server's change log ends at ${offset}, before ${state.offset} which this mirror applied` };
+    }
+    const steps = [];
+    let current = state;
+    for (const raw of data.events) {
+      if (!isObject(raw) || typeof raw.action !== "string") continue;
+      const event = { action: raw.action, data: raw.data };
+      if (typeof raw.offset === "number") event.offset = raw.offset;
+      const applied = applyEvent(current, event, keys);
+      if (applied === void 0) continue;
+      steps.push(applied);
+      current = applied.state;
+    }
+    return { kind: "replay", steps, state: { rows: current.rows, offset: Math.max(current.offset, offset) } };
+  }
 
   // src/live.ts
   var NO_OFFSET = -1;
@@ -598,11 +624,13 @@ var drakon = (() => {
       this.mirror = { rows: [], offset: NO_OFFSET };
       this.currentStatus = "loading";
       this.events = new Emitter();
+      /** A snapshot was applied, so the mirror is a true picture as of its offset and can resume from there. */
+      this.hasMirror = false;
       /** Bumped whenever an in-flight subscribe stops mattering (disconnect, close), so its late outcome is ignored. */
       this.attempt = 0;
       this.settled = false;
       this.keys = parseOrder(order);
-      this.subscribeArgs = { ...filter, ...order === void 0 ? {} : { _order: order }, snapshot: true, channel: local };
+      this.subscribeArgs = { ...filter, ...order === void 0 ? {} : { _order: order }, channel: local };
       this.ready = new Promise((resolve, reject) => {
         this.resolveReady = resolve;
         this.rejectReady = reject;
@@ -618,6 +646,9 @@ var drakon = (() => {
     }
     get error() {
       return this.currentError;
+    }
+    get lastOffset() {
+      return this.mirror.offset;
     }
     get(id) {
       if (this.byId === void 0) this.byId = new Map(this.mirror.rows.map((row) => [row.id, row]));
@@ -641,18 +672,27 @@ var drakon = (() => {
     }
     connected() {
       if (this.currentStatus === "closed") return;
+      const resumable = this.hasMirror && Number.isSafeInteger(this.mirror.offset) && this.mirror.offset >= 0;
+      this.subscribe(resumable ? this.mirror.offset : void 0);
+    }
+    /** Sends `subscribe`: resuming after `since` when given, else for a snapshot. */
+    subscribe(since) {
       const attempt = ++this.attempt;
       this.subscribedOn = this.host.generation;
       const router = this.host.router;
       const ticket = router.begin();
-      this.host.requestReply(this.route, "subscribe", this.subscribeArgs, { queue: false }).then(
+      const args = { ...this.subscribeArgs, ...since === void 0 ? { snapshot: true } : { since } };
+      this.host.requestReply(this.route, "subscribe", args, { queue: false }).then(
         (reply) => {
-          if (attempt === this.attempt) this.subscribed(ticket, reply);
-          else router.abandon(ticket);
+          if (attempt !== this.attempt) router.abandon(ticket);
+          else if (since === void 0) this.subscribed(ticket, reply);
+          else this.resumed(ticket, reply);
         },
         (err) => {
           router.abandon(ticket);
-          if (attempt === this.attempt) this.failed(err);
+          if (attempt !== this.attempt) return;
+          if (since !== void 0 && !isConnectionLoss(err)) this.subscribe(void 0);
+          else this.failed(err);
         }
       );
     }
@@ -686,7 +726,39 @@ var drakon = (() => {
       }
       const buffered = router.finish(ticket, this, (_b = (_a = reply.channel_data) == null ? void 0 : _a.remote_channels) != null ? _b : []);
       const offset = typeof data.offset === "number" ? data.offset : NO_OFFSET;
-      this.mirror = fromSnapshot(data.rows, offset, this.keys);
+      this.reload(fromSnapshot(data.rows, offset, this.keys), buffered);
+    }
+    /** The reply to a subscribe with `since`: replay the missed events, or take the reload snapshot. */
+    resumed(ticket, reply) {
+      var _a, _b;
+      const router = this.host.router;
+      const outcome = resumeMirror(this.mirror, reply.data, this.keys);
+      if (outcome.kind === "unusable") {
+        router.abandon(ticket);
+        this.subscribe(void 0);
+        return;
+      }
+      const buffered = router.finish(ticket, this, (_b = (_a = reply.channel_data) == null ? void 0 : _a.remote_channels) != null ? _b : []);
+      if (outcome.kind === "reload") {
+        this.reload(outcome.state, buffered);
+        return;
+      }
+      for (const step of outcome.steps) {
+        if (this.currentStatus === "closed") return;
+        this.mirror = step.state;
+        this.byId = void 0;
+        this.events.emit("change", this.mirror.rows, step.change);
+      }
+      if (this.currentStatus === "closed") return;
+      this.mirror = outcome.state;
+      this.currentError = void 0;
+      this.setStatus("live");
+      for (const publication of buffered) this.deliver(publication);
+    }
+    /** Replaces the mirror with a snapshot, then applies the publications that arrived with or after it. */
+    reload(state, buffered) {
+      this.mirror = state;
+      this.hasMirror = true;
       this.byId = void 0;
       this.currentError = void 0;
       this.setStatus("live");
@@ -698,7 +770,7 @@ var drakon = (() => {
       }
     }
     failed(err) {
-      if (err.code === CLIENT_CODES.disconnected || err.code === CLIENT_CODES.closed) return;
+      if (isConnectionLoss(err)) return;
       this.currentError = err;
       this.setStatus("error");
       if (!this.settled) {
@@ -722,6 +794,9 @@ var drakon = (() => {
       this.events.emit("status", status);
     }
   };
+  function isConnectionLoss(err) {
+    return err.code === CLIENT_CODES.disconnected || err.code === CLIENT_CODES.closed;
+  }
 
   // src/router.ts
   var ChannelRouter = class {

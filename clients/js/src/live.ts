@@ -1,10 +1,11 @@
 // A live collection: subscribes with a snapshot, applies events through the pure mirror functions, and after every
-// reconnect replaces its mirror with a fresh snapshot.
+// reconnect resumes from the last offset it applied (`since`), replaying what it missed; when the server can no
+// longer replay, or the resume fails, it replaces its mirror with a fresh snapshot.
 
 import { Emitter } from './emitter';
 import { CLIENT_CODES, DrakonError, isObject } from './errors';
 import type { Resubscribable, SubscriptionHost } from './host';
-import { applyEvent, fromSnapshot, parseOrder, type MirrorState, type OrderKey } from './mirror';
+import { applyEvent, fromSnapshot, parseOrder, resumeMirror, type MirrorState, type OrderKey } from './mirror';
 import type { Publication, Reply } from './protocol';
 import type { Subscriber, Ticket } from './router';
 import type { LiveChange, LiveCollection, LiveStatus, Row } from './types';
@@ -25,7 +26,10 @@ export class Live<T extends Row> implements LiveCollection<T>, Subscriber, Resub
   private byId: Map<number, T> | undefined;
   private readonly events = new Emitter<LiveEvents<T>>();
   private readonly keys: OrderKey[];
+  /** The subscribe arguments without `snapshot` or `since`. */
   private readonly subscribeArgs: Record<string, unknown>;
+  /** A snapshot was applied, so the mirror is a true picture as of its offset and can resume from there. */
+  private hasMirror = false;
   /** Bumped whenever an in-flight subscribe stops mattering (disconnect, close), so its late outcome is ignored. */
   private attempt = 0;
   /** The connection generation this collection subscribed on, while that subscription may be in force. */
@@ -42,7 +46,7 @@ export class Live<T extends Row> implements LiveCollection<T>, Subscriber, Resub
     private readonly local: string,
   ) {
     this.keys = parseOrder(order);
-    this.subscribeArgs = { ...filter, ...(order === undefined ? {} : { _order: order }), snapshot: true, channel: local };
+    this.subscribeArgs = { ...filter, ...(order === undefined ? {} : { _order: order }), channel: local };
     this.ready = new Promise<void>((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
@@ -61,6 +65,10 @@ export class Live<T extends Row> implements LiveCollection<T>, Subscriber, Resub
 
   get error(): DrakonError | undefined {
     return this.currentError;
+  }
+
+  get lastOffset(): number {
+    return this.mirror.offset;
   }
 
   get(id: number): T | undefined {
@@ -91,18 +99,30 @@ export class Live<T extends Row> implements LiveCollection<T>, Subscriber, Resub
 
   connected(): void {
     if (this.currentStatus === 'closed') return;
+    // Offsets are non-negative integers; a mirror without one (a server that sent none) cannot resume.
+    const resumable = this.hasMirror && Number.isSafeInteger(this.mirror.offset) && this.mirror.offset >= 0;
+    this.subscribe(resumable ? this.mirror.offset : undefined);
+  }
+
+  /** Sends `subscribe`: resuming after `since` when given, else for a snapshot. */
+  private subscribe(since: number | undefined): void {
     const attempt = ++this.attempt;
     this.subscribedOn = this.host.generation;
     const router = this.host.router;
     const ticket = router.begin();
-    this.host.requestReply(this.route, 'subscribe', this.subscribeArgs, { queue: false }).then(
+    const args = { ...this.subscribeArgs, ...(since === undefined ? { snapshot: true } : { since }) };
+    this.host.requestReply(this.route, 'subscribe', args, { queue: false }).then(
       (reply) => {
-        if (attempt === this.attempt) this.subscribed(ticket, reply);
-        else router.abandon(ticket);
+        if (attempt !== this.attempt) router.abandon(ticket);
+        else if (since === undefined) this.subscribed(ticket, reply);
+        else this.resumed(ticket, reply);
       },
       (err: DrakonError) => {
         router.abandon(ticket);
-        if (attempt === this.attempt) this.failed(err);
+        if (attempt !== this.attempt) return;
+        // A failed resume is not fatal while the connection holds: a fresh snapshot replaces the mirror instead.
+        if (since !== undefined && !isConnectionLoss(err)) this.subscribe(undefined);
+        else this.failed(err);
       },
     );
   }
@@ -138,7 +158,42 @@ export class Live<T extends Row> implements LiveCollection<T>, Subscriber, Resub
     }
     const buffered = router.finish(ticket, this, reply.channel_data?.remote_channels ?? []);
     const offset = typeof data.offset === 'number' ? data.offset : NO_OFFSET;
-    this.mirror = fromSnapshot(data.rows as T[], offset, this.keys);
+    this.reload(fromSnapshot(data.rows as T[], offset, this.keys), buffered);
+  }
+
+  /** The reply to a subscribe with `since`: replay the missed events, or take the reload snapshot. */
+  private resumed(ticket: Ticket, reply: Reply): void {
+    const router = this.host.router;
+    const outcome = resumeMirror(this.mirror, reply.data, this.keys);
+    if (outcome.kind === 'unusable') {
+      // The server holds the subscription now; subscribing again on the same local channel is idempotent there.
+      router.abandon(ticket);
+      this.subscribe(undefined);
+      return;
+    }
+    const buffered = router.finish(ticket, this, reply.channel_data?.remote_channels ?? []);
+    if (outcome.kind === 'reload') {
+      this.reload(outcome.state, buffered);
+      return;
+    }
+    for (const step of outcome.steps) {
+      if (this.currentStatus === 'closed') return;
+      this.mirror = step.state;
+      this.byId = undefined;
+      this.events.emit('change', this.mirror.rows, step.change);
+    }
+    if (this.currentStatus === 'closed') return;
+    // Current to the reply's offset: publications at or below it were in the replay or did not concern the filter.
+    this.mirror = outcome.state;
+    this.currentError = undefined;
+    this.setStatus('live');
+    for (const publication of buffered) this.deliver(publication);
+  }
+
+  /** Replaces the mirror with a snapshot, then applies the publications that arrived with or after it. */
+  private reload(state: MirrorState<T>, buffered: readonly Publication[]): void {
+    this.mirror = state;
+    this.hasMirror = true;
     this.byId = undefined;
     this.currentError = undefined;
     this.setStatus('live');
@@ -152,7 +207,7 @@ export class Live<T extends Row> implements LiveCollection<T>, Subscriber, Resub
 
   private failed(err: DrakonError): void {
     // A lost connection is not the subscription's fault: the reconnect subscribes again.
-    if (err.code === CLIENT_CODES.disconnected || err.code === CLIENT_CODES.closed) return;
+    if (isConnectionLoss(err)) return;
     this.currentError = err;
     this.setStatus('error');
     if (!this.settled) {
@@ -177,4 +232,9 @@ export class Live<T extends Row> implements LiveCollection<T>, Subscriber, Resub
     this.currentStatus = status;
     this.events.emit('status', status);
   }
+}
+
+/** The call failed because the connection went away (or the client closed), not because the server refused it. */
+function isConnectionLoss(err: DrakonError): boolean {
+  return err.code === CLIENT_CODES.disconnected || err.code === CLIENT_CODES.closed;
 }

@@ -172,3 +172,51 @@ function insertSorted<T extends Row>(rows: T[], row: T, keys: readonly OrderKey[
   rows.splice(lo, 0, row);
   return rows;
 }
+
+/**
+ * What a mirror makes of the reply to a `subscribe` with `since` (the offset it last applied):
+ *
+ * - `replay`: `data` is `{events, offset}`. `steps` are the events that changed the mirror, applied in order, each
+ *   with the mirror after it; `state` is the mirror after all of them, current to the reply's `offset` (so later
+ *   publications at or below it are skipped).
+ * - `reload`: `data` is `{reload: true, rows, offset}`, a fresh snapshot because the change log no longer reaches
+ *   back to `since`; `state` replaces the mirror.
+ * - `unusable`: the reply cannot be trusted to continue this mirror (malformed, or the server's log ends before
+ *   `since`, as when its database was replaced); the caller falls back to a fresh snapshot.
+ */
+export type Resumed<T extends Row> =
+  | { kind: 'replay'; steps: Applied<T>[]; state: MirrorState<T> }
+  | { kind: 'reload'; state: MirrorState<T> }
+  | { kind: 'unusable'; reason: string };
+
+/** Applies the reply to a `subscribe` with `since` to `state`, whose offset is `since`; see {@link Resumed}. */
+export function resumeMirror<T extends Row>(
+  state: MirrorState<T>,
+  data: unknown,
+  keys: readonly OrderKey[],
+): Resumed<T> {
+  if (!isObject(data) || typeof data.offset !== 'number') {
+    return { kind: 'unusable', reason: 'the resume reply has no offset' };
+  }
+  const offset = data.offset;
+  if (data.reload === true) {
+    if (!Array.isArray(data.rows)) return { kind: 'unusable', reason: 'the reload reply has no rows' };
+    return { kind: 'reload', state: fromSnapshot(data.rows as T[], offset, keys) };
+  }
+  if (!Array.isArray(data.events)) return { kind: 'unusable', reason: 'the resume reply has neither events nor a reload' };
+  if (offset < state.offset) {
+    return { kind: 'unusable', reason: `the server's change log ends at ${offset}, before ${state.offset} which this mirror applied` };
+  }
+  const steps: Applied<T>[] = [];
+  let current = state;
+  for (const raw of data.events) {
+    if (!isObject(raw) || typeof raw.action !== 'string') continue;
+    const event: MirrorEvent = { action: raw.action, data: raw.data };
+    if (typeof raw.offset === 'number') event.offset = raw.offset;
+    const applied = applyEvent(current, event, keys);
+    if (applied === undefined) continue;
+    steps.push(applied);
+    current = applied.state;
+  }
+  return { kind: 'replay', steps, state: { rows: current.rows, offset: Math.max(current.offset, offset) } };
+}

@@ -311,7 +311,7 @@ function event(action: string, data: Record<string, unknown>, offset: number, ch
 }
 
 describe('live collections', () => {
-  it('subscribe with a snapshot, apply events that beat the reply, then follow; reload after a reconnect', async () => {
+  it('subscribe with a snapshot, apply events that beat the reply, then follow; resume after a reconnect', async () => {
     const { client, ws } = opened();
     const items = client.live<Item>('todo-item', { list_id: 1 }, { order: ['done', 'text'] });
     const changes: [string, number[]][] = [];
@@ -346,6 +346,8 @@ describe('live collections', () => {
     expect(items.items.map((r) => r.id)).toEqual([3, 4, 1]);
     expect(items.get(2)).toBeUndefined();
 
+    expect(items.lastOffset).toBe(11);
+
     // The connection drops; meanwhile someone deletes 3 and creates 5.
     const before = items.items;
     ws.drop(1001);
@@ -354,14 +356,28 @@ describe('live collections', () => {
     const ws2 = nextAttempt();
     ws2.open();
     const again = ws2.lastRequest();
-    expect(again.args).toEqual(subscribe.args);
-    ws2.replySubscribe(again, REMOTE, { rows: [item(1, 'milk', true), item(4, 'butter'), item(5, 'cheese')], offset: 14 });
+    const { snapshot: _, ...rest } = subscribe.args;
+    expect(again).toMatchObject({ route: 'todo-item', verb: 'subscribe' });
+    expect(again.args).toEqual({ ...rest, since: 11 });
+    // A live publication beats the reply; the replay covers it, so it is skipped once.
+    ws2.receive(event('created', item(5, 'cheese'), 13));
+    ws2.replySubscribe(again, REMOTE, {
+      events: [event('deleted', { id: 3 }, 12), event('created', item(5, 'cheese'), 13)],
+      offset: 14,
+    });
     await flush();
     expect(items.status).toBe('live');
+    expect(items.lastOffset).toBe(14);
     expect(items.items.map((r) => r.id)).toEqual([4, 5, 1]);
-    expect(changes.slice(4)).toEqual([['reload', [4, 5, 1]]]);
+    expect(changes.slice(4)).toEqual([
+      ['deleted', [4, 1]],
+      ['created', [4, 5, 1]],
+    ]);
+    ws2.receive(event('updated', { id: 5, text: 'aged cheese' }, 14)); // at the reply's offset: covered
     ws2.receive(event('updated', { id: 5, text: 'aged cheese' }, 15));
     expect(items.get(5)?.text).toBe('aged cheese');
+    expect(changes.slice(6)).toEqual([['updated', [5, 4, 1]]]);
+    expect(items.lastOffset).toBe(15);
     expect(statuses).toEqual(['live', 'reconnecting', 'live']);
   });
 
@@ -391,6 +407,7 @@ describe('live collections', () => {
     expect(items.status).toBe('reconnecting');
     const ws2 = nextAttempt();
     ws2.open();
+    expect(ws2.lastRequest().args).toEqual({ colour: 'red', snapshot: true, channel: 'live_0' }); // nothing to resume
     ws2.replySubscribe(ws2.lastRequest(), 'todo-item|colour:"red"', { rows: [], offset: 0 });
     await flush();
     expect(items.status).toBe('live');
@@ -446,6 +463,203 @@ describe('live collections', () => {
     ws.receive(event('created', item(2, 'b'), 2));
     expect(a.items.map((r) => r.id)).toEqual([1, 2]);
     expect(b.items.map((r) => r.id)).toEqual([2, 1]);
+  });
+});
+
+/** What the fake server does with one subscribe request. */
+type Answer = { ok: unknown } | { error: Record<string, unknown> } | 'timeout';
+
+interface ResumeCase {
+  name: string;
+  /** The answers to the subscribes after the reconnect, in order. */
+  answers: Answer[];
+  /** `since` or `snapshot` of each of those subscribes. */
+  asked: Record<string, unknown>[];
+  ids: number[];
+  offset: number;
+  changes: string[];
+  status: string;
+}
+
+const TIMEOUT_MS = 1_000;
+const ERROR = { code: 'invalid_args', message: '`since` takes the last offset the client applied, an integer' };
+
+const resumeCases: ResumeCase[] = [
+  {
+    name: 'events: a row enters, one leaves, one merges; each is a change',
+    answers: [
+      {
+        ok: {
+          events: [event('created', item(7, 'moved in'), 11), event('deleted', { id: 2 }, 12), event('updated', { id: 1, done: true }, 13)],
+          offset: 20,
+        },
+      },
+    ],
+    asked: [{ since: 10 }],
+    ids: [7, 1],
+    offset: 20,
+    changes: ['created 7', 'deleted 2', 'updated 1'],
+    status: 'live',
+  },
+  {
+    name: 'events: replayed duplicates and events at or below since are skipped',
+    answers: [{ ok: { events: [event('created', item(3, 'x'), 9), event('created', item(4, 'd'), 11), event('created', item(4, 'd'), 11)], offset: 11 } }],
+    asked: [{ since: 10 }],
+    ids: [1, 2, 4],
+    offset: 11,
+    changes: ['created 4'],
+    status: 'live',
+  },
+  {
+    name: 'reload: the snapshot replaces the mirror',
+    answers: [{ ok: { reload: true, rows: [item(2, 'b', true), item(8, 'h')], offset: 50 } }],
+    asked: [{ since: 10 }],
+    ids: [8, 2],
+    offset: 50,
+    changes: ['reload'],
+    status: 'live',
+  },
+  {
+    name: 'an error reply falls back to a fresh snapshot',
+    answers: [{ error: ERROR }, { ok: { rows: [item(1, 'a'), item(9, 'i')], offset: 30 } }],
+    asked: [{ since: 10 }, { snapshot: true }],
+    ids: [1, 9],
+    offset: 30,
+    changes: ['reload'],
+    status: 'live',
+  },
+  {
+    name: 'a timed-out resume falls back to a fresh snapshot',
+    answers: ['timeout', { ok: { rows: [item(1, 'a')], offset: 12 } }],
+    asked: [{ since: 10 }, { snapshot: true }],
+    ids: [1],
+    offset: 12,
+    changes: ['reload'],
+    status: 'live',
+  },
+  {
+    name: "a reply whose log ends before since (a replaced database) falls back to a fresh snapshot",
+    answers: [{ ok: { events: [], offset: 2 } }, { ok: { rows: [item(5, 'e')], offset: 2 } }],
+    asked: [{ since: 10 }, { snapshot: true }],
+    ids: [5],
+    offset: 2,
+    changes: ['reload'],
+    status: 'live',
+  },
+  {
+    name: 'when the fallback snapshot fails too, the collection shows the error and keeps its mirror',
+    answers: [{ error: ERROR }, { error: { code: 'permission_denied', message: 'no' } }],
+    asked: [{ since: 10 }, { snapshot: true }],
+    ids: [1, 2],
+    offset: 10,
+    changes: [],
+    status: 'error',
+  },
+];
+
+/** A collection on an open client, live at offset 10 with rows 1 ('a') and 2 ('b'), ordered by done then text. */
+async function liveAt10(options: ConnectOptions = {}) {
+  const { client, ws } = opened(options);
+  const items = client.live<Item>('todo-item', { list_id: 1 }, { order: ['done', 'text'] });
+  ws.replySubscribe(ws.lastRequest(), REMOTE, { rows: [item(1, 'a'), item(2, 'b')], offset: 10 });
+  await items.ready;
+  const changes: string[] = [];
+  items.on('change', (_, change) => changes.push(change.id === undefined ? change.action : `${change.action} ${change.id}`));
+  return { client, ws, items, changes };
+}
+
+function subscribes(ws: FakeSocket): ReturnType<FakeSocket['lastRequest']>[] {
+  return ws.frames().filter((f) => f.verb === 'subscribe') as never;
+}
+
+describe('resume after a reconnect', () => {
+  it.each(resumeCases.map((c) => [c.name, c] as const))('%s', async (_, c) => {
+    const { ws, items, changes } = await liveAt10({ callTimeoutMs: TIMEOUT_MS });
+    expect(items.lastOffset).toBe(10);
+    ws.drop(4008);
+    const ws2 = nextAttempt();
+    ws2.open();
+    for (const [i, answer] of c.answers.entries()) {
+      const request = subscribes(ws2)[i];
+      expect(request, `subscribe #${i}`).toBeDefined();
+      if (answer === 'timeout') vi.advanceTimersByTime(TIMEOUT_MS);
+      else if ('ok' in answer) ws2.replySubscribe(request, REMOTE, answer.ok);
+      else ws2.replyError(request, answer.error);
+      await flush();
+    }
+    const asked = subscribes(ws2).map(({ args }) => {
+      expect(args).toMatchObject({ list_id: 1, _order: ['done', 'text'], channel: 'live_0' });
+      expect('since' in args && 'snapshot' in args).toBe(false);
+      return 'since' in args ? { since: args.since } : { snapshot: args.snapshot };
+    });
+    expect(asked).toEqual(c.asked);
+    expect(items.items.map((r) => r.id)).toEqual(c.ids);
+    expect(items.lastOffset).toBe(c.offset);
+    expect(changes).toEqual(c.changes);
+    expect(items.status).toBe(c.status);
+  });
+
+  it('publications that beat the resume reply: those it covers are skipped, later ones follow it', async () => {
+    const { ws, items, changes } = await liveAt10();
+    ws.drop(1001);
+    const ws2 = nextAttempt();
+    ws2.open();
+    const request = ws2.lastRequest();
+    ws2.receive(event('updated', { id: 1, text: 'z' }, 11));
+    ws2.receive(event('created', item(6, 'f'), 13));
+    ws2.replySubscribe(request, REMOTE, { events: [event('updated', { id: 1, text: 'z' }, 11)], offset: 12 });
+    await flush();
+    expect(changes).toEqual(['updated 1', 'created 6']);
+    expect(items.items.map((r) => r.text)).toEqual(['b', 'f', 'z']);
+    expect(items.lastOffset).toBe(13);
+  });
+
+  it('a drop during the resume resumes again from the same offset', async () => {
+    const { ws, items, changes } = await liveAt10();
+    ws.drop();
+    const ws2 = nextAttempt();
+    ws2.open();
+    expect(ws2.lastRequest().args.since).toBe(10);
+    ws2.drop();
+    expect(items.status).toBe('reconnecting');
+    const ws3 = nextAttempt();
+    ws3.open();
+    expect(subscribes(ws3).map((r) => r.args.since)).toEqual([10]);
+    ws3.replySubscribe(ws3.lastRequest(), REMOTE, { events: [event('deleted', { id: 1 }, 11)], offset: 11 });
+    await flush();
+    expect([items.status, items.lastOffset, changes]).toEqual(['live', 11, ['deleted 1']]);
+  });
+
+  it('after a failed resume and a failed snapshot, the next reconnect resumes from the kept mirror', async () => {
+    const { ws, items } = await liveAt10();
+    ws.drop();
+    const ws2 = nextAttempt();
+    ws2.open();
+    ws2.replyError(ws2.lastRequest(), ERROR);
+    await flush();
+    ws2.replyError(ws2.lastRequest(), { code: 'internal', message: 'database is locked' });
+    await flush();
+    expect([items.status, items.error?.code]).toEqual(['error', 'internal']);
+    ws2.drop();
+    const ws3 = nextAttempt();
+    ws3.open();
+    expect(ws3.lastRequest().args.since).toBe(10);
+    ws3.replySubscribe(ws3.lastRequest(), REMOTE, { events: [], offset: 15 });
+    await flush();
+    expect([items.status, items.error, items.lastOffset]).toEqual(['live', undefined, 15]);
+  });
+
+  it('lastOffset is -1 until the first snapshot, and a snapshot without an offset never resumes', async () => {
+    const { client, ws } = opened();
+    const items = client.live('todo-item');
+    expect(items.lastOffset).toBe(-1);
+    ws.replySubscribe(ws.lastRequest(), 'todo-item|', { rows: [item(1, 'a')] });
+    await items.ready;
+    expect(items.lastOffset).toBe(-1);
+    ws.drop();
+    const ws2 = nextAttempt();
+    ws2.open();
+    expect(ws2.lastRequest().args).toEqual({ snapshot: true, channel: 'live_0' });
   });
 });
 

@@ -5,6 +5,7 @@ import {
   compareValues,
   fromSnapshot,
   parseOrder,
+  resumeMirror,
   sortRows,
   type MirrorEvent,
   type MirrorState,
@@ -270,5 +271,143 @@ describe('applyEvent', () => {
     expect(state.rows.map((r) => r.id)).toEqual([4, 3]);
     expect(applyEvent(state, deleted(9, 4), keys)).toBeUndefined();
     expect(applyEvent(state, deleted(10, 4), keys)!.state.rows.map((r) => r.id)).toEqual([3]);
+  });
+});
+
+/**
+ * One resume: a mirror at offset `since`, the reply to `subscribe` with `since`, and what the mirror becomes. `live`
+ * are publications arriving after the reply; `rows` and `changes` cover them too.
+ */
+interface ResumeCase {
+  name: string;
+  order?: string;
+  mirror: Row[];
+  since: number;
+  reply: unknown;
+  kind: 'replay' | 'reload' | 'unusable';
+  live?: MirrorEvent[];
+  rows?: Row[];
+  offset?: number;
+  changes?: string[];
+}
+
+const wire = (e: MirrorEvent) => ({ channel: 'todo-item|todo_list__id:1', ...e });
+
+const resumeCases: ResumeCase[] = [
+  {
+    name: 'events: a row enters, one leaves, one merges, in order; the mirror is current to the reply offset',
+    order: 'text',
+    mirror: [item(1, 'a'), item(2, 'b'), item(3, 'c')],
+    since: 10,
+    reply: {
+      events: [created(11, item(7, 'moved in')), deleted(12, 2), updated(14, { id: 3, text: '0 first', done: true })],
+      offset: 20,
+    },
+    kind: 'replay',
+    rows: [item(3, '0 first', true), item(1, 'a'), item(7, 'moved in')],
+    offset: 20,
+    changes: ['created 7', 'deleted 2', 'updated 3'],
+  },
+  {
+    name: 'events: a re-stated row replaces the mirror\'s, a deleted absent row is a no-op',
+    mirror: [item(1, 'a')],
+    since: 4,
+    reply: { events: [created(5, item(1, 'a', true)), deleted(6, 9)], offset: 6 },
+    kind: 'replay',
+    rows: [item(1, 'a', true)],
+    offset: 6,
+    changes: ['created 1'],
+  },
+  {
+    name: 'no events: the offset still moves up to the reply\'s',
+    mirror: [item(1, 'a')],
+    since: 4,
+    reply: { events: [], offset: 9 },
+    kind: 'replay',
+    rows: [item(1, 'a')],
+    offset: 9,
+    changes: [],
+  },
+  {
+    name: 'duplicates: replayed events at or below since, and repeats, are skipped',
+    mirror: [item(1, 'a')],
+    since: 5,
+    reply: {
+      events: [created(4, item(2, 'old')), updated(5, { id: 1, text: 'old' }), created(6, item(3, 'c')), created(6, item(3, 'c'))],
+      offset: 6,
+    },
+    kind: 'replay',
+    rows: [item(1, 'a'), item(3, 'c')],
+    offset: 6,
+    changes: ['created 3'],
+  },
+  {
+    name: 'duplicates: live publications the replay covered are skipped, later ones apply',
+    mirror: [item(1, 'a')],
+    since: 5,
+    reply: { events: [updated(6, { id: 1, done: true })], offset: 8 },
+    kind: 'replay',
+    // 6 was replayed; 7 and 8 did not concern the filter but are covered by the reply's offset.
+    live: [updated(6, { id: 1, done: true }), created(7, item(2, 'b')), deleted(8, 1), created(9, item(4, 'd'))],
+    rows: [item(1, 'a', true), item(4, 'd')],
+    offset: 9,
+    changes: ['updated 1', 'created 4'],
+  },
+  {
+    name: 'reload: the log no longer reaches back; the snapshot replaces the mirror',
+    order: '-id',
+    mirror: [item(1, 'a'), item(2, 'b')],
+    since: 3,
+    reply: { reload: true, rows: [item(2, 'b', true), item(5, 'e')], offset: 40 },
+    kind: 'reload',
+    live: [deleted(40, 5), created(41, item(6, 'f'))],
+    rows: [item(6, 'f'), item(5, 'e'), item(2, 'b', true)],
+    offset: 41,
+    changes: ['created 6'],
+  },
+  {
+    name: 'reload: a snapshot behind the mirror (a replaced database) is still the truth',
+    mirror: [item(1, 'a')],
+    since: 30,
+    reply: { reload: true, rows: [], offset: 2 },
+    kind: 'reload',
+    live: [created(3, item(1, 'new'))],
+    rows: [item(1, 'new')],
+    offset: 3,
+    changes: ['created 1'],
+  },
+  { name: 'unusable: the log ends before since', mirror: [], since: 30, reply: { events: [], offset: 2 }, kind: 'unusable' },
+  { name: 'unusable: no offset', mirror: [], since: 3, reply: { events: [] }, kind: 'unusable' },
+  { name: 'unusable: neither events nor reload', mirror: [], since: 3, reply: { rows: [], offset: 3 }, kind: 'unusable' },
+  { name: 'unusable: reload without rows', mirror: [], since: 3, reply: { reload: true, offset: 3 }, kind: 'unusable' },
+  { name: 'unusable: not an object', mirror: [], since: 3, reply: [], kind: 'unusable' },
+];
+
+describe('resumeMirror', () => {
+  it.each(resumeCases.map((c) => [c.name, c] as const))('%s', (_, c) => {
+    const keys = parseOrder(c.order);
+    const before = fromSnapshot(c.mirror, c.since, keys);
+    const reply = { ...(c.reply as object) };
+    if ('events' in reply && Array.isArray(reply.events)) reply.events = reply.events.map(wire);
+    const outcome = resumeMirror(before, Array.isArray(c.reply) ? c.reply : reply, keys);
+    expect(outcome.kind).toBe(c.kind);
+    if (outcome.kind === 'unusable') return;
+    const changes: string[] = [];
+    if (outcome.kind === 'replay') {
+      // Each step is the mirror after one applied event, in order, ending where the final state starts.
+      for (const step of outcome.steps) changes.push(`${step.change.action} ${step.change.id}`);
+      if (outcome.steps.length > 0) expect(outcome.state.rows).toBe(outcome.steps[outcome.steps.length - 1].state.rows);
+    }
+    let state = outcome.state;
+    for (const event of c.live ?? []) {
+      const applied = applyEvent(state, event, keys);
+      if (applied === undefined) continue;
+      changes.push(`${applied.change.action} ${applied.change.id}`);
+      state = applied.state;
+    }
+    expect(state.rows).toEqual(c.rows);
+    expect(state.offset).toBe(c.offset);
+    expect(changes).toEqual(c.changes);
+    expect(before.rows).toEqual(sortRows(c.mirror, keys)); // the old mirror is untouched
   });
 });

@@ -769,7 +769,10 @@ impl Engine {
         for change in &changes {
             let remote_old = resolve(&self.inner, model, change.old.as_ref(), &lookups, &images.before).await;
             let remote_new = resolve(&self.inner, model, change.new.as_ref(), &lookups, &images.after).await;
-            let event = if is_touch(change) {
+            let event = if is_touch(change) && lookups.is_empty() {
+                // A touch only matters to filters that look through a reference.
+                None
+            } else if is_touch(change) {
                 // A referenced row changed while the client was away; how it matched before is not known, so send
                 // the row's state now: `created` replaces it in the mirror, `deleted` of an absent row is a no-op.
                 touch_event(change, &route.view, filter, channel, &remote_new)

@@ -13,11 +13,12 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use drakon_core::limits::OUTBOUND_QUEUE_FRAMES;
+use drakon_core::outbox::Outbox;
 use drakon_core::{CLOSE_GOING_AWAY, CLOSE_IDLE_TIMEOUT, CLOSE_TOO_BIG, SLOW_CONSUMER_CLOSE_CODE};
 use drakon_protocol::{ClientFrame, ErrorBody, ErrorCode, encode_error, encode_heartbeat, parse_frame};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
 use crate::AppState;
@@ -48,10 +49,11 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 async fn run(socket: WebSocket, state: AppState, admin: bool) {
     let _open = state.connections.enter();
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE_FRAMES);
+    let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES);
+    let mut batch = Vec::new();
     let kill = Arc::new(Notify::new());
     let engine = state.engine.clone();
-    let conn = engine.hub().register(tx, kill.clone());
+    let conn = engine.hub().register(outbox.clone(), kill.clone());
     let mut session = engine.open_session(conn, admin);
     let options = state.options.clone();
     let mut shutdown = state.shutdown.clone();
@@ -105,11 +107,14 @@ async fn run(socket: WebSocket, state: AppState, admin: bool) {
                     break None;
                 }
             }
-            Some(frame) = rx.recv() => {
-                // Batch what is already queued into one flush.
-                let mut failed = sink.feed(text(frame)).await.is_err();
-                while !failed && let Ok(more) = rx.try_recv() {
-                    failed = sink.feed(text(more)).await.is_err();
+            () = outbox.next_batch(&mut batch) => {
+                // Everything queued goes out in one flush.
+                let mut failed = false;
+                for frame in batch.drain(..) {
+                    if sink.feed(text(frame)).await.is_err() {
+                        failed = true;
+                        break;
+                    }
                 }
                 if failed || sink.flush().await.is_err() {
                     break None;

@@ -96,8 +96,12 @@ pub fn model_since(conn: &Connection, model: &Model, offset: u64, limit: usize) 
     let head: u64 = tx
         .query_row("SELECT last FROM _drakon_offsets WHERE model = ?1", [&model.name], |r| r.get::<_, i64>(0))
         .map_err(db_error)? as u64;
-    if offset >= head {
+    if offset == head {
         return Ok(LogRead::Changes { changes: Vec::new(), head });
+    }
+    // A client ahead of the log holds offsets from another database (replaced or restored): it must reload.
+    if offset > head {
+        return Ok(LogRead::Gone { head });
     }
     let first: Option<i64> = tx
         .query_row("SELECT min(offset) FROM _drakon_changes WHERE model = ?1", [&model.name], |r| r.get(0))

@@ -14,10 +14,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use drakon_protocol::{Action, encode_channel_message, encode_publication};
 use serde_json::{Map, Value as Json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+
+use crate::outbox::{Outbox, Push};
 
 use crate::filter::matcher::Resolver;
 use crate::filter::{Filter, Lookup, Op, Operand};
@@ -39,7 +40,7 @@ pub struct RouteView {
 
 #[derive(Debug)]
 struct Conn {
-    tx: mpsc::Sender<Bytes>,
+    outbox: Arc<Outbox>,
     kill: Arc<Notify>,
 }
 
@@ -129,9 +130,9 @@ impl Hub {
     }
 
     /// Registers a connection's outbound queue; `kill` is notified when the hub gives up on it.
-    pub fn register(&self, tx: mpsc::Sender<Bytes>, kill: Arc<Notify>) -> ConnId {
+    pub fn register(&self, outbox: Arc<Outbox>, kill: Arc<Notify>) -> ConnId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().conns.insert(id, Conn { tx, kill });
+        self.lock().conns.insert(id, Conn { outbox, kill });
         id
     }
 
@@ -243,10 +244,16 @@ impl Hub {
             let is = new.as_ref().is_some_and(|r| channel.filter.matches(r));
             let Some((action, data)) = event_for(change, &channel.route, was, is) else { continue };
             let frame = encode_publication(name, action, &data, change.offset);
+            let row = (name.clone(), change.id);
+            let data = Arc::new(data);
             for conn in &channel.subscribers {
-                match conns.get(conn).map(|c| c.tx.try_send(frame.clone())) {
-                    Some(Ok(())) => queued += 1,
-                    Some(Err(_)) | None => dead.push(*conn),
+                let pushed = conns.get(conn).map(|c| match action {
+                    Action::Updated => c.outbox.push_update(frame.clone(), row.clone(), data.clone(), change.offset),
+                    _ => c.outbox.push_frame(frame.clone(), Some(row.clone())),
+                });
+                match pushed {
+                    Some(Push::Queued | Push::Conflated) => queued += 1,
+                    Some(Push::Full) | None => dead.push(*conn),
                 }
             }
         }
@@ -266,9 +273,9 @@ impl Hub {
         let mut queued = 0;
         let mut dead = Vec::new();
         for conn in subs {
-            match state.conns.get(conn).map(|c| c.tx.try_send(frame.clone())) {
-                Some(Ok(())) => queued += 1,
-                Some(Err(_)) | None => dead.push(*conn),
+            match state.conns.get(conn).map(|c| c.outbox.push_frame(frame.clone(), None)) {
+                Some(Push::Queued | Push::Conflated) => queued += 1,
+                Some(Push::Full) | None => dead.push(*conn),
             }
         }
         for conn in dead {

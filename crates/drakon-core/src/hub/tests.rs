@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use drakon_protocol::{Action, Args};
 use serde_json::{Value as Json, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+
+use crate::outbox::Outbox;
 
 use super::*;
 use crate::filter::Filter;
@@ -37,10 +38,10 @@ impl Fixture {
         Fixture { hub: Hub::new(), schema, route }
     }
 
-    fn connect(&self, capacity: usize) -> (ConnId, mpsc::Receiver<Bytes>, Arc<Notify>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn connect(&self, capacity: usize) -> (ConnId, Arc<Outbox>, Arc<Notify>) {
+        let outbox = Outbox::new(capacity);
         let kill = Arc::new(Notify::new());
-        (self.hub.register(tx, kill.clone()), rx, kill)
+        (self.hub.register(outbox.clone(), kill.clone()), outbox, kill)
     }
 
     fn subscribe(&self, conn: ConnId, filter: Json) -> String {
@@ -67,18 +68,14 @@ fn item(id: i64, text: &str, done: bool, secret: &str, list: i64) -> Row {
     vec![Value::Int(id), Value::Text(text.into()), Value::Bool(done), Value::Text(secret.into()), Value::Int(list)]
 }
 
-fn frames(rx: &mut mpsc::Receiver<Bytes>) -> Vec<Json> {
-    let mut out = Vec::new();
-    while let Ok(b) = rx.try_recv() {
-        out.push(serde_json::from_slice(&b).unwrap());
-    }
-    out
+fn frames(outbox: &Outbox) -> Vec<Json> {
+    outbox.try_drain().iter().map(|b| serde_json::from_slice(b).unwrap()).collect()
 }
 
 #[test]
 fn events_follow_membership_and_publish_only_changed_public_fields() {
     let f = Fixture::new();
-    let (conn, mut rx, _) = f.connect(16);
+    let (conn, rx, _) = f.connect(16);
     let channel = f.subscribe(conn, json!({"todo_list": 1, "done": false}));
     let cases: Vec<(Option<Row>, Option<Row>, Option<Json>)> = vec![
         (
@@ -116,7 +113,7 @@ fn events_follow_membership_and_publish_only_changed_public_fields() {
     ];
     for (i, (old, new, want)) in cases.into_iter().enumerate() {
         f.deliver(old, new);
-        let got = frames(&mut rx);
+        let got = frames(&rx);
         match want {
             None => assert!(got.is_empty(), "case {i}: expected nothing, got {got:?}"),
             Some(mut want) => {
@@ -131,7 +128,7 @@ fn events_follow_membership_and_publish_only_changed_public_fields() {
 #[test]
 fn a_change_costs_the_matching_channels_not_all_of_them() {
     let f = Fixture::new();
-    let (conn, mut rx, _) = f.connect(16);
+    let (conn, rx, _) = f.connect(16);
     for list in 1..=10_000 {
         f.subscribe(conn, json!({"todo_list__id": list}));
     }
@@ -144,7 +141,7 @@ fn a_change_costs_the_matching_channels_not_all_of_them() {
     assert_eq!(moved, Delivery { candidates: 3, queued: 2 }, "left list 42, entered list 43");
     let nobody = f.deliver(None, Some(item(2, "a", false, "", 20_000)));
     assert_eq!(nobody, Delivery { candidates: 1, queued: 0 });
-    assert_eq!(frames(&mut rx).len(), 3);
+    assert_eq!(frames(&rx).len(), 3);
 
     // Unsubscribing removes the channel from the index too.
     f.hub.unsubscribe_model(conn, "todo_item", &scan);
@@ -154,13 +151,13 @@ fn a_change_costs_the_matching_channels_not_all_of_them() {
 #[test]
 fn subscribers_of_one_channel_share_one_encoded_frame() {
     let f = Fixture::new();
-    let (a, mut rx_a, _) = f.connect(4);
-    let (b, mut rx_b, _) = f.connect(4);
+    let (a, rx_a, _) = f.connect(4);
+    let (b, rx_b, _) = f.connect(4);
     f.subscribe(a, json!({"todo_list": 1}));
     f.subscribe(b, json!({"todo_list": 1}));
     assert_eq!(f.hub.stats().model_channels, 1);
     f.deliver(None, Some(item(1, "a", false, "", 1)));
-    let (fa, fb) = (rx_a.try_recv().unwrap(), rx_b.try_recv().unwrap());
+    let (fa, fb) = (rx_a.try_drain().remove(0), rx_b.try_drain().remove(0));
     assert_eq!(fa.as_ptr(), fb.as_ptr(), "one encoding, shared");
 }
 
@@ -168,7 +165,7 @@ fn subscribers_of_one_channel_share_one_encoded_frame() {
 fn a_full_queue_gets_the_connection_dropped_and_told_to_close() {
     let f = Fixture::new();
     let (slow, _rx_slow, kill) = f.connect(1);
-    let (fast, mut rx_fast, _) = f.connect(16);
+    let (fast, rx_fast, _) = f.connect(16);
     f.subscribe(slow, json!({"todo_list": 1}));
     f.subscribe(fast, json!({"todo_list": 1}));
     for id in 1..=3 {
@@ -176,7 +173,7 @@ fn a_full_queue_gets_the_connection_dropped_and_told_to_close() {
     }
     assert!(!f.hub.is_registered(slow));
     assert!(f.hub.is_registered(fast));
-    assert_eq!(frames(&mut rx_fast).len(), 3, "the slow subscriber did not hold the fast one back");
+    assert_eq!(frames(&rx_fast).len(), 3, "the slow subscriber did not hold the fast one back");
     let notified = kill.notified();
     tokio::pin!(notified);
     // notify_one stored a permit: the first poll completes at once.

@@ -1,0 +1,177 @@
+//! A connection's bounded outbound queue, with conflation for subscribers that fall behind.
+//!
+//! The hub pushes encoded frames without waiting. While the queue has room every frame is kept. When it is full, a
+//! new `updated` event for a row that already has a pending `updated` on the same channel replaces it: the two
+//! payloads are merged (later fields win) into one event at the back of the queue, carrying the later offset, so the
+//! subscriber skips an intermediate state but loses nothing, and offsets in the queue stay in order. When nothing
+//! can be conflated the push fails and the hub closes the connection with a resumable close code: memory per
+//! connection never grows past the capacity.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use drakon_protocol::{Action, encode_publication};
+use serde_json::Value as Json;
+use tokio::sync::Notify;
+
+/// The row a queued publication is about.
+type RowKey = (Arc<str>, i64);
+
+#[derive(Debug)]
+struct Entry {
+    frame: Bytes,
+    row: Option<RowKey>,
+    /// For `updated` events: the payload and offset, so that a later update of the same row can merge into it.
+    update: Option<(Arc<Json>, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<Entry>,
+    conflated: u64,
+}
+
+/// What became of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    Queued,
+    /// Merged into a pending update of the same row.
+    Conflated,
+    /// No room and nothing to merge with: the connection cannot keep up.
+    Full,
+}
+
+/// The outbound queue of one connection.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    capacity: usize,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Arc<Outbox> {
+        Arc::new(Outbox { state: Mutex::default(), ready: Notify::new(), capacity })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, entry: Entry) -> Push {
+        let mut state = self.lock();
+        if state.queue.len() < self.capacity {
+            state.queue.push_back(entry);
+            drop(state);
+            self.ready.notify_one();
+            return Push::Queued;
+        }
+        let (Some(row), Some((data, offset))) = (&entry.row, &entry.update) else { return Push::Full };
+        // Only the latest pending event of this row may absorb the new one; merging past a `deleted` or `created`
+        // would reorder them.
+        let Some(at) = state.queue.iter().rposition(|e| e.row.as_ref() == Some(row)) else { return Push::Full };
+        let Some((pending, _)) = &state.queue[at].update else { return Push::Full };
+        let mut merged = (**pending).clone();
+        if let (Json::Object(into), Json::Object(from)) = (&mut merged, &**data) {
+            for (k, v) in from {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+        state.queue.remove(at);
+        let frame = encode_publication(&row.0, Action::Updated, &merged, *offset);
+        state.queue.push_back(Entry { frame, row: Some(row.clone()), update: Some((Arc::new(merged), *offset)) });
+        state.conflated += 1;
+        drop(state);
+        self.ready.notify_one();
+        Push::Conflated
+    }
+
+    /// Queues a frame that is never merged (replies' companions, plain channel messages, created and deleted).
+    pub fn push_frame(&self, frame: Bytes, row: Option<RowKey>) -> Push {
+        self.push(Entry { frame, row, update: None })
+    }
+
+    /// Queues an `updated` publication of row `row`; `data` and `offset` are what was encoded into `frame`.
+    pub fn push_update(&self, frame: Bytes, row: RowKey, data: Arc<Json>, offset: u64) -> Push {
+        self.push(Entry { frame, row: Some(row), update: Some((data, offset)) })
+    }
+
+    /// Waits for frames and moves every queued one into `out`.
+    pub async fn next_batch(&self, out: &mut Vec<Bytes>) {
+        loop {
+            let ready = self.ready.notified();
+            {
+                let mut state = self.lock();
+                if !state.queue.is_empty() {
+                    out.extend(state.queue.drain(..).map(|e| e.frame));
+                    return;
+                }
+            }
+            ready.await;
+        }
+    }
+
+    /// Every queued frame, without waiting.
+    pub fn try_drain(&self) -> Vec<Bytes> {
+        self.lock().queue.drain(..).map(|e| e.frame).collect()
+    }
+
+    /// How many updates were merged away so far.
+    pub fn conflated(&self) -> u64 {
+        self.lock().conflated
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn update(outbox: &Outbox, id: i64, data: Json, offset: u64) -> Push {
+        let channel: Arc<str> = Arc::from("c");
+        let frame = encode_publication(&channel, Action::Updated, &data, offset);
+        outbox.push_update(frame, (channel, id), Arc::new(data), offset)
+    }
+
+    fn drained(outbox: &Outbox) -> Vec<Json> {
+        outbox.try_drain().iter().map(|f| serde_json::from_slice::<Json>(f).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_full_queue_merges_updates_of_one_row_and_keeps_offsets_in_order() {
+        let outbox = Outbox::new(3);
+        assert_eq!(update(&outbox, 1, json!({"id": 1, "text": "a"}), 1), Push::Queued);
+        assert_eq!(update(&outbox, 2, json!({"id": 2, "done": true}), 2), Push::Queued);
+        assert_eq!(update(&outbox, 1, json!({"id": 1, "done": true}), 3), Push::Queued);
+        // Full now: the next update of row 1 merges with its latest pending update and moves to the back.
+        assert_eq!(update(&outbox, 1, json!({"id": 1, "text": "b"}), 4), Push::Conflated);
+        // Row 3 has nothing pending to merge with.
+        assert_eq!(update(&outbox, 3, json!({"id": 3, "text": "x"}), 5), Push::Full);
+        let frames = drained(&outbox);
+        let summary: Vec<(i64, u64)> =
+            frames.iter().map(|f| (f["data"]["id"].as_i64().unwrap(), f["offset"].as_u64().unwrap())).collect();
+        assert_eq!(summary, vec![(1, 1), (2, 2), (1, 4)]);
+        assert_eq!(frames[2]["data"], json!({"id": 1, "done": true, "text": "b"}));
+        assert_eq!(outbox.conflated(), 1);
+    }
+
+    #[test]
+    fn an_update_never_merges_past_a_pending_create_or_delete_of_its_row() {
+        let outbox = Outbox::new(2);
+        assert_eq!(update(&outbox, 1, json!({"id": 1, "text": "a"}), 1), Push::Queued);
+        let channel: Arc<str> = Arc::from("c");
+        let deleted = encode_publication(&channel, Action::Deleted, &json!({"id": 1}), 2);
+        assert_eq!(outbox.push_frame(deleted, Some((channel, 1))), Push::Queued);
+        assert_eq!(update(&outbox, 1, json!({"id": 1, "text": "b"}), 3), Push::Full);
+    }
+}
