@@ -62,3 +62,7 @@ pub const DEFAULT_LOG_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 360
 
 /// Change-log entries removed per model per trimming pass, so trimming never holds the writer for long.
 pub const LOG_TRIM_BATCH: u64 = 10_000;
+
+/// WebSocket read buffer per connection. The library's default (128 KiB, allocated up front) would make an idle
+/// connection cost over 100 KiB; larger frames still arrive, in several reads.
+pub const WS_READ_BUFFER_BYTES: usize = 4096;

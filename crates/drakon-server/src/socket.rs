@@ -12,7 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
-use drakon_core::limits::OUTBOUND_QUEUE_FRAMES;
+use drakon_core::limits::{OUTBOUND_QUEUE_FRAMES, WS_READ_BUFFER_BYTES};
 use drakon_core::outbox::Outbox;
 use drakon_core::{CLOSE_GOING_AWAY, CLOSE_IDLE_TIMEOUT, CLOSE_TOO_BIG, SLOW_CONSUMER_CLOSE_CODE};
 use drakon_protocol::{ClientFrame, ErrorBody, ErrorCode, encode_error, encode_heartbeat, parse_frame};
@@ -32,7 +32,12 @@ fn hard_cap(max_frame_bytes: usize) -> usize {
 pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
     let cap = hard_cap(state.options.max_frame_bytes);
     let admin = crate::admin::is_admin(&state.options, &headers);
-    ws.max_message_size(cap).max_frame_size(cap).on_upgrade(move |socket| run(socket, state, admin))
+    ws.max_message_size(cap)
+        .max_frame_size(cap)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        // Each queued batch is fed and flushed at once, so the library needs no write buffer of its own.
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| run(socket, state, admin))
 }
 
 fn text(bytes: Bytes) -> Message {
