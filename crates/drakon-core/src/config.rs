@@ -23,6 +23,9 @@ use crate::value::Value;
 /// The environment variable that overrides `[server] api_key`, so that the key need not live in the file.
 pub const API_KEY_ENV: &str = "DRAKON_API_KEY";
 
+/// The environment variable that overrides `[server] database_url`.
+pub const DATABASE_URL_ENV: &str = "DRAKON_DATABASE_URL";
+
 /// The environment variable that overrides `[server] admin_secret`.
 pub const ADMIN_SECRET_ENV: &str = "DRAKON_ADMIN_SECRET";
 
@@ -62,6 +65,9 @@ pub struct ServerConfig {
     pub static_dir: Option<PathBuf>,
     /// How much of the change log is kept for resuming clients.
     pub log_retention: crate::store::LogRetention,
+    /// A PostgreSQL URL: rows and the change log live there instead of in the SQLite `database`, shared by every
+    /// node. [`load`] lets [`DATABASE_URL_ENV`] override it.
+    pub database_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +84,7 @@ impl Default for ServerConfig {
             admin_secret: None,
             static_dir: None,
             log_retention: crate::store::LogRetention::default(),
+            database_url: None,
         }
     }
 }
@@ -97,6 +104,7 @@ impl fmt::Debug for ServerConfig {
             .field("admin_secret", &self.admin_secret.as_ref().map(|_| "<redacted>"))
             .field("static_dir", &self.static_dir)
             .field("log_retention", &self.log_retention)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -142,6 +150,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     {
         tracing::debug!("api key taken from {API_KEY_ENV}");
         config.server.api_key = Some(key);
+    }
+    if let Ok(url) = std::env::var(DATABASE_URL_ENV)
+        && !url.is_empty()
+    {
+        config.server.database_url = Some(url);
     }
     if let Ok(secret) = std::env::var(ADMIN_SECRET_ENV)
         && !secret.is_empty()
@@ -211,6 +224,7 @@ struct RawServer {
     static_dir: Option<Spanned<String>>,
     log_retention_count: Option<Spanned<i64>>,
     log_retention_secs: Option<Spanned<i64>>,
+    database_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -346,6 +360,13 @@ impl Reader<'_> {
         }
         if let Some(n) = self.number("log_retention_secs", raw.log_retention_secs.as_ref(), 1) {
             server.log_retention.age = Duration::from_secs(n);
+        }
+        match raw.database_url {
+            Some(url) if !(url.get_ref().starts_with("postgres://") || url.get_ref().starts_with("postgresql://")) => {
+                self.problem(url.span(), "database_url must be a PostgreSQL URL such as \"postgres://user@host/db\"")
+            }
+            Some(url) => server.database_url = Some(url.into_inner()),
+            None => {}
         }
         match raw.static_dir {
             Some(dir) if dir.get_ref().is_empty() => self.problem(dir.span(), "static_dir must name a directory"),
@@ -864,7 +885,7 @@ mod tests {
                 &[(
                     2,
                     "unknown field `port`, expected one of `bind`, `database`, `max_frame_bytes`, `max_subscriptions`, \
-                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`",
+                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`",
                 )],
             ),
             (

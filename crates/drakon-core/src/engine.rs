@@ -767,19 +767,10 @@ impl Engine {
         let images = BatchImages::of(&changes);
         let mut events = Vec::new();
         for change in &changes {
-            let remote_old = resolve(&self.inner, model, change.old.as_ref(), &lookups, &images.before).await;
-            let remote_new = resolve(&self.inner, model, change.new.as_ref(), &lookups, &images.after).await;
-            let event = if is_touch(change) && lookups.is_empty() {
-                // A touch only matters to filters that look through a reference.
-                None
-            } else if is_touch(change) {
-                // A referenced row changed while the client was away; how it matched before is not known, so send
-                // the row's state now: `created` replaces it in the mirror, `deleted` of an absent row is a no-op.
-                touch_event(change, &route.view, filter, channel, &remote_new)
-            } else {
-                replay_event(change, &route.view, filter, channel, &remote_old, &remote_new)
-            };
-            if let Some(event) = event {
+            let remote_old = resolve(&self.inner, model, change, true, &lookups, &images.before).await;
+            let remote_new = resolve(&self.inner, model, change, false, &lookups, &images.after).await;
+            // Touches carry the referenced row before and after, so they replay like any change.
+            if let Some(event) = replay_event(change, &route.view, filter, channel, &remote_old, &remote_new) {
                 events.push(event);
             }
         }
@@ -1094,8 +1085,8 @@ async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>) {
 
 async fn deliver(inner: &Inner, model: &Model, change: &Change, images: &BatchImages) {
     let lookups = inner.hub.remote_lookups(&model.name);
-    let remote_old = resolve(inner, model, change.old.as_ref(), &lookups, &images.before).await;
-    let remote_new = resolve(inner, model, change.new.as_ref(), &lookups, &images.after).await;
+    let remote_old = resolve(inner, model, change, true, &lookups, &images.before).await;
+    let remote_new = resolve(inner, model, change, false, &lookups, &images.after).await;
     inner.hub.deliver_change(change, model, &remote_old, &remote_new);
 }
 
@@ -1115,19 +1106,6 @@ async fn repair_gap(inner: &Inner, model: &Model, last: u64, next: u64) {
         }
         Err(e) => tracing::error!(error = %e, model = %model.name, "could not read the skipped changes"),
     }
-}
-
-/// A touch: a referenced row changed, so the log re-states a referring row without changing it.
-fn is_touch(change: &Change) -> bool {
-    change.action == drakon_protocol::Action::Updated && change.old == change.new
-}
-
-/// The state-based event for a touch in a replay: the row as it is now, or its removal.
-fn touch_event(change: &Change, route: &RouteView, filter: &Filter, channel: &str, remote: &Remote) -> Option<Json> {
-    let created = Change { action: drakon_protocol::Action::Created, old: None, ..change.clone() };
-    let deleted = Change { action: drakon_protocol::Action::Deleted, new: None, ..change.clone() };
-    replay_event(&created, route, filter, channel, remote, remote)
-        .or_else(|| replay_event(&deleted, route, &Filter::default(), channel, remote, remote))
 }
 
 type RowKey = (Arc<str>, i64);
@@ -1153,18 +1131,22 @@ impl BatchImages {
     }
 }
 
-/// The values of `lookups` for `row`, following each reference through `images` first and the store second.
+/// The values of `lookups` for the old (`old = true`) or new image of `change`. The first hop of each lookup uses
+/// the referenced row the store recorded with the change, as it was at commit; without one, and for further hops,
+/// rows come from `images` (the batch's own rows) first and the store second.
 async fn resolve(
     inner: &Inner,
     model: &Model,
-    row: Option<&Row>,
+    change: &Change,
+    old: bool,
     lookups: &[Lookup],
     images: &HashMap<RowKey, Option<Row>>,
 ) -> Remote {
     let mut out = Remote::new();
-    let Some(row) = row else { return out };
+    let Some(row) = (if old { change.old.as_ref() } else { change.new.as_ref() }) else { return out };
     for lookup in lookups {
-        match resolve_one(inner, model, row, lookup, images).await {
+        let recorded = lookup.hops.first().and_then(|hop| change.referenced(old, &hop.field));
+        match resolve_one(inner, model, row, lookup, recorded, images).await {
             Ok(value) => {
                 out.insert(lookup.clone(), value);
             }
@@ -1181,23 +1163,26 @@ async fn resolve_one(
     model: &Model,
     row: &Row,
     lookup: &Lookup,
+    recorded: Option<Option<&Row>>,
     images: &HashMap<RowKey, Option<Row>>,
 ) -> Result<Value, StoreError> {
     let mut current_row = row.clone();
     let mut current_model = model;
-    for hop in &lookup.hops {
+    for (depth, hop) in lookup.hops.iter().enumerate() {
         let Some(id) = current_model.field_index(&hop.field).and_then(|i| current_row[i].as_i64()) else {
             return Ok(Value::Null);
         };
         let Some(target) = inner.models.get(&hop.to_model) else { return Ok(Value::Null) };
-        let found = match images.get(&(Arc::from(hop.to_model.as_str()), id)) {
-            Some(image) => image.clone(),
-            None => {
+        let found = match (depth, recorded, images.get(&(Arc::from(hop.to_model.as_str()), id))) {
+            (0, Some(at_commit), _) => at_commit.cloned(),
+            (_, _, Some(image)) => image.clone(),
+            _ => {
                 let by_id = Filter::parse(&inner.schema, target, &Args::from_iter([("id".to_owned(), json!(id))]))
                     .map_err(|e| StoreError::Database(e.to_string()))?;
                 inner.store.list(target, &by_id, &[], 1, 0).await?.rows.into_iter().next()
             }
         };
+
         let Some(found) = found else { return Ok(Value::Null) };
         current_row = found;
         current_model = target;

@@ -66,3 +66,13 @@ pub const LOG_TRIM_BATCH: u64 = 10_000;
 /// WebSocket read buffer per connection. The library's default (128 KiB, allocated up front) would make an idle
 /// connection cost over 100 KiB; larger frames still arrive, in several reads.
 pub const WS_READ_BUFFER_BYTES: usize = 4096;
+
+/// How long one flush to a client may block before the connection counts as stalled and is closed (4008): long
+/// enough for a slow mobile link to drain a batch, short enough that a dead reader does not hold its slot.
+pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the server waits for the client's side of the closing handshake before dropping the socket.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Accept queue of the listening socket; the kernel caps it at `net.core.somaxconn` (4096 on current Linux).
+pub const LISTEN_BACKLOG: u32 = 4096;

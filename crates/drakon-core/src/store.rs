@@ -30,6 +30,24 @@ pub struct Change {
     pub new: Option<Row>,
     /// Position in this model's change log: 1, 2, 3, … without gaps, in commit order.
     pub offset: u64,
+    /// The rows the old image referred to, as they were when the change committed (one hop, by ref field), when
+    /// the store recorded them. Filters through references are judged against these, not against whatever the
+    /// referenced row has become by the time the change is delivered or replayed.
+    pub old_refs: RefImages,
+    /// The rows the new image refers to, as they were when the change committed.
+    pub new_refs: RefImages,
+}
+
+/// Referenced rows by the name of the ref field that points at them; `None` for a null or dangling reference.
+pub type RefImages = Vec<(String, Option<Row>)>;
+
+impl Change {
+    /// The recorded row behind ref field `field` of the old (`old = true`) or new image: `Some(None)` when the
+    /// reference was null or dangling, `None` when the store recorded nothing for it.
+    pub fn referenced(&self, old: bool, field: &str) -> Option<Option<&Row>> {
+        let refs = if old { &self.old_refs } else { &self.new_refs };
+        refs.iter().find(|(f, _)| f == field).map(|(_, row)| row.as_ref())
+    }
 }
 
 /// What travels from stores (and the publish API) to every hub.

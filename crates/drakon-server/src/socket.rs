@@ -12,7 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
-use drakon_core::limits::{OUTBOUND_QUEUE_FRAMES, WS_READ_BUFFER_BYTES};
+use drakon_core::limits::{CLOSE_GRACE, OUTBOUND_QUEUE_FRAMES, WRITE_STALL_TIMEOUT, WS_READ_BUFFER_BYTES};
 use drakon_core::outbox::Outbox;
 use drakon_core::{CLOSE_GOING_AWAY, CLOSE_IDLE_TIMEOUT, CLOSE_TOO_BIG, SLOW_CONSUMER_CLOSE_CODE};
 use drakon_protocol::{ClientFrame, ErrorBody, ErrorCode, encode_error, encode_heartbeat, parse_frame};
@@ -113,16 +113,22 @@ async fn run(socket: WebSocket, state: AppState, admin: bool) {
                 }
             }
             () = outbox.next_batch(&mut batch) => {
-                // Everything queued goes out in one flush.
-                let mut failed = false;
-                for frame in batch.drain(..) {
-                    if sink.feed(text(frame)).await.is_err() {
-                        failed = true;
-                        break;
+                // Everything queued goes out in one flush. A client that stops reading blocks this write once its
+                // socket buffers fill; the hub's kill signal and a stall timeout still end it, so a stalled
+                // connection is closed rather than kept forever.
+                let write = async {
+                    for frame in batch.drain(..) {
+                        sink.feed(text(frame)).await?;
                     }
-                }
-                if failed || sink.flush().await.is_err() {
-                    break None;
+                    sink.flush().await
+                };
+                tokio::select! {
+                    written = tokio::time::timeout(WRITE_STALL_TIMEOUT, write) => match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => break Some((SLOW_CONSUMER_CLOSE_CODE, "slow consumer: reconnect and subscribe again")),
+                    },
+                    () = kill.notified() => break Some((SLOW_CONSUMER_CLOSE_CODE, "slow consumer: reconnect and subscribe again")),
                 }
             }
             () = kill.notified() => break Some((SLOW_CONSUMER_CLOSE_CODE, "slow consumer: reconnect and subscribe again")),
@@ -146,7 +152,19 @@ async fn run(socket: WebSocket, state: AppState, admin: bool) {
     if let Some((code, reason)) = close {
         tracing::debug!(conn, code, reason, "closing connection");
         let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-        let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+        // Complete the closing handshake: read until the client's close (or the grace runs out). Dropping the
+        // socket with unread data (a pong, say) makes the kernel send a reset, which can destroy our close frame
+        // before the client reads it.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            if sink.send(Message::Close(Some(frame))).await.is_ok() {
+                while let Some(Ok(message)) = stream.next().await {
+                    if matches!(message, Message::Close(_)) {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
     }
     tracing::debug!(conn, "connection closed");
 }

@@ -188,7 +188,8 @@ impl Store for SqliteStore {
 
     async fn log_since(&self, model: &Model, offset: u64, limit: usize) -> Result<LogRead, StoreError> {
         let model = model.clone();
-        self.read(move |conn| log::model_since(conn, &model, offset, limit)).await
+        let schema = self.schema();
+        self.read(move |conn| log::model_since(conn, &schema, &model, offset, limit)).await
     }
 
     async fn watch_reference(&self, model: &str, field: &str) -> Result<(), StoreError> {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use drakon_core::limits::LOG_TRIM_BATCH;
-use drakon_core::store::{BusMessage, Change, ChangeSink, LogRead, LogRetention, StoreError};
+use drakon_core::store::{BusMessage, Change, ChangeSink, LogRead, LogRetention, RefImages, Row, StoreError};
 use drakon_core::{Model, Schema};
 use drakon_protocol::Action;
 use rusqlite::Connection;
@@ -41,10 +41,47 @@ pub fn current_seq(conn: &Connection) -> Result<u64, StoreError> {
         .map_err(db_error)
 }
 
-fn image(model: &Model, text: Option<String>) -> Option<Vec<drakon_core::Value>> {
-    let json: serde_json::Value = serde_json::from_str(&text?).ok()?;
-    let obj = json.as_object()?;
-    Some(model.fields.iter().map(|f| value_from_image(&f.ty, obj.get(&f.name))).collect())
+/// A logged row image and the referenced rows recorded with it (`__refs`, see the log triggers).
+fn image(schema: &Schema, model: &Model, text: Option<String>) -> (Option<Row>, RefImages) {
+    let Some(json) = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
+        return (None, Vec::new());
+    };
+    let Some(obj) = json.as_object() else { return (None, Vec::new()) };
+    let row = model.fields.iter().map(|f| value_from_image(&f.ty, obj.get(&f.name))).collect();
+    let mut refs = Vec::new();
+    for (field, referenced) in obj.get("__refs").and_then(|r| r.as_object()).into_iter().flatten() {
+        let Some((target, _)) = model.get_field(field).and_then(|f| f.ref_target()) else { continue };
+        let Some(target) = schema.get_model(target) else { continue };
+        let row = referenced
+            .as_object()
+            .map(|r| target.fields.iter().map(|f| value_from_image(&f.ty, r.get(&f.name))).collect());
+        refs.push((field.clone(), row));
+    }
+    (Some(row), refs)
+}
+
+/// A change from its log columns.
+fn change(
+    schema: &Schema,
+    model: &Model,
+    offset: i64,
+    id: i64,
+    action: &str,
+    old: Option<String>,
+    new: Option<String>,
+) -> Change {
+    let (old, old_refs) = image(schema, model, old);
+    let (new, new_refs) = image(schema, model, new);
+    Change {
+        model: Arc::from(model.name.as_str()),
+        id,
+        action: parse_action(action),
+        old,
+        new,
+        offset: offset as u64,
+        old_refs,
+        new_refs,
+    }
 }
 
 /// Up to `limit` entries after global sequence `seq`, in order, each with its sequence number. Entries of models
@@ -76,14 +113,7 @@ pub fn read_entries(
     let mut out = Vec::new();
     for row in rows {
         let (model_name, offset, seq, id, action, old, new) = row.map_err(db_error)?;
-        let change = schema.get_model(&model_name).map(|model| Change {
-            model: Arc::from(model_name.as_str()),
-            id,
-            action: parse_action(&action),
-            old: image(model, old),
-            new: image(model, new),
-            offset: offset as u64,
-        });
+        let change = schema.get_model(&model_name).map(|model| change(schema, model, offset, id, &action, old, new));
         out.push((seq as u64, change));
     }
     Ok(out)
@@ -91,7 +121,13 @@ pub fn read_entries(
 
 /// The changes of one model after `offset` (see [`drakon_core::Store::log_since`]), read in one transaction with
 /// the model's head offset.
-pub fn model_since(conn: &Connection, model: &Model, offset: u64, limit: usize) -> Result<LogRead, StoreError> {
+pub fn model_since(
+    conn: &Connection,
+    schema: &Schema,
+    model: &Model,
+    offset: u64,
+    limit: usize,
+) -> Result<LogRead, StoreError> {
     let tx = conn.unchecked_transaction().map_err(db_error)?;
     let head: u64 = tx
         .query_row("SELECT last FROM _drakon_offsets WHERE model = ?1", [&model.name], |r| r.get::<_, i64>(0))
@@ -122,14 +158,7 @@ pub fn model_since(conn: &Connection, model: &Model, offset: u64, limit: usize) 
         .map_err(db_error)?
         .map(|row| {
             let (offset, id, action, old, new) = row.map_err(db_error)?;
-            Ok(Change {
-                model: Arc::from(model.name.as_str()),
-                id,
-                action: parse_action(&action),
-                old: image(model, old),
-                new: image(model, new),
-                offset: offset as u64,
-            })
+            Ok(change(schema, model, offset, id, &action, old, new))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(LogRead::Changes { changes, head })

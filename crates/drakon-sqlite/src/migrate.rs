@@ -26,8 +26,7 @@ pub fn ensure_meta(conn: &Connection) -> Result<(), StoreError> {
              PRIMARY KEY (model, offset)) WITHOUT ROWID;
          CREATE UNIQUE INDEX IF NOT EXISTS _drakon_changes_seq ON _drakon_changes (seq);
          CREATE TABLE IF NOT EXISTS _drakon_watch (model TEXT NOT NULL, field TEXT NOT NULL,
-             PRIMARY KEY (model, field)) WITHOUT ROWID;
-         DELETE FROM _drakon_watch;",
+             PRIMARY KEY (model, field)) WITHOUT ROWID;",
     )
     .map_err(db_error)
 }
@@ -72,7 +71,8 @@ fn type_tag(field: &Field) -> String {
 
 /// Brings the database up to `schema` in one transaction, or changes nothing and says what the user must do.
 pub fn migrate(conn: &mut Connection, schema: &Schema) -> Result<MigrationReport, StoreError> {
-    let tx = conn.transaction().map_err(db_error)?;
+    // IMMEDIATE: take the write lock before reading, so a commit by another process in between cannot fail us.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db_error)?;
     let mut report = MigrationReport::default();
     let mut refused = Vec::new();
     for model in &schema.models {
@@ -205,6 +205,33 @@ fn image_sql(model: &Model, row: &str) -> String {
     format!("json_object({})", parts.join(", "))
 }
 
+/// A row image with the rows it refers to: [`image_sql`] plus `'__refs', json_object('<ref field>', <referenced
+/// row's image or null>, …)`, read at trigger time, i.e. as they are when the change commits. `swap` replaces the
+/// referenced row of one ref field with a row of the trigger (`OLD` or `NEW`), for touches.
+fn image_with_refs(schema: &Schema, model: &Model, row: &str, swap: Option<(&str, &str)>) -> String {
+    let mut refs = Vec::new();
+    for field in &model.fields {
+        let Some((target, _)) = field.ref_target() else { continue };
+        let Some(target) = schema.get_model(target) else { continue };
+        let image = match swap {
+            Some((swapped, trigger_row)) if swapped == field.name => image_sql(target, trigger_row),
+            _ => format!(
+                "(SELECT {} FROM {} AS \"r\" WHERE \"r\".\"id\" = {row}.{})",
+                image_sql(target, "\"r\""),
+                quote(&target.name),
+                quote(&field.name)
+            ),
+        };
+        // json() keeps the nested image an object: a subquery's result loses its JSON subtype otherwise.
+        refs.push(format!("'{}', json({image})", field.name));
+    }
+    let own = image_sql(model, row);
+    if refs.is_empty() {
+        return own;
+    }
+    format!("json_set({own}, '$.__refs', json_object({}))", refs.join(", "))
+}
+
 /// Triggers that write the change log for every insert, update and delete of the model's table, whoever makes
 /// it: drakon, the `sqlite3` shell or another program. Offsets and the global sequence come from
 /// `_drakon_offsets` inside the writing transaction; SQLite has one writer at a time, so both follow commit order.
@@ -235,13 +262,14 @@ fn triggers(schema: &Schema, model: &Model) -> String {
             let (r, f) = (&referrer.name, &field.name);
             let watched = format!("EXISTS (SELECT 1 FROM _drakon_watch WHERE model = '{r}' AND field = '{f}')");
             let referring = format!("{}.{} = NEW.\"id\"", quote("t"), quote(f));
-            let image = image_sql(referrer, "\"t\"");
+            let old_image = image_with_refs(schema, referrer, "\"t\"", Some((f, "OLD")));
+            let new_image = image_with_refs(schema, referrer, "\"t\"", Some((f, "NEW")));
             touches.push_str(&format!(
                 "INSERT INTO _drakon_changes (model, offset, seq, row_id, action, old, new, at)
                      SELECT '{r}',
                          (SELECT last FROM _drakon_offsets WHERE model = '{r}') + row_number() OVER (ORDER BY \"t\".\"id\"),
                          (SELECT last FROM _drakon_offsets WHERE model = '*') + row_number() OVER (ORDER BY \"t\".\"id\"),
-                         \"t\".\"id\", 'updated', {image}, {image}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                         \"t\".\"id\", 'updated', {old_image}, {new_image}, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                      FROM {table_r} AS \"t\" WHERE {referring} AND {watched};
                  UPDATE _drakon_offsets SET last = last + (SELECT count(*) FROM {table_r} AS \"t\" WHERE {referring})
                      WHERE model IN ('{r}', '*') AND {watched};",
@@ -259,8 +287,13 @@ fn triggers(schema: &Schema, model: &Model) -> String {
         upd = trigger("update"),
         del = trigger("delete"),
         changed = changed.join(" OR "),
-        insert_entry = entry("created", "NULL", &image_sql(model, "NEW"), "NEW.\"id\""),
-        update_entry = entry("updated", &image_sql(model, "OLD"), &image_sql(model, "NEW"), "NEW.\"id\"") + &touches,
-        delete_entry = entry("deleted", &image_sql(model, "OLD"), "NULL", "OLD.\"id\""),
+        insert_entry = entry("created", "NULL", &image_with_refs(schema, model, "NEW", None), "NEW.\"id\""),
+        update_entry = entry(
+            "updated",
+            &image_with_refs(schema, model, "OLD", None),
+            &image_with_refs(schema, model, "NEW", None),
+            "NEW.\"id\""
+        ) + &touches,
+        delete_entry = entry("deleted", &image_with_refs(schema, model, "OLD", None), "NULL", "OLD.\"id\""),
     )
 }

@@ -4,6 +4,9 @@
 //! Nothing here is a stand-in: the server is the release binary under test and the client is tokio-tungstenite,
 //! an implementation independent of the server's.
 
+pub mod mirror;
+pub mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;

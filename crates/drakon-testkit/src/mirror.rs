@@ -8,7 +8,7 @@
 //! It reads the socket itself rather than through [`Client::next_frame`], because a mirror must tell a close (and
 //! its code: 4008 for a slow consumer, 1001 for a server going away) from a quiet moment.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -20,6 +20,15 @@ use crate::{Client, Closed, PATIENCE};
 
 /// One row as the server published it: `id`, `_type` and the route's publish fields.
 pub type MirrorRow = Map<String, Value>;
+
+/// How many of a row's latest events [`LiveMirror::trail`] keeps.
+const TRAIL: usize = 8;
+
+/// Rows with a trail, past which the trails of rows the mirror no longer holds are dropped (long runs).
+const TRAILS: usize = 20_000;
+
+/// Anomalies kept for printing; [`LiveMirror::anomaly_count`] counts them all.
+const ANOMALIES: usize = 200;
 
 /// What a mirror has done so far; tests print it so a failure shows how the mirror got where it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +71,9 @@ pub struct LiveMirror {
     stats: MirrorStats,
     closes: Vec<Closed>,
     anomalies: Vec<String>,
+    anomaly_count: u64,
+    /// Per row, its latest events and snapshots, for explaining a divergence.
+    trails: BTreeMap<i64, VecDeque<String>>,
 }
 
 impl LiveMirror {
@@ -83,6 +95,8 @@ impl LiveMirror {
             stats: MirrorStats::default(),
             closes: Vec::new(),
             anomalies: Vec::new(),
+            anomaly_count: 0,
+            trails: BTreeMap::new(),
         };
         if let Err(closed) = mirror.start_fresh(url).await {
             panic!("{}: the server closed the connection during the first subscribe: {closed:?}", mirror.label());
@@ -124,9 +138,38 @@ impl LiveMirror {
     }
 
     /// Things a correct server never sends: an `updated` for a row the mirror does not hold, a publication for
-    /// another channel, a replay that ends before the mirror's offset. Kept for the test to print or assert on.
+    /// another channel, a replay that ends before the mirror's offset. The first few, for the test to print.
     pub fn anomalies(&self) -> &[String] {
         &self.anomalies
+    }
+
+    /// How many anomalies there were in all.
+    pub fn anomaly_count(&self) -> u64 {
+        self.anomaly_count
+    }
+
+    fn anomaly(&mut self, what: String) {
+        self.anomaly_count += 1;
+        if self.anomalies.len() < ANOMALIES {
+            self.anomalies.push(what);
+        }
+    }
+
+    /// The latest events (and snapshots) that concerned row `id`, oldest first: `offset action data` lines.
+    pub fn trail(&self, id: i64) -> Vec<String> {
+        self.trails.get(&id).map(|t| t.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn remember(&mut self, id: i64, what: String) {
+        if self.trails.len() >= TRAILS && !self.trails.contains_key(&id) {
+            let rows = &self.rows;
+            self.trails.retain(|id, _| rows.contains_key(id));
+        }
+        let trail = self.trails.entry(id).or_default();
+        if trail.len() == TRAIL {
+            trail.pop_front();
+        }
+        trail.push_back(what);
     }
 
     /// Ends the connection: with a close handshake when `graceful`, else by dropping the socket. Rows and offset
@@ -150,11 +193,12 @@ impl LiveMirror {
     /// is left disconnected, with its rows and offset intact, and the close is returned.
     pub async fn reconnect(&mut self, url: &str) -> Result<(), Closed> {
         self.client = None;
-        self.client = Some(Client::connect(url).await);
+        self.open(url).await;
         let mut args = self.filter.clone();
         args.insert("since".into(), json!(self.last));
         let (data, early) = self.subscribe(args).await?;
-        let offset = data["offset"].as_u64().unwrap_or_else(|| panic!("{}: resume reply without offset: {data}", self.label()));
+        let offset =
+            data["offset"].as_u64().unwrap_or_else(|| panic!("{}: resume reply without offset: {data}", self.label()));
         if data["reload"] == true {
             self.stats.reloads += 1;
             self.replace(&data, offset);
@@ -163,7 +207,7 @@ impl LiveMirror {
                 .as_array()
                 .unwrap_or_else(|| panic!("{}: resume reply with neither events nor reload: {data}", self.label()));
             if offset < self.last {
-                self.anomalies.push(format!(
+                self.anomaly(format!(
                     "resume since {} answered with a log that ends at {offset}; starting afresh",
                     self.last
                 ));
@@ -222,9 +266,10 @@ impl LiveMirror {
     /// Applies one publication (`{"channel", "action", "data", "offset"}`); false when it was skipped as already
     /// known. Public so that tests can feed a mirror by hand.
     pub fn apply(&mut self, p: &Value) -> bool {
-        let offset = p["offset"].as_u64().unwrap_or_else(|| panic!("{}: publication without offset: {p}", self.label()));
+        let offset =
+            p["offset"].as_u64().unwrap_or_else(|| panic!("{}: publication without offset: {p}", self.label()));
         if p["channel"] != self.remote.as_str() {
-            self.anomalies.push(format!("publication for another channel (this is {:?}): {p}", self.remote));
+            self.anomaly(format!("publication for another channel (this is {:?}): {}", self.remote, short(p)));
             return false;
         }
         if offset <= self.last {
@@ -232,14 +277,17 @@ impl LiveMirror {
             return false;
         }
         let data = p["data"].as_object().unwrap_or_else(|| panic!("{}: publication without data: {p}", self.label()));
-        let id = data.get("id").and_then(Value::as_i64).unwrap_or_else(|| panic!("{}: data without id: {p}", self.label()));
+        let id =
+            data.get("id").and_then(Value::as_i64).unwrap_or_else(|| panic!("{}: data without id: {p}", self.label()));
+        let action = p["action"].as_str().unwrap_or_default();
+        self.remember(id, format!("{offset} {action} {}", short(&p["data"])));
         match p["action"].as_str() {
             Some("created") => {
                 self.rows.insert(id, data.clone());
             }
             Some("updated") => match self.rows.get_mut(&id) {
                 Some(row) => row.extend(data.iter().map(|(k, v)| (k.clone(), v.clone()))),
-                None => self.anomalies.push(format!("updated for row {id}, which the mirror does not hold: {p}")),
+                None => self.anomaly(format!("updated for row {id}, which the mirror does not hold: {}", short(p))),
             },
             Some("deleted") => {
                 // A replayed touch may delete a row the mirror never held (see the engine's replay); not an error.
@@ -252,14 +300,19 @@ impl LiveMirror {
         true
     }
 
+    async fn open(&mut self, url: &str) {
+        self.client = Some(Client::connect(url).await);
+    }
+
     /// A new connection and a subscription with a snapshot, replacing rows and offset.
     async fn start_fresh(&mut self, url: &str) -> Result<(), Closed> {
-        self.client = Some(Client::connect(url).await);
+        self.open(url).await;
         let mut args = self.filter.clone();
         args.insert("snapshot".into(), json!(true));
         let (data, early) = self.subscribe(args).await?;
-        let offset =
-            data["offset"].as_u64().unwrap_or_else(|| panic!("{}: snapshot reply without offset: {data}", self.label()));
+        let offset = data["offset"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}: snapshot reply without offset: {data}", self.label()));
         self.stats.snapshots += 1;
         self.replace(&data, offset);
         for p in early {
@@ -279,6 +332,11 @@ impl LiveMirror {
             })
             .collect();
         self.last = offset;
+        let ids: Vec<i64> = self.rows.keys().copied().collect();
+        for id in ids {
+            let what = format!("{offset} in a snapshot {}", short(&Value::Object(self.rows[&id].clone())));
+            self.remember(id, what);
+        }
     }
 
     /// Sends `subscribe` with `args` and waits for its reply; returns the reply's data and the publications that
@@ -319,7 +377,7 @@ impl LiveMirror {
             match self.next_frame(deadline).await? {
                 Some(frame) if frame.get("channel").is_some() => return Ok(Some(frame)),
                 Some(frame) if frame.get("heartbeat").is_some() => continue,
-                Some(frame) => self.anomalies.push(format!("unexpected frame: {frame}")),
+                Some(frame) => self.anomaly(format!("unexpected frame: {}", short(&frame))),
                 None => return Ok(None),
             }
         }
@@ -358,4 +416,19 @@ impl LiveMirror {
         self.closes.push(closed.clone());
         closed
     }
+}
+
+/// `value` as JSON with long strings cut, for messages.
+pub fn short(value: &Value) -> String {
+    fn cut(value: &Value) -> Value {
+        match value {
+            Value::String(s) if s.chars().count() > 40 => {
+                Value::String(format!("{}… ({} chars)", s.chars().take(30).collect::<String>(), s.chars().count()))
+            }
+            Value::Array(items) => Value::Array(items.iter().map(cut).collect()),
+            Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), cut(v))).collect()),
+            other => other.clone(),
+        }
+    }
+    cut(value).to_string()
 }

@@ -17,10 +17,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use drakon_core::Store;
 use drakon_core::config::{Config, ServerConfig};
 use drakon_core::engine::CustomVerb;
 use drakon_core::limits::BUS_QUEUE_BATCHES;
 use drakon_core::schema::RouteKind;
+use drakon_postgres::PgStore;
 use drakon_server::ServerOptions;
 use drakon_sqlite::SqliteStore;
 use tokio::net::TcpListener;
@@ -87,11 +89,21 @@ impl App {
         let server = self.config.server;
         // The config loader has already resolved a relative path against the config file's directory.
         let database = server.database.clone();
+        let store_name = match &server.database_url {
+            Some(_) => "postgresql".to_owned(),
+            None => database.display().to_string(),
+        };
         let (sink, bus) = mpsc::channel(BUS_QUEUE_BATCHES);
-        let store = SqliteStore::open_with(&database, sink.clone(), server.log_retention)
-            .with_context(|| format!("opening {}", database.display()))?;
-        let report =
-            drakon_core::Store::migrate(&store, &schema).await.context("the database does not fit the config")?;
+        let store: Arc<dyn Store> = match &server.database_url {
+            Some(url) => Arc::new(
+                PgStore::connect(url, sink.clone(), server.log_retention).await.context("connecting to PostgreSQL")?,
+            ),
+            None => Arc::new(
+                SqliteStore::open_with(&database, sink.clone(), server.log_retention)
+                    .with_context(|| format!("opening {}", database.display()))?,
+            ),
+        };
+        let report = store.migrate(&schema).await.context("the database does not fit the config")?;
         for table in &report.created_tables {
             tracing::info!(table, "created table");
         }
@@ -99,14 +111,14 @@ impl App {
             tracing::info!(column, "added column");
         }
         let limits = drakon_core::EngineLimits { max_subscriptions: server.max_subscriptions };
-        let (engine, _fan_out) = Engine::start(Arc::new(schema), Arc::new(store), sink, bus, limits);
+        let (engine, _fan_out) = Engine::start(Arc::new(schema), store, sink, bus, limits);
         let addr = bind.or(server.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
         let generated = server.admin_secret.is_none();
         let admin_secret = match &server.admin_secret {
             Some(secret) => secret.clone(),
             None => generate_secret()?,
         };
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr()?;
         let options = ServerOptions {
             max_frame_bytes: server.max_frame_bytes,
@@ -126,7 +138,7 @@ impl App {
             })
             .await
         });
-        tracing::info!(%addr, database = %database.display(), "drakon is serving");
+        tracing::info!(%addr, store = %store_name, "drakon is serving");
         let signals = Signals::install()?;
         Ok(Running { addr, engine, signals, stop, server, admin_link: generated.then_some(admin_link) })
     }
@@ -195,4 +207,13 @@ fn generate_secret() -> anyhow::Result<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot generate an admin secret: {e}"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Binds with a deep accept queue: the default of 128 overflows when thousands of clients connect at once (say,
+/// after a restart), and each overflowed client waits a second before retrying.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(drakon_core::limits::LISTEN_BACKLOG)
 }

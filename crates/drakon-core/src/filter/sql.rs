@@ -3,6 +3,12 @@
 //! Identifiers come only from the schema (the parser has checked every field name) and are quoted; values are
 //! always bound parameters, never text in the statement. A path through references becomes a scalar subquery, which
 //! yields NULL for a null or dangling reference exactly as the matcher does.
+//!
+//! PostgreSQL gets `$n` placeholders, each cast to the type of its value, so a statement's parameter types never
+//! depend on what the server infers from the context around them; `strpos` for `instr`; an ASCII-only case fold
+//! with `translate`, because PostgreSQL's `lower` folds every letter of the database's locale while the matcher
+//! folds ASCII only; and `COLLATE "C"` on text order comparisons, so that `lt`/`gt` compare bytes as the matcher
+//! does whatever the database's default collation is.
 
 use std::fmt::Write;
 
@@ -13,6 +19,21 @@ use crate::value::Value;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
+    Postgres,
+}
+
+/// The letters the matcher folds for `icontains` (`str::to_ascii_lowercase`), as `translate` arguments.
+const ASCII_FOLD: &str = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'";
+
+/// The PostgreSQL type a bound value is cast to: the column type the store gives that kind of value.
+fn pg_type(v: &Value) -> &'static str {
+    match v {
+        Value::Int(_) => "int8",
+        Value::Float(_) => "float8",
+        Value::Bool(_) => "bool",
+        Value::Json(_) => "jsonb",
+        Value::Null | Value::Text(_) | Value::DateTime(_) => "text",
+    }
 }
 
 /// A condition and the values bound to its placeholders, in order.
@@ -28,11 +49,15 @@ pub fn quote(ident: &str) -> String {
     format!("\"{ident}\"")
 }
 
-/// Compiles `filter` against rows of the table aliased `alias`. An empty filter is `1`.
+/// Compiles `filter` against rows of the table aliased `alias`. An empty filter is always true (`1`, `TRUE`).
+/// PostgreSQL placeholders are numbered from `$1` in the order of `params`.
 pub fn compile(filter: &Filter, alias: &str, dialect: Dialect) -> SqlCondition {
     let mut out = SqlCondition::default();
     if filter.conds.is_empty() {
-        out.sql.push('1');
+        out.sql.push_str(match dialect {
+            Dialect::Sqlite => "1",
+            Dialect::Postgres => "TRUE",
+        });
         return out;
     }
     for (i, cond) in filter.conds.iter().enumerate() {
@@ -65,15 +90,18 @@ fn lookup_expr(lookup: &Lookup, alias: &str) -> String {
 
 fn compile_cond(cond: &Cond, alias: &str, dialect: Dialect, out: &mut SqlCondition) {
     let expr = lookup_expr(&cond.lookup, alias);
-    let Dialect::Sqlite = dialect;
     let bind = |out: &mut SqlCondition, v: &Value| {
         out.params.push(v.clone());
-        "?".to_owned()
+        match dialect {
+            Dialect::Sqlite => "?".to_owned(),
+            Dialect::Postgres => format!("${}::{}", out.params.len(), pg_type(v)),
+        }
     };
+    let pg = dialect == Dialect::Postgres;
     let sql = match (&cond.op, &cond.operand) {
         (Op::IsNull, Operand::Flag(true)) => format!("{expr} IS NULL"),
         (Op::IsNull, Operand::Flag(false)) => format!("{expr} IS NOT NULL"),
-        (Op::In, Operand::List(values)) if values.is_empty() => "0".to_owned(),
+        (Op::In, Operand::List(values)) if values.is_empty() => (if pg { "FALSE" } else { "0" }).to_owned(),
         (Op::In, Operand::List(values)) => {
             let mut sql = format!("{expr} IN (");
             for (i, v) in values.iter().enumerate() {
@@ -87,18 +115,34 @@ fn compile_cond(cond: &Cond, alias: &str, dialect: Dialect, out: &mut SqlConditi
             sql
         }
         (op, Operand::One(v)) => {
-            let p = bind(out, v);
+            let mut p = bind(out, v);
+            if pg
+                && matches!(op, Op::Lt | Op::Lte | Op::Gt | Op::Gte)
+                && matches!(v, Value::Text(_) | Value::DateTime(_))
+            {
+                // Byte order, as the matcher compares text, whatever the column's or database's collation.
+                p.push_str(" COLLATE \"C\"");
+            }
             match op {
                 Op::Eq => format!("{expr} = {p}"),
                 // Null-safe: a null value is distinct from any given value, as in the matcher.
+                Op::Ne if pg => format!("{expr} IS DISTINCT FROM {p}"),
                 Op::Ne => format!("{expr} IS NOT {p}"),
                 Op::Lt => format!("{expr} < {p}"),
                 Op::Lte => format!("{expr} <= {p}"),
                 Op::Gt => format!("{expr} > {p}"),
                 Op::Gte => format!("{expr} >= {p}"),
+                Op::Contains if pg => format!("strpos({expr}, {p}) > 0"),
                 Op::Contains => format!("instr({expr}, {p}) > 0"),
+                // PostgreSQL's lower() folds every letter its locale knows; translate folds exactly what the matcher
+                // folds.
+                Op::IContains if pg => {
+                    format!("strpos(translate({expr}, {ASCII_FOLD}), translate({p}, {ASCII_FOLD})) > 0")
+                }
                 // SQLite's lower() folds ASCII only; the matcher folds exactly the same letters.
                 Op::IContains => format!("instr(lower({expr}), lower({p})) > 0"),
+                // A `$n` placeholder may appear twice; SQLite's `?` takes a second binding.
+                Op::StartsWith if pg => format!("substring({expr}, 1, char_length({p})) = {p}"),
                 Op::StartsWith => {
                     let p2 = bind(out, v);
                     format!("substr({expr}, 1, length({p})) = {p2}")

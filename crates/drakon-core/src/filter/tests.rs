@@ -75,6 +75,62 @@ fn parse_rejects_bad_filters_with_codes() {
     }
 }
 
+/// What each operator compiles to, in each dialect. The SQLite column is the output the store has always run; the
+/// PostgreSQL column runs against a real server in `drakon-postgres`'s `store_postgres_filters` property test.
+#[test]
+fn compile_writes_each_dialect() {
+    let hop = r#"(SELECT "t_h1"."name" FROM "todo_list" AS "t_h1" WHERE "t_h1"."id" = "t"."todo_list")"#;
+    let fold = "'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'";
+    let cases: Vec<(Json, String, String)> = vec![
+        (json!({}), "1".into(), "TRUE".into()),
+        (json!({"done": false}), r#"("t"."done" = ?)"#.into(), r#"("t"."done" = $1::bool)"#.into()),
+        (
+            json!({"n__ne": 2, "score__gt": 1.5}),
+            r#"("t"."n" IS NOT ?) AND ("t"."score" > ?)"#.into(),
+            r#"("t"."n" IS DISTINCT FROM $1::int8) AND ("t"."score" > $2::float8)"#.into(),
+        ),
+        (json!({"text__lt": "b"}), r#"("t"."text" < ?)"#.into(), r#"("t"."text" < $1::text COLLATE "C")"#.into()),
+        (
+            json!({"at__gte": "2026-11-27T00:00:00Z"}),
+            r#"("t"."at" >= ?)"#.into(),
+            r#"("t"."at" >= $1::text COLLATE "C")"#.into(),
+        ),
+        (json!({"n__in": []}), "(0)".into(), "(FALSE)".into()),
+        (json!({"n__in": [1, 2]}), r#"("t"."n" IN (?, ?))"#.into(), r#"("t"."n" IN ($1::int8, $2::int8))"#.into()),
+        (json!({"n__isnull": false}), r#"("t"."n" IS NOT NULL)"#.into(), r#"("t"."n" IS NOT NULL)"#.into()),
+        (
+            json!({"text__contains": "a"}),
+            r#"(instr("t"."text", ?) > 0)"#.into(),
+            r#"(strpos("t"."text", $1::text) > 0)"#.into(),
+        ),
+        (
+            json!({"text__icontains": "A"}),
+            r#"(instr(lower("t"."text"), lower(?)) > 0)"#.into(),
+            format!(r#"(strpos(translate("t"."text", {fold}), translate($1::text, {fold})) > 0)"#),
+        ),
+        (
+            json!({"text__startswith": "a"}),
+            r#"(substr("t"."text", 1, length(?)) = ?)"#.into(),
+            r#"(substring("t"."text", 1, char_length($1::text)) = $1::text)"#.into(),
+        ),
+        (
+            json!({"todo_list__name": "x", "n": 1}),
+            format!(r#"({hop} = ?) AND ("t"."n" = ?)"#),
+            format!(r#"({hop} = $1::text) AND ("t"."n" = $2::int8)"#),
+        ),
+    ];
+    for (args, sqlite, postgres) in cases {
+        let filter = parse(args.clone()).unwrap_or_else(|e| panic!("{args}: {e}"));
+        let lite = compile(&filter, "t", Dialect::Sqlite);
+        assert_eq!(lite.sql, sqlite, "{args}");
+        let pg = compile(&filter, "t", Dialect::Postgres);
+        assert_eq!(pg.sql, postgres, "{args}");
+        // `$n` names a value once however often the statement uses it; SQLite binds each `?`.
+        assert_eq!(lite.params.len(), lite.sql.matches('?').count(), "{args}");
+        assert!(pg.params.len() <= lite.params.len(), "{args}");
+    }
+}
+
 // ---- the property: SQL and memory select the same rows ----
 
 #[derive(Debug, Clone)]
@@ -277,8 +333,10 @@ proptest! {
     ) {
         let args: Args = keys.into_iter().zip(values).collect();
         if let Ok(filter) = parse(Json::Object(args)) {
-            let cond = compile(&filter, "t", Dialect::Sqlite);
-            prop_assert!(!cond.sql.contains(';'));
+            for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+                let cond = compile(&filter, "t", dialect);
+                prop_assert!(!cond.sql.contains(';'));
+            }
         }
     }
 }

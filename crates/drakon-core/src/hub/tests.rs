@@ -59,7 +59,16 @@ impl Fixture {
             _ => Action::Updated,
         };
         let id = new.as_ref().or(old.as_ref()).unwrap()[0].as_i64().unwrap();
-        let change = Change { model: Arc::from("todo_item"), id, action, old, new, offset: 7 };
+        let change = Change {
+            model: Arc::from("todo_item"),
+            id,
+            action,
+            old,
+            new,
+            offset: 7,
+            old_refs: Vec::new(),
+            new_refs: Vec::new(),
+        };
         self.hub.deliver_change(&change, &self.route.model, &Remote::new(), &Remote::new())
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use drakon_testkit::mirror::MirrorRow;
+use drakon_testkit::mirror::{MirrorRow, short};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
@@ -72,7 +72,7 @@ pub struct Spec {
 }
 
 impl Spec {
-    fn item(label: &str, filter: Value, sql_where: impl Into<String>) -> Spec {
+    pub fn item(label: &str, filter: Value, sql_where: impl Into<String>) -> Spec {
         Spec { label: label.to_owned(), route: "todo-item", filter, sql_where: sql_where.into() }
     }
 
@@ -139,15 +139,15 @@ pub fn diff(mirror: &BTreeMap<i64, MirrorRow>, db: &BTreeMap<i64, MirrorRow>) ->
     let mut out = Vec::new();
     for (id, want) in db {
         match mirror.get(id) {
-            None => out.push(format!("missing {id}: the database has {}", Value::Object(want.clone()))),
+            None => out.push(format!("missing {id}: the database has {}", short(&Value::Object(want.clone())))),
             Some(got) => {
                 let keys: std::collections::BTreeSet<&String> = want.keys().chain(got.keys()).collect();
                 for key in keys {
                     if got.get(key) != want.get(key) {
                         out.push(format!(
                             "different {id}.{key}: mirror {}, database {}",
-                            got.get(key).map_or("(absent)".into(), Value::to_string),
-                            want.get(key).map_or("(absent)".into(), Value::to_string),
+                            got.get(key).map_or("(absent)".into(), short),
+                            want.get(key).map_or("(absent)".into(), short),
                         ));
                     }
                 }
@@ -156,8 +156,34 @@ pub fn diff(mirror: &BTreeMap<i64, MirrorRow>, db: &BTreeMap<i64, MirrorRow>) ->
     }
     for (id, got) in mirror {
         if !db.contains_key(id) {
-            out.push(format!("extra {id}: the mirror holds {}", Value::Object(got.clone())));
+            out.push(format!("extra {id}: the mirror holds {}", short(&Value::Object(got.clone()))));
         }
     }
     out
+}
+
+/// The change-log entries of one row that the log still holds, newest last, compacted; for failure messages.
+pub fn log_of(db: &Connection, table: &str, id: i64, limit: usize) -> Vec<String> {
+    let sql = "SELECT offset, seq, action, old, new FROM _drakon_changes WHERE model = ?1 AND row_id = ?2
+               ORDER BY offset DESC LIMIT ?3";
+    let mut stmt = db.prepare(sql).expect("prepare log read");
+    let mut rows: Vec<String> = stmt
+        .query_map(rusqlite::params![table, id, limit as i64], |r| {
+            let image = |text: Option<String>| {
+                text.and_then(|t| serde_json::from_str::<Value>(&t).ok()).map_or("-".into(), |v| short(&v))
+            };
+            Ok(format!(
+                "offset {} (seq {}) {}: {} -> {}",
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                image(r.get(3)?),
+                image(r.get(4)?)
+            ))
+        })
+        .expect("log read")
+        .collect::<Result<_, _>>()
+        .expect("log rows");
+    rows.reverse();
+    rows
 }

@@ -84,7 +84,7 @@ impl Writer {
         while !stop.load(Ordering::Relaxed) {
             self.step().await;
             // Leave the server and the mirrors some of the two cores; the pause shapes the load, nothing waits on it.
-            if self.rng.random_bool(0.3) {
+            if self.rng.random_bool(0.5) {
                 tokio::time::sleep(std::time::Duration::from_millis(self.rng.random_range(0..4))).await;
             } else {
                 tokio::task::yield_now().await;
@@ -103,9 +103,27 @@ impl Writer {
     }
 
     fn pick_op(&mut self, items: usize, lists: usize) -> Op {
-        let create = if items < FEW_ITEMS { 30 } else if items > MANY_ITEMS { 2 } else { 12 };
-        let delete = if items < FEW_ITEMS { 1 } else if items > MANY_ITEMS { 25 } else { 7 };
-        let list_create = if lists < 4 { 6 } else if lists > 9 { 0 } else { 2 };
+        let create = if items < FEW_ITEMS {
+            30
+        } else if items > MANY_ITEMS {
+            2
+        } else {
+            12
+        };
+        let delete = if items < FEW_ITEMS {
+            1
+        } else if items > MANY_ITEMS {
+            25
+        } else {
+            7
+        };
+        let list_create = if lists < 4 {
+            6
+        } else if lists > 9 {
+            0
+        } else {
+            2
+        };
         let list_delete = if lists > 5 { 2 } else { 0 };
         let table: [(Op, u32); 15] = [
             (Op::VerbCreateItem, create),
@@ -181,7 +199,11 @@ impl Writer {
     }
 
     fn n(&mut self) -> i64 {
-        if self.rng.random_bool(0.25) { *EDGES.choose(&mut self.rng).expect("edges") } else { self.rng.random_range(0..100) }
+        if self.rng.random_bool(0.25) {
+            *EDGES.choose(&mut self.rng).expect("edges")
+        } else {
+            self.rng.random_range(0..100)
+        }
     }
 
     fn list_name(&mut self) -> String {
@@ -207,7 +229,8 @@ impl Writer {
         let (route, verb, args, what) = match op {
             Op::VerbCreateItem => {
                 let Some(list) = self.pick(lists) else { return };
-                let args = json!({"text": self.text(), "done": self.rng.random_bool(0.5), "n": self.n(), "todo_list": list});
+                let args =
+                    json!({"text": self.text(), "done": self.rng.random_bool(0.5), "n": self.n(), "todo_list": list});
                 ("todo-item", "create", args, "verb create item")
             }
             Op::VerbUpdateItem => {
@@ -276,7 +299,10 @@ impl Writer {
         let Some(list) = self.pick(lists) else { return };
         let (text, done, n) = (self.text(), self.rng.random_bool(0.5), self.n());
         self.db
-            .execute("INSERT INTO todo_item (text, done, n, todo_list) VALUES (?1, ?2, ?3, ?4)", params![text, done, n, list])
+            .execute(
+                "INSERT INTO todo_item (text, done, n, todo_list) VALUES (?1, ?2, ?3, ?4)",
+                params![text, done, n, list],
+            )
             .expect("sql insert item");
         self.count("sql insert item");
     }
@@ -339,7 +365,10 @@ impl Writer {
                 _ => return,
             },
             3 => (
-                format!("UPDATE todo_list SET name = CASE WHEN id % 2 = {} THEN 'alpha' ELSE 'beta' END", self.rng.random_range(0..2)),
+                format!(
+                    "UPDATE todo_list SET name = CASE WHEN id % 2 = {} THEN 'alpha' ELSE 'beta' END",
+                    self.rng.random_range(0..2)
+                ),
                 "sql bulk rename lists",
             ),
             _ => (

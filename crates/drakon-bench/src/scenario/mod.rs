@@ -1,0 +1,231 @@
+//! The scenarios, and what they share: the run's context (binaries, cores, source addresses) and the way a
+//! finished scenario is reported.
+
+mod fanout;
+mod idle;
+mod selective;
+mod writes;
+
+use std::cell::Cell;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::Common;
+use crate::fleet::Layout;
+use crate::procfs;
+use crate::report::{self, Comparison, Machine, Report, Step, Table};
+use crate::svg::Chart;
+use crate::target::{Kind, Launch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Name {
+    Idle,
+    Fanout,
+    Writes,
+    Selective,
+}
+
+impl Name {
+    pub const ALL: [Name; 4] = [Name::Idle, Name::Fanout, Name::Writes, Name::Selective];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Name::Idle => "idle",
+            Name::Fanout => "fanout",
+            Name::Writes => "writes",
+            Name::Selective => "selective",
+        }
+    }
+}
+
+/// Runs one scenario and returns its tables as text, for the summary of `all`.
+pub async fn run(ctx: &Context, name: Name) -> Result<String> {
+    println!("\n==> {}", name.as_str());
+    match name {
+        Name::Idle => idle::run(ctx).await,
+        Name::Fanout => fanout::run(ctx).await,
+        Name::Writes => writes::run(ctx).await,
+        Name::Selective => selective::run(ctx).await,
+    }
+}
+
+/// Everything that holds for the whole run.
+#[derive(Debug)]
+pub struct Context {
+    pub common: Common,
+    pub launch: Launch,
+    pub machine: Machine,
+    generator_core: Option<usize>,
+    baseline: Option<String>,
+    octet: Cell<u8>,
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+impl Context {
+    pub fn new(common: Common) -> Result<Context> {
+        let open_files = procfs::raise_open_files();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pin = !common.no_pin && cpus >= 2 && on_path("taskset");
+        let (server_core, generator_core) = if pin { (Some(0), Some(1)) } else { (None, None) };
+        if let Some(core) = generator_core {
+            // The controller (publisher, writers) runs with the workers, away from the server's core.
+            let mut set = rustix::thread::CpuSet::new();
+            set.set(core);
+            if let Err(e) = rustix::thread::sched_setaffinity(None, &set) {
+                eprintln!("warning: could not pin the controller to core {core}: {e}");
+            }
+        }
+        if !common.server.is_file() {
+            bail!(
+                "no drakon binary at {}: build it with `cargo build --release -p drakon`, or pass --server",
+                common.server.display()
+            );
+        }
+        let baseline = if common.no_baseline {
+            None
+        } else if !on_path("node") {
+            eprintln!("warning: `node` is not installed: the baseline is skipped (bench/run.sh installs it)");
+            None
+        } else if !common.baseline.is_file() {
+            eprintln!("warning: no baseline at {}: skipped", common.baseline.display());
+            None
+        } else if !common.baseline.parent().unwrap_or(Path::new(".")).join("node_modules/ws").is_dir() {
+            eprintln!(
+                "warning: the baseline's `ws` package is missing: run `npm ci` in {}; the baseline is skipped",
+                common.baseline.parent().unwrap_or(Path::new(".")).display()
+            );
+            None
+        } else {
+            Some(common.baseline.display().to_string())
+        };
+        if open_files < 20_000 {
+            eprintln!("note: this process may open {open_files} files; big steps need more workers (--processes)");
+        }
+        let launch = Launch { drakon: common.server.clone(), baseline: baseline.as_ref().map(Into::into), server_core };
+        let machine = Machine {
+            cpus,
+            open_files_limit: open_files,
+            server_core,
+            generator_core,
+            pinned_with: pin.then_some("taskset"),
+        };
+        if !pin {
+            eprintln!("note: server and generator are not pinned to separate cores (needs 2 cores and `taskset`)");
+        }
+        // Successive runs start on different source addresses (one more every 5 s), so that a run rarely meets the
+        // TIME_WAIT ports of the one before.
+        let first_octet = 1 + (crate::stamp::now_micros() / 5_000_000 % 250) as u8;
+        Ok(Context { common, launch, machine, generator_core, baseline, octet: Cell::new(first_octet) })
+    }
+
+    /// The servers a scenario with a baseline equivalent measures, drakon first.
+    pub fn targets(&self) -> Vec<Kind> {
+        let mut out = vec![Kind::Drakon];
+        if self.baseline.is_some() {
+            out.push(Kind::NodeWs);
+        }
+        out
+    }
+
+    /// A fleet layout on fresh source addresses.
+    pub fn layout(&self) -> Layout {
+        let octet = self.octet.get();
+        self.octet.set(if octet >= 250 { 1 } else { octet + 1 });
+        Layout {
+            processes: self.common.processes,
+            core: self.generator_core,
+            octet,
+            deadline: Duration::from_secs(self.common.time_limit),
+            concurrency: self.common.concurrency.max(1),
+        }
+    }
+
+    pub fn bar(&self, prefix: &str) -> ProgressBar {
+        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        bar.set_prefix(prefix.to_owned());
+        bar.set_style(ProgressStyle::with_template("  {prefix:>8} {msg}").expect("valid template"));
+        bar
+    }
+
+    pub fn duration(&self, default: f64) -> Duration {
+        Duration::from_secs_f64(self.common.duration.unwrap_or(default).max(0.1))
+    }
+
+    /// Prints the tables, writes the JSON and the SVG, and returns the tables as text.
+    pub fn finish(
+        &self,
+        name: Name,
+        settings: serde_json::Value,
+        steps: Vec<Step>,
+        comparison: Vec<Comparison>,
+        mut tables: Vec<Table>,
+        charts: &[Chart],
+    ) -> Result<String> {
+        if !comparison.is_empty() {
+            tables.push(report::comparison_table(&comparison));
+        }
+        let mut text: String = tables.iter().map(Table::render).collect();
+        for s in &steps {
+            for note in &s.notes {
+                text.push_str(&format!("note ({} {} conns): {note}\n", s.target, s.connections));
+            }
+        }
+        print!("{text}");
+        let stem = match &self.common.tag {
+            Some(tag) => format!("{}-{tag}", name.as_str()),
+            None => name.as_str().to_owned(),
+        };
+        let report = Report {
+            scenario: name.as_str().to_owned(),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            unix_time: crate::stamp::now_micros() / 1_000_000,
+            machine: self.machine.clone(),
+            settings,
+            steps,
+            comparison,
+        };
+        let pinning = match (self.machine.server_core, self.machine.generator_core) {
+            (Some(s), Some(g)) => format!("server on core {s}, generator on core {g}"),
+            _ => "not pinned".to_owned(),
+        };
+        let subtitle = format!("{} CPUs, {pinning}, loopback; {}", self.machine.cpus, report.command);
+        let svg = crate::svg::render(&format!("drakon-bench: {}", name.as_str()), &subtitle, charts);
+        let (json, chart) = report::write(&self.common.out, &stem, &report, &svg)?;
+        println!("\nwrote {} and {}", json.display(), chart.display());
+        Ok(text)
+    }
+}
+
+/// CPU time of the controller (this process) so far, in seconds.
+pub fn own_cpu() -> Result<f64> {
+    Ok(procfs::cpu_time(None)?.as_secs_f64())
+}
+
+/// CPU the whole machine has used so far, in seconds.
+pub fn machine_cpu() -> Result<f64> {
+    Ok(procfs::machine_busy()?.as_secs_f64())
+}
+
+/// What else ran during a window: machine CPU minus the server's and the generator's, never below zero; with a
+/// note when it is large enough to disturb the figures.
+pub fn other_cpu(machine_secs: f64, server_secs: f64, generator_secs: f64, window_secs: f64) -> (f64, Option<String>) {
+    let other = (machine_secs - server_secs - generator_secs).max(0.0);
+    let note = (other > 0.1 * window_secs.max(0.1)).then(|| {
+        format!(
+            "other processes used {other:.1} s of CPU during this {window_secs:.1} s window: another job shared the \
+             cores, or (near saturation) the kernel's ksoftirqd threads took over loopback network work"
+        )
+    });
+    (other, note)
+}
+
+/// Microseconds of `cpu_secs` per `count`, when anything was counted.
+pub fn per(cpu_secs: f64, count: u64) -> Option<f64> {
+    (count > 0).then(|| cpu_secs * 1e6 / count as f64)
+}

@@ -1,0 +1,133 @@
+//! The listener: how writes made by other nodes and programs reach this node's subscribers.
+//!
+//! One task per store, on a connection of its own, `LISTEN`s on the channel the log triggers notify at commit.
+//! Each notification carries the global sequence number its statement reached; when that is past this node's
+//! cursor, or on a fallback tick in case a notification was lost (e.g. while reconnecting), the task publishes
+//! every entry past the cursor, exactly as a write does after its commit. The same task keeps the node's
+//! heartbeat and trims the log. It ends, removing the node's row, once the store is dropped or the sink closed.
+
+use std::future::poll_fn;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use drakon_core::store::StoreError;
+use tokio::sync::watch;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use crate::migrate::CHANNEL;
+use crate::pool::Conn;
+use crate::{Inner, db_error, log};
+
+/// How often the listener looks even without a notification: notifications sent while its connection was down are
+/// lost, and this bounds the delay (invariant: outside writes reach subscribers within a second).
+const FALLBACK_TICK: Duration = Duration::from_secs(1);
+
+/// How often the log is trimmed to its retention.
+const TRIM_PERIOD: Duration = Duration::from_secs(1);
+
+/// How often the node records that it is alive, well inside [`log::NODE_EXPIRY`].
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
+
+/// Wait before connecting again after the listening connection failed.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+pub fn spawn(inner: Weak<Inner>) {
+    tokio::spawn(async move {
+        loop {
+            let Some(config) = inner.upgrade().map(|i| i.pool.config().clone()) else { return };
+            match listen(&inner, &config).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lost the connection that listens for changes; reconnecting");
+                    tokio::time::sleep(RECONNECT_DELAY).await;
+                }
+            }
+        }
+    });
+}
+
+/// Aborts the task driving the listening connection when the listener stops using it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Listens until the store is gone (`Ok`) or the connection fails (`Err`).
+async fn listen(weak: &Weak<Inner>, config: &tokio_postgres::Config) -> Result<(), StoreError> {
+    let Some(node) = weak.upgrade().map(|inner| inner.node) else { return Ok(()) };
+    let (client, mut connection) = config.connect(NoTls).await.map_err(db_error)?;
+    // The highest sequence number notified so far; a watch keeps only the latest, so a burst of notifications
+    // costs no memory.
+    let (notified_tx, mut notified) = watch::channel(0u64);
+    let _driver = AbortOnDrop(tokio::spawn(async move {
+        while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    let seq = n.payload().parse().unwrap_or(u64::MAX);
+                    notified_tx.send_modify(|last| *last = (*last).max(seq));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "the listening connection failed");
+                    break;
+                }
+            }
+        }
+        // Dropping `notified_tx` tells the listener.
+    }));
+    let mut conn = Conn::new(client);
+    conn.batch(&format!("LISTEN {CHANNEL}")).await.map_err(db_error)?;
+    let mut tick = tokio::time::interval(FALLBACK_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_trim = Instant::now();
+    let mut last_heartbeat = Instant::now();
+    let mut notified_only = false;
+    loop {
+        {
+            let Some(inner) = weak.upgrade() else { return forget_node(&mut conn, node).await };
+            if inner.sink.is_closed() {
+                return forget_node(&mut conn, node).await;
+            }
+            let hint = *notified.borrow_and_update();
+            // The first pass after (re)connecting always looks: entries may have committed before LISTEN.
+            if !notified_only || hint > *inner.published.lock().await {
+                inner.publish(&mut conn).await?;
+            }
+            if last_heartbeat.elapsed() >= HEARTBEAT_PERIOD {
+                last_heartbeat = Instant::now();
+                let published = *inner.published.lock().await;
+                if !log::heartbeat(&mut conn, node, published).await? {
+                    tracing::warn!(node, "this node was taken for dead; registering it again");
+                    inner.reregister(&mut conn).await?;
+                }
+                log::expire_nodes(&mut conn).await?;
+            }
+            if last_trim.elapsed() >= TRIM_PERIOD {
+                last_trim = Instant::now();
+                let published = *inner.published.lock().await;
+                match log::trim(&mut conn, &inner.schema(), inner.retention, node, published).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "trimmed the change log"),
+                    Err(e) => tracing::warn!(error = %e, "could not trim the change log"),
+                }
+            }
+        }
+        tokio::select! {
+            changed = notified.changed() => {
+                if changed.is_err() {
+                    return Err(StoreError::Database("the listening connection closed".into()));
+                }
+                notified_only = true;
+            }
+            _ = tick.tick() => notified_only = false,
+        }
+    }
+}
+
+/// This node stops publishing: its cursor must stop holding back trimming, and its watches go with it.
+async fn forget_node(conn: &mut Conn, node: i64) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM _drakon_nodes WHERE id = $1", &[&node]).await.map(|_| ()).map_err(db_error)
+}
