@@ -143,3 +143,28 @@ async fn writes_from_another_process_reach_the_bus_through_the_log() {
         "the no-op second UPDATE logs nothing"
     );
 }
+
+#[tokio::test]
+async fn retention_trims_the_log_and_a_resume_past_it_must_reload() {
+    use drakon_core::store::{LogRead, LogRetention};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _bus) = open(&dir).await;
+    for i in 0..10 {
+        store.write(create("todo_list", vec![(1, Value::Text(format!("list {i}")))])).await.unwrap();
+    }
+    let schema = schema();
+    let model = schema.get_model("todo_list").unwrap();
+    let retention = LogRetention { count: 3, age: std::time::Duration::from_secs(3600) };
+    let removed = crate::log::trim(&crate::lock(&store.writer), &schema, retention).unwrap();
+    assert_eq!(removed, 7, "all but the newest three entries go");
+    // A client that last saw offset 7 can still resume; one that saw offset 2 must take a fresh snapshot.
+    match store.log_since(model, 7, 100).await.unwrap() {
+        LogRead::Changes { changes, head } => {
+            assert_eq!((changes.iter().map(|c| c.offset).collect::<Vec<_>>(), head), (vec![8, 9, 10], 10));
+        }
+        other => panic!("expected changes, got {other:?}"),
+    }
+    assert_eq!(store.log_since(model, 2, 100).await.unwrap(), LogRead::Gone { head: 10 });
+    // An offset from another database (ahead of this log) must reload too.
+    assert_eq!(store.log_since(model, 99, 100).await.unwrap(), LogRead::Gone { head: 10 });
+}
