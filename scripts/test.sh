@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite: Rust unit and integration tests (real server processes, real WebSocket clients), the
 # browser end-to-end test (Debian's Chromium), the PostgreSQL store tests (throwaway servers), and the JS client's
-# unit tests. Installs what the tests need when it is missing: Debian's chromium and postgresql (as root, through
+# unit tests. Installs what the tests need when it is missing: Debian's chromium, postgresql and redis-server (as root, through
 # apt) and the npm packages from their lock files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +21,14 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   fi
   echo "==> installing postgresql (apt; the tests start their own throwaway servers)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+if [[ ! -x /usr/bin/redis-server ]]; then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "the Redis bus tests need Debian's redis-server: sudo apt-get install -y redis-server" >&2
+    exit 1
+  fi
+  echo "==> installing redis-server (apt; the tests start their own throwaway servers)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"

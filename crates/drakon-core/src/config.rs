@@ -26,6 +26,9 @@ pub const API_KEY_ENV: &str = "DRAKON_API_KEY";
 /// The environment variable that overrides `[server] database_url`.
 pub const DATABASE_URL_ENV: &str = "DRAKON_DATABASE_URL";
 
+/// The environment variable that overrides `[server] redis_url`.
+pub const REDIS_URL_ENV: &str = "DRAKON_REDIS_URL";
+
 /// The environment variable that overrides `[server] admin_secret`.
 pub const ADMIN_SECRET_ENV: &str = "DRAKON_ADMIN_SECRET";
 
@@ -68,6 +71,9 @@ pub struct ServerConfig {
     /// A PostgreSQL URL: rows and the change log live there instead of in the SQLite `database`, shared by every
     /// node. [`load`] lets [`DATABASE_URL_ENV`] override it.
     pub database_url: Option<String>,
+    /// A Redis URL (`redis://…`): plain pub/sub messages (`POST /api/publish`) cross every node through it. Row
+    /// changes do not need it. [`load`] lets [`REDIS_URL_ENV`] override it.
+    pub redis_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +91,7 @@ impl Default for ServerConfig {
             static_dir: None,
             log_retention: crate::store::LogRetention::default(),
             database_url: None,
+            redis_url: None,
         }
     }
 }
@@ -105,6 +112,7 @@ impl fmt::Debug for ServerConfig {
             .field("static_dir", &self.static_dir)
             .field("log_retention", &self.log_retention)
             .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -155,6 +163,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         && !url.is_empty()
     {
         config.server.database_url = Some(url);
+    }
+    if let Ok(url) = std::env::var(REDIS_URL_ENV)
+        && !url.is_empty()
+    {
+        config.server.redis_url = Some(url);
     }
     if let Ok(secret) = std::env::var(ADMIN_SECRET_ENV)
         && !secret.is_empty()
@@ -225,6 +238,7 @@ struct RawServer {
     log_retention_count: Option<Spanned<i64>>,
     log_retention_secs: Option<Spanned<i64>>,
     database_url: Option<Spanned<String>>,
+    redis_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +380,13 @@ impl Reader<'_> {
                 self.problem(url.span(), "database_url must be a PostgreSQL URL such as \"postgres://user@host/db\"")
             }
             Some(url) => server.database_url = Some(url.into_inner()),
+            None => {}
+        }
+        match raw.redis_url {
+            Some(url) if !url.get_ref().starts_with("redis://") => {
+                self.problem(url.span(), "redis_url must be a Redis URL such as \"redis://127.0.0.1:6379\"")
+            }
+            Some(url) => server.redis_url = Some(url.into_inner()),
             None => {}
         }
         match raw.static_dir {
@@ -885,7 +906,7 @@ mod tests {
                 &[(
                     2,
                     "unknown field `port`, expected one of `bind`, `database`, `max_frame_bytes`, `max_subscriptions`, \
-                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`",
+                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`, `redis_url`",
                 )],
             ),
             (
@@ -1065,6 +1086,11 @@ mod tests {
                     (5, "heartbeat_secs must be a whole number of at least 0, got -1"),
                     (6, "api_key is empty; set a key, remove the line or use DRAKON_API_KEY"),
                 ],
+            ),
+            (
+                "redis_url that is not a Redis URL",
+                &["[server]", "", "redis_url = \"127.0.0.1:6379\""],
+                &[(3, "redis_url must be a Redis URL such as \"redis://127.0.0.1:6379\"")],
             ),
             (
                 "ping interval not under the idle timeout",

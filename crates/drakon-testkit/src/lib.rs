@@ -6,6 +6,7 @@
 
 pub mod mirror;
 pub mod postgres;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
