@@ -22,7 +22,9 @@ use crate::filter::{Filter, FilterError, Lookup};
 use crate::hub::{ConnId, Hub, Remote, RouteView, replay_event};
 use crate::limits;
 use crate::schema::{ChannelRoute, FieldType, Model, ModelRoute, RouteKind, Schema, Verb};
-use crate::store::{BusMessage, Change, ChangeSink, LogRead, OrderBy, Row, Store, StoreError, WriteOp, row_to_json};
+use crate::store::{
+    BusMessage, Change, ChangeSink, LogRead, OrderBy, Publisher, Row, Store, StoreError, WriteOp, row_to_json,
+};
 use crate::value::Value;
 
 /// An error a verb reports to its client: a stable code, a message saying what to do, and per-field messages.
@@ -174,6 +176,8 @@ struct Inner {
     /// Per model, the fields some (non-admin) route publishes, plus `id`: what a client filter may read through
     /// a reference. Filtering on a hidden field would let a client learn its value by counting rows.
     visible: HashMap<String, HashSet<String>>,
+    /// The bus between nodes for plain pub/sub, when there is one.
+    publisher: std::sync::OnceLock<Arc<dyn Publisher>>,
     /// References the store already logs touches for (see [`Store::watch_reference`]).
     watched: std::sync::Mutex<HashSet<(String, String)>>,
     limits: EngineLimits,
@@ -279,6 +283,7 @@ impl Engine {
             channel_routes,
             visible,
             watched: Default::default(),
+            publisher: Default::default(),
             limits,
         });
         let task = tokio::spawn(fan_out(inner.clone(), bus));
@@ -355,6 +360,12 @@ impl Engine {
         Ok(self.inner.store.write(WriteOp::DeleteWhere { model: model.to_owned(), filter }).await?)
     }
 
+    /// Sends plain pub/sub messages through `publisher` (a bus between nodes) instead of this node's own bus. Set it
+    /// once, before serving.
+    pub fn set_publisher(&self, publisher: Arc<dyn Publisher>) {
+        let _ = self.inner.publisher.set(publisher);
+    }
+
     /// Publishes a plain pub/sub message to channel `name` on every node.
     pub async fn publish(&self, name: &str, data: Json) -> Result<(), VerbError> {
         if name.is_empty() || name.contains('|') {
@@ -363,7 +374,20 @@ impl Engine {
                 "channel names must be non-empty and may not contain `|`",
             ));
         }
-        let msg = BusMessage::Channel { name: Arc::from(name), data: Arc::new(data) };
+        let (name, data): (Arc<str>, Arc<Json>) = (Arc::from(name), Arc::new(data));
+        if let Some(publisher) = self.inner.publisher.get() {
+            return match tokio::time::timeout(limits::PUBLISH_TIMEOUT, publisher.publish(name, data)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => {
+                    Err(VerbError::new(ErrorCode::Unavailable, format!("the bus between nodes is down: {e}")))
+                }
+                Err(_) => Err(VerbError::new(
+                    ErrorCode::Unavailable,
+                    "the bus between nodes did not take the message in time",
+                )),
+            };
+        }
+        let msg = BusMessage::Channel { name, data };
         self.inner
             .sink
             .send(msg)

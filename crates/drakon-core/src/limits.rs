@@ -76,3 +76,6 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Accept queue of the listening socket; the kernel caps it at `net.core.somaxconn` (4096 on current Linux).
 pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// How long `POST /api/publish` waits for the bus between nodes to take a message before answering 503.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);

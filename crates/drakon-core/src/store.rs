@@ -59,6 +59,13 @@ pub enum BusMessage {
     Channel { name: Arc<str>, data: Arc<Json> },
 }
 
+/// A bus between nodes for plain pub/sub messages: `publish` returns once the message is on its way to every
+/// node (including this one), or says why it is not.
+#[async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    async fn publish(&self, name: Arc<str>, data: Arc<Json>) -> Result<(), String>;
+}
+
 /// Where a store delivers committed changes; bounded so that a lagging hub slows writers instead of growing memory.
 pub type ChangeSink = mpsc::Sender<BusMessage>;
 

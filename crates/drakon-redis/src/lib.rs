@@ -1,23 +1,23 @@
 //! The Redis bus: plain pub/sub messages (`POST /api/publish`, [`BusMessage::Channel`]) cross every node.
 //!
-//! [`start`] returns the sink to hand to `Engine::start` as its publish sink. A publisher task takes each message
-//! off it and `PUBLISH`es it to one Redis channel ([`CHANNEL`]) as JSON `{"channel", "data"}`; a subscriber task,
+//! [`start`] returns a [`RedisBus`], the engine's [`Publisher`]: a publisher task takes each message and
+//! `PUBLISH`es it to one Redis channel ([`CHANNEL`]) as JSON `{"channel", "data"}`, answering the caller once Redis
+//! has it (or why not, so `POST /api/publish` can answer 503 while Redis is away); a subscriber task,
 //! on its own connection, `SUBSCRIBE`s to that channel and forwards every message it receives into the node's
 //! local bus (the sink the store uses) as a [`BusMessage::Channel`]. A message therefore reaches the local bus only
 //! by way of Redis, so every node, the sender included, delivers it exactly once.
 //!
 //! Row changes ([`BusMessage::Changes`]) never go through Redis: with PostgreSQL every node already receives every
-//! change through its own `LISTEN`er and the shared change log, and with SQLite there is only one node. Should one
-//! arrive on the publish sink anyway it is handed straight to the local bus.
+//! change through its own `LISTEN`er and the shared change log, and with SQLite there is only one node.
 //!
 //! Both tasks reconnect with exponential backoff (logged at `warn`) after Redis goes away, and the subscriber
 //! subscribes again. While Redis is unreachable, messages cannot cross nodes: every Redis command is bounded by
-//! [`COMMAND_TIMEOUT`], so nothing hangs, and a message that cannot be published is dropped with a `warn` line.
+//! [`COMMAND_TIMEOUT`], so nothing hangs, and the publisher of a message that cannot be sent is told so.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use drakon_core::store::{BusMessage, ChangeSink};
+use drakon_core::store::{BusMessage, ChangeSink, Publisher};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use serde_json::{Value as Json, json};
@@ -54,19 +54,37 @@ impl std::fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// One message for the publisher task, and where to say whether Redis took it.
+type Outgoing = (Arc<str>, Arc<Json>, oneshot::Sender<Result<(), String>>);
+
+/// The Redis bus of one node; give it to the engine with `Engine::set_publisher`.
+#[derive(Debug)]
+pub struct RedisBus {
+    tx: mpsc::Sender<Outgoing>,
+}
+
+#[async_trait::async_trait]
+impl Publisher for RedisBus {
+    async fn publish(&self, name: Arc<str>, data: Arc<Json>) -> Result<(), String> {
+        let (ack, acked) = oneshot::channel();
+        self.tx.send((name, data, ack)).await.map_err(|_| "the Redis bus has stopped".to_owned())?;
+        acked.await.map_err(|_| "the Redis bus has stopped".to_owned())?
+    }
+}
+
 /// Connects to Redis at `url` (publisher and subscriber, so that the first message is already delivered) and
-/// starts both tasks. `local` is the node's bus (the sink the store uses). Returns the sink to give
-/// `Engine::start` for plain pub/sub messages. Both tasks end when the returned sink and all its clones are dropped.
-pub async fn start(url: &str, local: ChangeSink) -> Result<ChangeSink, StartError> {
+/// starts both tasks. `local` is the node's bus (the sink the store uses), into which the subscriber feeds every
+/// message. Both tasks end when the returned bus is dropped or the local bus closes.
+pub async fn start(url: &str, local: ChangeSink) -> Result<Arc<RedisBus>, StartError> {
     let client = redis::Client::open(url).map_err(|e| StartError(format!("bad Redis URL: {e}")))?;
     let conn = publisher_connection(&client).await.map_err(|e| StartError(format!("cannot connect to Redis: {e}")))?;
     let pubsub = subscribe(&client).await.map_err(|e| StartError(format!("cannot subscribe on Redis: {e}")))?;
     let (sink, rx) = mpsc::channel(PUBLISH_QUEUE);
     let (done, stopped) = oneshot::channel::<()>();
     let client = Arc::new(client);
-    tokio::spawn(publisher(client.clone(), conn, rx, local.clone(), done));
+    tokio::spawn(publisher(client.clone(), conn, rx, done));
     tokio::spawn(subscriber(client, pubsub, local, stopped));
-    Ok(sink)
+    Ok(Arc::new(RedisBus { tx: sink }))
 }
 
 async fn publisher_connection(client: &redis::Client) -> Result<redis::aio::MultiplexedConnection, String> {
@@ -118,30 +136,20 @@ async fn publish(conn: &mut redis::aio::MultiplexedConnection, payload: &str) ->
     }
 }
 
-/// Publishes every message from `rx` to Redis. A broken connection is replaced at once for the message at hand;
-/// after a failed reconnection the next attempt waits for the backoff, and messages meanwhile are dropped.
+/// Publishes every message from `rx` to Redis and answers each sender. A broken connection is replaced at once
+/// for the message at hand; after a failed reconnection the next attempt waits for the backoff, and messages
+/// meanwhile are refused.
 async fn publisher(
     client: Arc<redis::Client>,
     conn: redis::aio::MultiplexedConnection,
-    mut rx: mpsc::Receiver<BusMessage>,
-    local: ChangeSink,
+    mut rx: mpsc::Receiver<Outgoing>,
     _done: oneshot::Sender<()>,
 ) {
     let mut conn = Some(conn);
     let mut backoff = Backoff::new();
     let mut retry_at = Instant::now();
     let mut dropped: u64 = 0;
-    while let Some(msg) = rx.recv().await {
-        let (name, data) = match msg {
-            BusMessage::Channel { name, data } => (name, data),
-            changes @ BusMessage::Changes(_) => {
-                // Row changes reach every node without Redis (see the crate docs).
-                if local.send(changes).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-        };
+    while let Some((name, data, ack)) = rx.recv().await {
         let payload = json!({"channel": &*name, "data": &*data}).to_string();
         let mut sent = false;
         // One try on the current connection, then one on a fresh one.
@@ -177,9 +185,12 @@ async fn publisher(
                 }
             }
         }
-        if !sent {
+        if sent {
+            let _ = ack.send(Ok(()));
+        } else {
             dropped += 1;
-            tracing::warn!(channel = %name, dropped, "Redis is unreachable: a plain pub/sub message was dropped");
+            tracing::warn!(channel = %name, dropped, "Redis is unreachable: a plain pub/sub message was refused");
+            let _ = ack.send(Err("Redis is unreachable".to_owned()));
         }
     }
 }

@@ -111,13 +111,16 @@ impl App {
             tracing::info!(column, "added column");
         }
         let limits = drakon_core::EngineLimits { max_subscriptions: server.max_subscriptions };
-        // With a Redis URL, plain pub/sub messages go out through Redis and come back to every node's bus;
-        // row changes keep using `sink` directly (see drakon_redis).
-        let publish_sink = match &server.redis_url {
-            Some(url) => drakon_redis::start(url, sink.clone()).await.context("starting the Redis bus")?,
-            None => sink,
+        // With a Redis URL, plain pub/sub messages go out through Redis and come back to every node's bus; row
+        // changes keep using `sink` directly (see drakon_redis).
+        let redis = match &server.redis_url {
+            Some(url) => Some(drakon_redis::start(url, sink.clone()).await.context("starting the Redis bus")?),
+            None => None,
         };
-        let (engine, _fan_out) = Engine::start(Arc::new(schema), store, publish_sink, bus, limits);
+        let (engine, _fan_out) = Engine::start(Arc::new(schema), store, sink, bus, limits);
+        if let Some(redis) = redis {
+            engine.set_publisher(redis);
+        }
         let addr = bind.or(server.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
         let generated = server.admin_secret.is_none();
         let admin_secret = match &server.admin_secret {

@@ -70,6 +70,12 @@ async fn publishing_recovers_after_redis_restarts() {
     let mut on_a = chat_listener(&a).await;
     let mut on_b = chat_listener(&b).await;
 
+    // While Redis is down the message cannot cross nodes, and the publisher is told so.
+    redis.kill();
+    let response = publish(&a, Some(KEY), &json!({"channel": "chatroom", "data": "lost"})).await;
+    assert_eq!(response.status, 503, "{}", response.body);
+    assert!(response.body.contains("unavailable"), "{}", response.body);
+
     redis.restart();
     // Publish until both nodes hear a message again: each node's subscriber reconnects with backoff.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
