@@ -366,6 +366,11 @@ impl Engine {
         let _ = self.inner.publisher.set(publisher);
     }
 
+    /// Whether the bus between nodes (if any) is connected.
+    pub fn bus_ready(&self) -> Result<(), String> {
+        self.inner.publisher.get().map_or(Ok(()), |p| p.ready())
+    }
+
     /// Publishes a plain pub/sub message to channel `name` on every node.
     pub async fn publish(&self, name: &str, data: Json) -> Result<(), VerbError> {
         if name.is_empty() || name.contains('|') {

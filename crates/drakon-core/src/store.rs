@@ -64,6 +64,11 @@ pub enum BusMessage {
 #[async_trait]
 pub trait Publisher: Send + Sync + 'static {
     async fn publish(&self, name: Arc<str>, data: Arc<Json>) -> Result<(), String>;
+
+    /// Whether messages from other nodes are arriving (for readiness); why not, when they are not.
+    fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Where a store delivers committed changes; bounded so that a lagging hub slows writers instead of growing memory.

@@ -15,6 +15,7 @@
 //! [`COMMAND_TIMEOUT`], so nothing hangs, and the publisher of a message that cannot be sent is told so.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use drakon_core::store::{BusMessage, ChangeSink, Publisher};
@@ -61,6 +62,8 @@ type Outgoing = (Arc<str>, Arc<Json>, oneshot::Sender<Result<(), String>>);
 #[derive(Debug)]
 pub struct RedisBus {
     tx: mpsc::Sender<Outgoing>,
+    /// Whether the subscriber currently holds its subscription, i.e. messages from other nodes arrive.
+    subscribed: Arc<AtomicBool>,
 }
 
 #[async_trait::async_trait]
@@ -69,6 +72,10 @@ impl Publisher for RedisBus {
         let (ack, acked) = oneshot::channel();
         self.tx.send((name, data, ack)).await.map_err(|_| "the Redis bus has stopped".to_owned())?;
         acked.await.map_err(|_| "the Redis bus has stopped".to_owned())?
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.subscribed.load(Ordering::Relaxed) { Ok(()) } else { Err("not subscribed on Redis".to_owned()) }
     }
 }
 
@@ -82,9 +89,10 @@ pub async fn start(url: &str, local: ChangeSink) -> Result<Arc<RedisBus>, StartE
     let (sink, rx) = mpsc::channel(PUBLISH_QUEUE);
     let (done, stopped) = oneshot::channel::<()>();
     let client = Arc::new(client);
+    let subscribed = Arc::new(AtomicBool::new(true));
     tokio::spawn(publisher(client.clone(), conn, rx, done));
-    tokio::spawn(subscriber(client, pubsub, local, stopped));
-    Ok(Arc::new(RedisBus { tx: sink }))
+    tokio::spawn(subscriber(client, pubsub, local, stopped, subscribed.clone()));
+    Ok(Arc::new(RedisBus { tx: sink, subscribed }))
 }
 
 async fn publisher_connection(client: &redis::Client) -> Result<redis::aio::MultiplexedConnection, String> {
@@ -201,6 +209,7 @@ async fn subscriber(
     pubsub: redis::aio::PubSub,
     local: ChangeSink,
     mut stopped: oneshot::Receiver<()>,
+    subscribed: Arc<AtomicBool>,
 ) {
     let mut pubsub = Some(pubsub);
     let mut backoff = Backoff::new();
@@ -210,6 +219,7 @@ async fn subscriber(
             None => match subscribe(&client).await {
                 Ok(p) => {
                     tracing::warn!("subscribed to Redis again");
+                    subscribed.store(true, Ordering::Relaxed);
                     backoff.reset();
                     p
                 }
@@ -239,6 +249,7 @@ async fn subscriber(
                 return;
             }
         }
+        subscribed.store(false, Ordering::Relaxed);
         tracing::warn!("lost the Redis subscription; subscribing again");
     }
 }

@@ -41,10 +41,15 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.engine.store().ping().await {
-        Ok(()) if !*state.shutdown.borrow() => Json(json!({"status": "ready"})).into_response(),
-        Ok(()) => error(ErrorCode::Unavailable, "shutting down"),
-        Err(e) => error(ErrorCode::Unavailable, format!("store unavailable: {e}")),
+    if *state.shutdown.borrow() {
+        return error(ErrorCode::Unavailable, "shutting down");
+    }
+    if let Err(e) = state.engine.store().ping().await {
+        return error(ErrorCode::Unavailable, format!("store unavailable: {e}"));
+    }
+    match state.engine.bus_ready() {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => error(ErrorCode::Unavailable, format!("bus unavailable: {e}")),
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BIN, QUIET, publish, todo_with_server};
+use common::{BIN, QUIET, http, publish, todo_with_server};
 use drakon_testkit::postgres::TestPg;
 use drakon_testkit::redis::TestRedis;
 use drakon_testkit::{Client, PATIENCE, TestServer};
@@ -75,6 +75,17 @@ async fn publishing_recovers_after_redis_restarts() {
     let response = publish(&a, Some(KEY), &json!({"channel": "chatroom", "data": "lost"})).await;
     assert_eq!(response.status, 503, "{}", response.body);
     assert!(response.body.contains("unavailable"), "{}", response.body);
+    // Readiness says so too, once the subscriber has noticed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = http(&a.addr, "GET", "/readyz", &[], b"").await;
+        if ready.status == 503 {
+            assert!(ready.body.contains("bus unavailable"), "{}", ready.body);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "/readyz still says ready with Redis down: {}", ready.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     redis.restart();
     // Publish until both nodes hear a message again: each node's subscriber reconnects with backoff.
