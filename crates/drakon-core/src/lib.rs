@@ -6,6 +6,7 @@ pub mod engine;
 pub mod filter;
 pub mod hub;
 pub mod limits;
+pub mod migration;
 pub mod outbox;
 pub mod schema;
 pub mod store;

@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 
 use drakon_core::filter::sql::quote;
+use drakon_core::migration::{Rules, Step, plan_existing, type_tag};
 use drakon_core::store::{MigrationReport, StoreError};
-use drakon_core::{Field, FieldType, Model, Schema, Value};
+use drakon_core::{Field, Model, Schema, Value};
 
 use crate::pool::Conn;
 use crate::rows::column_type;
@@ -124,12 +125,11 @@ fn column_def(field: &Field) -> String {
     def
 }
 
-fn type_tag(field: &Field) -> String {
-    match &field.ty {
-        FieldType::Ref { model, .. } => format!("ref:{model}"),
-        ty => ty.name().to_owned(),
-    }
-}
+/// PostgreSQL relaxes NOT NULL in place; tightening it is left to the user.
+const RULES: Rules = Rules {
+    require_by_hand: |model, field| format!("run ALTER TABLE {} ALTER COLUMN {} SET NOT NULL", model.name, field.name),
+    relax_refusal: None,
+};
 
 /// Brings the database up to `schema` in one transaction, or changes nothing and says what the user must do.
 pub async fn migrate(conn: &mut Conn, schema: &Schema) -> Result<MigrationReport, StoreError> {
@@ -182,55 +182,20 @@ async fn migrate_in_transaction(conn: &mut Conn, schema: &Schema) -> Result<Migr
             conn.batch(&format!("CREATE TABLE {table} ({})", defs.join(", "))).await.map_err(db_error)?;
             report.created_tables.push(model.name.clone());
         } else {
-            for column in &columns {
-                if model.get_field(column).is_none() {
-                    refused.push(format!(
-                        "table {} has a column `{column}` that the config no longer declares; drakon never drops data: \
-                         declare the field again, or back up and drop the column yourself \
-                         (ALTER TABLE {} DROP COLUMN {column})",
-                        model.name, model.name
-                    ));
-                }
-            }
-            for field in model.fields.iter().skip(1) {
-                if let Some((ty, optional)) = known.get(&field.name) {
-                    if *ty != type_tag(field) {
-                        refused.push(format!(
-                            "field {}.{} changed type from {ty} to {}; drakon does not convert data: add a new field \
-                             with the new type and copy the data over yourself",
-                            model.name,
-                            field.name,
-                            type_tag(field)
-                        ));
+            let (steps, refusals) = plan_existing(model, &columns, &known, RULES);
+            refused.extend(refusals);
+            for step in steps {
+                let sql = match step {
+                    Step::AddColumn(field) => {
+                        report.added_columns.push(format!("{}.{}", model.name, field.name));
+                        format!("ALTER TABLE {table} ADD COLUMN {}", column_def(field))
                     }
-                    if *optional && !field.optional {
-                        refused.push(format!(
-                            "field {}.{} became required; existing rows may hold null: keep it optional, or fill \
-                             every null and run ALTER TABLE {} ALTER COLUMN {} SET NOT NULL yourself",
-                            model.name, field.name, model.name, field.name
-                        ));
+                    // Unlike SQLite, PostgreSQL drops a NOT NULL constraint in place, losing nothing.
+                    Step::DropNotNull(field) => {
+                        format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", quote(&field.name))
                     }
-                    if !*optional && field.optional {
-                        // Unlike SQLite, PostgreSQL drops a NOT NULL constraint in place, losing nothing.
-                        conn.batch(&format!("ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL", quote(&field.name)))
-                            .await
-                            .map_err(db_error)?;
-                    }
-                    continue;
-                }
-                if columns.contains(&field.name) {
-                    continue;
-                }
-                if !field.optional && field.default.is_none() {
-                    refused.push(format!(
-                        "cannot add required field {}.{} to existing rows without a value: give it a default or make \
-                         it optional",
-                        model.name, field.name
-                    ));
-                    continue;
-                }
-                conn.batch(&format!("ALTER TABLE {table} ADD COLUMN {}", column_def(field))).await.map_err(db_error)?;
-                report.added_columns.push(format!("{}.{}", model.name, field.name));
+                };
+                conn.batch(&sql).await.map_err(db_error)?;
             }
         }
         if !refused.is_empty() {

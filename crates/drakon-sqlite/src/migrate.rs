@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use drakon_core::filter::sql::quote;
+use drakon_core::migration::{Rules, Step, plan_existing, type_tag};
 use drakon_core::store::{MigrationReport, StoreError};
 use drakon_core::{Field, FieldType, Model, Schema, Value};
 use rusqlite::{Connection, OptionalExtension};
@@ -62,12 +63,17 @@ fn column_def(field: &Field) -> String {
     def
 }
 
-fn type_tag(field: &Field) -> String {
-    match &field.ty {
-        FieldType::Ref { model, .. } => format!("ref:{model}"),
-        ty => ty.name().to_owned(),
-    }
-}
+/// SQLite cannot drop a NOT NULL constraint without rebuilding the table.
+const RULES: Rules = Rules {
+    require_by_hand: |_, _| "rebuild the table".to_owned(),
+    relax_refusal: Some(|model, field| {
+        format!(
+            "field {}.{} became optional; SQLite keeps its NOT NULL constraint, so drakon would fail writing null: \
+             keep it required for now, or rebuild the table yourself",
+            model.name, field.name
+        )
+    }),
+};
 
 /// Brings the database up to `schema` in one transaction, or changes nothing and says what the user must do.
 pub fn migrate(conn: &mut Connection, schema: &Schema) -> Result<MigrationReport, StoreError> {
@@ -100,56 +106,17 @@ pub fn migrate(conn: &mut Connection, schema: &Schema) -> Result<MigrationReport
                 let mut stmt = tx.prepare(&format!("PRAGMA table_info({table})")).map_err(db_error)?;
                 stmt.query_map([], |r| r.get(1)).map_err(db_error)?.collect::<Result<_, _>>().map_err(db_error)?
             };
-            for column in &columns {
-                if model.get_field(column).is_none() {
-                    refused.push(format!(
-                        "table {} has a column `{column}` that the config no longer declares; drakon never drops data: \
-                         declare the field again, or back up and drop the column yourself \
-                         (ALTER TABLE {} DROP COLUMN {column})",
-                        model.name, model.name
-                    ));
-                }
-            }
-            for field in model.fields.iter().skip(1) {
-                if let Some((ty, optional)) = known.get(&field.name) {
-                    if *ty != type_tag(field) {
-                        refused.push(format!(
-                            "field {}.{} changed type from {ty} to {}; drakon does not convert data: add a new field \
-                             with the new type and copy the data over yourself",
-                            model.name,
-                            field.name,
-                            type_tag(field)
-                        ));
+            let (steps, refusals) = plan_existing(model, &columns, &known, RULES);
+            refused.extend(refusals);
+            for step in steps {
+                match step {
+                    Step::AddColumn(field) => {
+                        tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {}", column_def(field)))
+                            .map_err(db_error)?;
+                        report.added_columns.push(format!("{}.{}", model.name, field.name));
                     }
-                    if *optional && !field.optional {
-                        refused.push(format!(
-                            "field {}.{} became required; existing rows may hold null: keep it optional, or fill \
-                             every null and rebuild the table yourself",
-                            model.name, field.name
-                        ));
-                    }
-                    if !*optional && field.optional {
-                        refused.push(format!(
-                            "field {}.{} became optional; SQLite keeps its NOT NULL constraint, so drakon would fail \
-                             writing null: keep it required for now, or rebuild the table yourself",
-                            model.name, field.name
-                        ));
-                    }
-                    continue;
+                    Step::DropNotNull(_) => unreachable!("SQLite's rules refuse relaxing NOT NULL"),
                 }
-                if columns.contains(&field.name) {
-                    continue;
-                }
-                if !field.optional && field.default.is_none() {
-                    refused.push(format!(
-                        "cannot add required field {}.{} to existing rows without a value: give it a default or make \
-                         it optional",
-                        model.name, field.name
-                    ));
-                    continue;
-                }
-                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {}", column_def(field))).map_err(db_error)?;
-                report.added_columns.push(format!("{}.{}", model.name, field.name));
             }
         }
         for field in model.fields.iter().skip(1) {
