@@ -80,6 +80,13 @@ impl From<StoreError> for VerbError {
             StoreError::Restricted { .. } => VerbError::new(ErrorCode::Conflict, e.to_string()),
             StoreError::OutsideRoute => VerbError::new(ErrorCode::PermissionDenied, e.to_string()),
             StoreError::Closed => VerbError::new(ErrorCode::Unavailable, e.to_string()),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "store unreachable");
+                VerbError::new(
+                    ErrorCode::Unavailable,
+                    "the database is unreachable; nothing was changed unless a later read shows it. Try again shortly",
+                )
+            }
             StoreError::Migration(_) | StoreError::Database(_) => {
                 tracing::error!(error = %e, "store failure");
                 VerbError::new(ErrorCode::Internal, "the server could not complete this request; try again later")

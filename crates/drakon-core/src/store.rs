@@ -148,6 +148,10 @@ pub enum StoreError {
     Migration(String),
     #[error("database error: {0}")]
     Database(String),
+    /// The database cannot be reached (stopped, restarting, network). Nothing was written; if the connection
+    /// broke during the commit itself the write may have landed, and then it is published like any other.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
     /// The row would fall outside the route's fixed filter.
     #[error("the row would fall outside this route's filter")]
     OutsideRoute,

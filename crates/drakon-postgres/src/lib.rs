@@ -66,7 +66,28 @@ struct Inner {
 }
 
 fn db_error(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Database(describe(&e))
+    if unreachable(&e) { StoreError::Unavailable(describe(&e)) } else { StoreError::Database(describe(&e)) }
+}
+
+/// Whether `e` says the server cannot be reached or is going away, rather than that a statement failed: a closed or
+/// broken connection, a failed connect, a timeout, or the server's own "shutting down / starting up / too many
+/// connections" (SQLSTATE class 08, 57P01–57P03, 53300).
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300");
+    }
+    if e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    e.to_string().contains("timeout")
 }
 
 /// The server's message with its detail and hint, or the client-side cause (tokio-postgres's own `Display` says

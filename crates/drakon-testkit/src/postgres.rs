@@ -136,6 +136,30 @@ fn read_log(dir: &Path) -> String {
     text
 }
 
+/// Starts `postgres` on `port` over the data in `dir` under its supervisor shell; `None` if it did not come up.
+fn launch(bin: &Path, dir: &Path, port: u16) -> Option<(Child, Option<ChildStdin>)> {
+    let mut supervisor = as_server_user("sh")
+        .arg("-c")
+        .arg(SUPERVISOR)
+        .arg("sh")
+        .arg(bin)
+        .arg(dir)
+        .arg(port.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the postgres supervisor shell");
+    let pipe = supervisor.stdin.take();
+    if wait_ready(bin, port, &mut supervisor) {
+        return Some((supervisor, pipe));
+    }
+    drop(pipe);
+    let _ = supervisor.kill();
+    let _ = supervisor.wait();
+    None
+}
+
 impl TestPg {
     /// Initializes and starts a server; panics with the server's log if it does not come up.
     pub fn start() -> TestPg {
@@ -158,25 +182,9 @@ impl TestPg {
         // The port may be taken between choosing it and the server binding it; then try another.
         for _ in 0..3 {
             let port = free_port();
-            let mut supervisor = as_server_user("sh")
-                .arg("-c")
-                .arg(SUPERVISOR)
-                .arg("sh")
-                .arg(&bin)
-                .arg(dir.path())
-                .arg(port.to_string())
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start the postgres supervisor shell");
-            let pipe = supervisor.stdin.take();
-            if wait_ready(&bin, port, &mut supervisor) {
+            if let Some((supervisor, pipe)) = launch(&bin, dir.path(), port) {
                 return TestPg { dir, port, supervisor, pipe };
             }
-            drop(pipe);
-            let _ = supervisor.kill();
-            let _ = supervisor.wait();
         }
         panic!("postgres did not start; its log:\n{}", read_log(dir.path()));
     }
@@ -212,6 +220,28 @@ impl TestPg {
             tokio_postgres::connect(&self.url(name), tokio_postgres::NoTls).await.expect("connect to the database");
         tokio::spawn(connection);
         client
+    }
+
+    /// Stops the server (a fast shutdown: open sessions are ended) and waits until it is gone; the data stays, and
+    /// [`TestPg::start_again`] brings it back on the same port.
+    pub fn stop_server(&mut self) {
+        self.stop();
+    }
+
+    /// Starts the stopped server again on the same port, with the same data; panics with its log if it does not
+    /// come up.
+    pub fn start_again(&mut self) {
+        let bin = postgres_bin();
+        // The port was ours a moment ago; a short retry covers the kernel releasing it.
+        for _ in 0..20 {
+            if let Some((supervisor, pipe)) = launch(&bin, self.dir.path(), self.port) {
+                self.supervisor = supervisor;
+                self.pipe = pipe;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("postgres did not start again; its log:\n{}", read_log(self.dir.path()));
     }
 
     /// Closes the pipe, so the supervisor stops the server, and waits for it.
