@@ -188,6 +188,8 @@ struct Inner {
     /// References the store already logs touches for (see [`Store::watch_reference`]).
     watched: std::sync::Mutex<HashSet<(String, String)>>,
     limits: EngineLimits,
+    /// Becomes true once the fan-out knows every model's head offset (see [`Engine::ready`]).
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The engine of one node; cheap to clone.
@@ -279,6 +281,7 @@ impl Engine {
             fields.extend(route.spec.publish_fields.iter().cloned());
         }
         let hub = Arc::new(Hub::new());
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Inner {
             schema,
             store,
@@ -292,9 +295,18 @@ impl Engine {
             watched: Default::default(),
             publisher: Default::default(),
             limits,
+            ready,
         });
-        let task = tokio::spawn(fan_out(inner.clone(), bus));
+        let task = tokio::spawn(fan_out(inner.clone(), bus, ready_tx));
         (Engine { inner }, task)
+    }
+
+    /// Waits until the fan-out has read where each model's change log stands, so that it can tell a change the
+    /// bus lost from one it already delivered. Serve clients only after this.
+    pub async fn ready(&self) {
+        let mut ready = self.inner.ready.clone();
+        // The sender lives in the fan-out task; if that ended, there is nothing left to wait for.
+        let _ = ready.wait_for(|r| *r).await;
     }
 
     pub fn schema(&self) -> &Arc<Schema> {
@@ -1093,8 +1105,19 @@ impl FieldErrors {
 /// Offsets make the bus's delivery checkable: per model, a change at or below the last delivered offset is a
 /// duplicate and is dropped, and one past the next expected offset means the bus lost something, which is fetched
 /// from the store's change log and delivered first. So a lossy or duplicating bus costs latency, never events.
-async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>) {
+async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>, ready: tokio::sync::watch::Sender<bool>) {
+    // Where each model stands before anyone subscribes: changes up to here concern no client of this node, and a
+    // change past here that the bus loses is noticed by the next one, or by the next `Heads`.
     let mut delivered: HashMap<Arc<str>, u64> = HashMap::new();
+    for model in inner.models.values() {
+        match inner.store.log_head(model).await {
+            Ok(head) => {
+                delivered.insert(Arc::from(model.name.as_str()), head);
+            }
+            Err(e) => tracing::warn!(error = %e, model = %model.name, "could not read the change log's head"),
+        }
+    }
+    let _ = ready.send(true);
     while let Some(msg) = bus.recv().await {
         match msg {
             BusMessage::Changes(changes) => {
@@ -1110,6 +1133,17 @@ async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>) {
                     }
                     deliver(&inner, model, change, &images).await;
                     delivered.insert(change.model.clone(), change.offset);
+                }
+            }
+            BusMessage::Heads(heads) => {
+                for (name, head) in heads.iter() {
+                    let Some(model) = inner.models.get(&**name) else { continue };
+                    match delivered.get(name).copied() {
+                        Some(last) if *head > last => repair_gap(&inner, model, last, head + 1).await,
+                        Some(_) => continue,
+                        None => {}
+                    }
+                    delivered.insert(name.clone(), *head);
                 }
             }
             BusMessage::Channel { name, data } => {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod engine;
 pub mod filter;
 pub mod hub;
+pub mod image;
 pub mod limits;
 pub mod migration;
 pub mod outbox;

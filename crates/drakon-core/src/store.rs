@@ -57,6 +57,10 @@ pub enum BusMessage {
     Changes(Arc<Vec<Change>>),
     /// A plain pub/sub message (`POST /api/publish`).
     Channel { name: Arc<str>, data: Arc<Json> },
+    /// How far each model's change log has been published to the bus between nodes (model, offset). A node that
+    /// delivered less lost messages on the way and reads the rest from the change log; sent periodically, it
+    /// bounds how long a lost message at the end of a burst stays unnoticed.
+    Heads(Arc<Vec<(Arc<str>, u64)>>),
 }
 
 /// A bus between nodes for plain pub/sub messages: `publish` returns once the message is on its way to every
@@ -191,6 +195,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the store answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The offset of `model`'s newest change (0 when it has none).
+    async fn log_head(&self, model: &Model) -> Result<u64, StoreError> {
+        // No client holds an offset past the head, so asking for what follows `u64::MAX` reads just the head.
+        match self.log_since(model, u64::MAX, 0).await? {
+            LogRead::Changes { head, .. } | LogRead::Gone { head } => Ok(head),
+        }
+    }
 }
 
 /// How long the change log keeps entries: a resuming client further behind than this takes a fresh snapshot.

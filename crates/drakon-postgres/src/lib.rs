@@ -57,7 +57,11 @@ struct Inner {
     sink: ChangeSink,
     schema: RwLock<Arc<Schema>>,
     /// This node's publish cursor: the last global sequence number handed to the sink.
-    published: tokio::sync::Mutex<u64>,
+    published: tokio::sync::Mutex<log::Cursor>,
+    /// With a bus between nodes (`connect_relay`), only the node holding the relay lock publishes, to the bus.
+    relay: bool,
+    /// Whether this node holds the relay lock now (always false without `relay`).
+    relaying: std::sync::atomic::AtomicBool,
     /// This node's id in `_drakon_nodes`.
     node: i64,
     /// References this node watches, to register again if the cluster took the node for dead.
@@ -127,6 +131,20 @@ impl PgStore {
     /// made elsewhere. Committed changes go to `sink`, starting with those committed after this call. Must run
     /// inside a tokio runtime.
     pub async fn connect(url: &str, sink: ChangeSink, retention: LogRetention) -> Result<PgStore, StoreError> {
+        PgStore::open(url, sink, retention, false).await
+    }
+
+    /// Like [`PgStore::connect`], for nodes that share a bus (Redis): `sink` is the bus, and the nodes elect one
+    /// of them, the relay, to publish the change log to it. The relay holds a session advisory lock on its
+    /// listening connection; when it dies or loses the database, the lock goes with the connection and another
+    /// node takes over from the cursor the relay recorded (publishing a few entries twice rather than skipping
+    /// any: receivers drop duplicates by offset). Every second the relay also publishes each model's head, so a
+    /// node that missed a message on the bus notices and reads it from the log.
+    pub async fn connect_relay(url: &str, bus: ChangeSink, retention: LogRetention) -> Result<PgStore, StoreError> {
+        PgStore::open(url, bus, retention, true).await
+    }
+
+    async fn open(url: &str, sink: ChangeSink, retention: LogRetention, relay: bool) -> Result<PgStore, StoreError> {
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::Database(format!("bad database URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
@@ -147,7 +165,9 @@ impl PgStore {
             pool,
             sink,
             schema: RwLock::new(Arc::new(Schema::default())),
-            published: tokio::sync::Mutex::new(published),
+            published: tokio::sync::Mutex::new(log::Cursor { seq: published, heads: Default::default() }),
+            relay,
+            relaying: std::sync::atomic::AtomicBool::new(false),
             node,
             watched: Mutex::new(BTreeSet::new()),
             retention,
@@ -187,10 +207,15 @@ impl Inner {
         self.pool.get().await.map_err(db_error)
     }
 
+    /// Whether this node publishes the log: always without a shared bus, only as the relay with one.
+    fn publishes(&self) -> bool {
+        !self.relay || self.relaying.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Publishes every entry past this node's cursor, on `conn`.
     async fn publish(&self, conn: &mut Conn) -> Result<usize, StoreError> {
-        let mut published = self.published.lock().await;
-        log::publish_pending(conn, &self.schema(), &self.sink, &mut published).await
+        let mut cursor = self.published.lock().await;
+        log::publish_pending(conn, &self.schema(), &self.sink, &mut cursor).await
     }
 
     /// Adds this node's watch on `model.field` (its node row must exist).
@@ -205,7 +230,7 @@ impl Inner {
 
     /// Registers this node again, with its watches, after another node expired it.
     async fn reregister(&self, conn: &mut Conn) -> Result<(), StoreError> {
-        let published = *self.published.lock().await;
+        let published = self.published.lock().await.seq;
         log::register_node(conn, Some(self.node), published).await?;
         let watched: Vec<(String, String)> = lock(&self.watched).iter().cloned().collect();
         for (model, field) in watched {
@@ -285,7 +310,7 @@ impl Store for PgStore {
                 Err(e) => return Err(e.into()),
             }
         };
-        if !changes.is_empty() {
+        if !changes.is_empty() && self.inner.publishes() {
             // The write has committed whatever happens here: a failure to read the log back is the listener's to
             // repair on its next pass, not the client's error.
             if let Err(e) = self.inner.publish(&mut conn).await {

@@ -5,16 +5,22 @@
 //! cursor, or on a fallback tick in case a notification was lost (e.g. while reconnecting), the task publishes
 //! every entry past the cursor, exactly as a write does after its commit. The same task keeps the node's
 //! heartbeat and trims the log. It ends, removing the node's row, once the store is dropped or the sink closed.
+//!
+//! With a shared bus (`PgStore::connect_relay`) the task also runs the relay election: it tries the relay lock on
+//! every pass, and only while it holds it does it publish (to the bus), record the relay's cursor and announce the
+//! heads. A lost connection ends the term: the lock is released with the session, and this node stops
+//! publishing until it wins the lock again.
 
 use std::future::poll_fn;
 use std::sync::Weak;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use drakon_core::store::StoreError;
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use crate::migrate::CHANNEL;
+use crate::migrate::{CHANNEL, RELAY_LOCK};
 use crate::pool::Conn;
 use crate::{Inner, db_error, log};
 
@@ -35,7 +41,14 @@ pub fn spawn(inner: Weak<Inner>) {
     tokio::spawn(async move {
         loop {
             let Some(config) = inner.upgrade().map(|i| i.pool.config().clone()) else { return };
-            match listen(&inner, &config).await {
+            let result = listen(&inner, &config).await;
+            // Whatever ended the connection ended the relay lock with it.
+            if let Some(inner) = inner.upgrade()
+                && inner.relaying.swap(false, Ordering::AcqRel)
+            {
+                tracing::warn!("this node no longer relays the change log");
+            }
+            match result {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "lost the connection that listens for changes; reconnecting");
@@ -92,13 +105,29 @@ async fn listen(weak: &Weak<Inner>, config: &tokio_postgres::Config) -> Result<(
                 return forget_node(&mut conn, node).await;
             }
             let hint = *notified.borrow_and_update();
+            if inner.relay && !inner.relaying.load(Ordering::Acquire) && take_relay(&inner, &mut conn).await? {
+                notified_only = false;
+            }
+            let publishes = inner.publishes();
             // The first pass after (re)connecting always looks: entries may have committed before LISTEN.
-            if !notified_only || hint > *inner.published.lock().await {
+            if publishes && (!notified_only || hint > inner.published.lock().await.seq) {
                 inner.publish(&mut conn).await?;
+            }
+            if !publishes && !notified_only {
+                // A node that does not relay holds nothing back: its cursor follows the log's head, for the
+                // heartbeat and trimming (and is replaced when it becomes the relay).
+                inner.published.lock().await.seq = log::current_seq(&mut conn).await?;
+            }
+            if publishes && inner.relay && !notified_only {
+                // Each tick: the heads, so that a node that missed a message notices, and the cursor, so that the
+                // next relay starts where this one stopped. A full bus skips the heads; the next tick sends them.
+                let cursor = inner.published.lock().await;
+                let _ = inner.sink.try_send(cursor.heads_message());
+                log::save_relay_cursor(&mut conn, cursor.seq).await?;
             }
             if last_heartbeat.elapsed() >= HEARTBEAT_PERIOD {
                 last_heartbeat = Instant::now();
-                let published = *inner.published.lock().await;
+                let published = inner.published.lock().await.seq;
                 if !log::heartbeat(&mut conn, node, published).await? {
                     tracing::warn!(node, "this node was taken for dead; registering it again");
                     inner.reregister(&mut conn).await?;
@@ -107,7 +136,7 @@ async fn listen(weak: &Weak<Inner>, config: &tokio_postgres::Config) -> Result<(
             }
             if last_trim.elapsed() >= TRIM_PERIOD {
                 last_trim = Instant::now();
-                let published = *inner.published.lock().await;
+                let published = inner.published.lock().await.seq;
                 match log::trim(&mut conn, &inner.schema(), inner.retention, node, published).await {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(removed = n, "trimmed the change log"),
@@ -125,6 +154,21 @@ async fn listen(weak: &Weak<Inner>, config: &tokio_postgres::Config) -> Result<(
             _ = tick.tick() => notified_only = false,
         }
     }
+}
+
+/// Tries to become the relay; on success, continues from the previous relay's cursor (or from the log's head,
+/// on a database that never had one).
+async fn take_relay(inner: &Inner, conn: &mut Conn) -> Result<bool, StoreError> {
+    let won: bool = conn.query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK]).await.map_err(db_error)?.get(0);
+    if !won {
+        return Ok(false);
+    }
+    let head = log::current_seq(conn).await?;
+    let from = log::relay_cursor(conn).await?.filter(|&seq| seq <= head).unwrap_or(head);
+    *inner.published.lock().await = log::Cursor::at(conn, from).await?;
+    inner.relaying.store(true, Ordering::Release);
+    tracing::info!(from, head, "this node relays the change log to the bus");
+    Ok(true)
 }
 
 /// This node stops publishing: its cursor must stop holding back trimming, and its watches go with it.

@@ -6,17 +6,17 @@
 //! cursor starts at the log's head when the node connects. Each node also records its cursor in `_drakon_nodes`
 //! (a heartbeat), and trimming never removes an entry that a live node has not published yet.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use drakon_core::image::change_from_images;
 use drakon_core::limits::LOG_TRIM_BATCH;
 use drakon_core::store::{BusMessage, Change, ChangeSink, LogRead, LogRetention, StoreError};
 use drakon_core::{Model, Schema};
-use drakon_protocol::Action;
 
 use crate::db_error;
 use crate::pool::Conn;
-use crate::rows::image;
 
 /// Entries published per bus message: a bulk `UPDATE` of a million rows goes out in bounded batches.
 const PUBLISH_BATCH: i64 = 1000;
@@ -40,14 +40,6 @@ pub async fn current_seq(conn: &mut Conn) -> Result<u64, StoreError> {
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-fn parse_action(action: &str) -> Action {
-    match action {
-        "created" => Action::Created,
-        "updated" => Action::Updated,
-        _ => Action::Deleted,
-    }
-}
-
 /// A change from its log columns.
 fn change(
     schema: &Schema,
@@ -58,18 +50,7 @@ fn change(
     old: Option<serde_json::Value>,
     new: Option<serde_json::Value>,
 ) -> Change {
-    let (old, old_refs) = image(schema, model, old);
-    let (new, new_refs) = image(schema, model, new);
-    Change {
-        model: Arc::from(model.name.as_str()),
-        id,
-        action: parse_action(action),
-        old,
-        new,
-        offset: offset as u64,
-        old_refs,
-        new_refs,
-    }
+    change_from_images(schema, model, offset as u64, id, action, old, new)
 }
 
 /// Up to `limit` entries after global sequence `seq`, in order, each with its sequence number. Entries of models
@@ -104,20 +85,52 @@ pub async fn changes_since(conn: &mut Conn, schema: &Schema, seq: u64) -> Result
     Ok(read_entries(conn, schema, seq, i64::MAX).await?.into_iter().filter_map(|(_, c)| c).collect())
 }
 
-/// Publishes every entry past `*published`, in order, and moves the cursor. The caller holds the cursor's mutex,
-/// so batches reach the sink in sequence order and none twice.
+/// How far a node has published the log: the last global sequence number handed to the sink, and each model's
+/// offset as of that entry (what the relay announces as heads).
+#[derive(Debug, Default)]
+pub struct Cursor {
+    pub seq: u64,
+    pub heads: BTreeMap<Arc<str>, u64>,
+}
+
+impl Cursor {
+    /// The cursor at global sequence `seq`, with each model's offset there read from the log.
+    pub async fn at(conn: &mut Conn, seq: u64) -> Result<Cursor, StoreError> {
+        let rows = conn
+            .query(
+                "SELECT model, max(\"offset\") FROM _drakon_changes WHERE seq <= $1 GROUP BY model",
+                &[&(seq as i64)],
+            )
+            .await
+            .map_err(db_error)?;
+        let heads = rows.iter().map(|r| (Arc::from(r.get::<_, String>(0)), r.get::<_, i64>(1) as u64)).collect();
+        Ok(Cursor { seq, heads })
+    }
+
+    /// The heads as a bus message.
+    pub fn heads_message(&self) -> BusMessage {
+        BusMessage::Heads(Arc::new(self.heads.iter().map(|(m, o)| (m.clone(), *o)).collect()))
+    }
+}
+
+/// Publishes every entry past the cursor, in order, and moves it. The caller holds the cursor's mutex, so batches
+/// reach the sink in sequence order and none twice.
 pub async fn publish_pending(
     conn: &mut Conn,
     schema: &Schema,
     sink: &ChangeSink,
-    published: &mut u64,
+    cursor: &mut Cursor,
 ) -> Result<usize, StoreError> {
     let mut sent = 0;
+    let published = &mut cursor.seq;
     loop {
         let entries = read_entries(conn, schema, *published, PUBLISH_BATCH).await?;
         let Some(&(last, _)) = entries.last() else { return Ok(sent) };
         let full = entries.len() as i64 == PUBLISH_BATCH;
         let batch: Vec<Change> = entries.into_iter().filter_map(|(_, c)| c).collect();
+        for change in &batch {
+            cursor.heads.insert(change.model.clone(), change.offset);
+        }
         if !batch.is_empty() {
             sent += batch.len();
             // A closed sink means shutdown; the entries stay in the log either way.
@@ -174,6 +187,23 @@ pub async fn model_since(
         .map(|row| change(schema, model, row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
         .collect();
     Ok(LogRead::Changes { changes, head })
+}
+
+/// Where the previous relay stopped, if any node ever relayed on this database.
+pub async fn relay_cursor(conn: &mut Conn) -> Result<Option<u64>, StoreError> {
+    let row = conn.query_opt("SELECT seq FROM _drakon_relay WHERE id = 1", &[]).await.map_err(db_error)?;
+    Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+}
+
+/// Records how far the relay has published, for the node that takes over after it.
+pub async fn save_relay_cursor(conn: &mut Conn, seq: u64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO _drakon_relay (id, seq) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq",
+        &[&(seq as i64)],
+    )
+    .await
+    .map(|_| ())
+    .map_err(db_error)
 }
 
 /// Registers this node (or registers it again under the same id after it was taken for dead) with its cursor.

@@ -8,8 +8,7 @@ use std::error::Error;
 
 use bytes::BytesMut;
 use drakon_core::filter::sql::quote;
-use drakon_core::store::{RefImages, Row as DrakonRow};
-use drakon_core::{FieldType, Model, Schema, Value};
+use drakon_core::{FieldType, Model, Value};
 use tokio_postgres::Row;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
@@ -91,42 +90,4 @@ fn read_value(ty: &FieldType, row: &Row, i: usize) -> Result<Value, tokio_postgr
         FieldType::Json => row.try_get::<_, Option<serde_json::Value>>(i)?.map(Value::Json),
     }
     .unwrap_or(Value::Null))
-}
-
-/// Reads a value from a change-log image (`to_jsonb` of the row, written by the log triggers), by the field's
-/// type. Images of writes made outside drakon hold whatever the column held; what does not fit becomes null rather
-/// than failing the whole change.
-pub fn value_from_image(ty: &FieldType, v: Option<&serde_json::Value>) -> Value {
-    use serde_json::Value as J;
-    let Some(v) = v else { return Value::Null };
-    match (ty, v) {
-        (_, J::Null) => Value::Null,
-        (FieldType::Id | FieldType::Int | FieldType::Ref { .. }, J::Number(n)) => {
-            n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).map_or(Value::Null, Value::Int)
-        }
-        (FieldType::Float, J::Number(n)) => n.as_f64().map_or(Value::Null, Value::Float),
-        (FieldType::Bool, J::Bool(b)) => Value::Bool(*b),
-        (FieldType::Text, J::String(s)) => Value::Text(s.clone()),
-        (FieldType::Text, other) => Value::Text(other.to_string()),
-        (FieldType::DateTime, J::String(s)) => Value::DateTime(s.clone()),
-        (FieldType::Json, other) => Value::Json(other.clone()),
-        _ => Value::Null,
-    }
-}
-
-/// A logged row image (an object of column values) as a row of `model`, and the referenced rows recorded with it
-/// under `__refs` (see the log triggers), as they were when the change committed.
-pub fn image(schema: &Schema, model: &Model, json: Option<serde_json::Value>) -> (Option<DrakonRow>, RefImages) {
-    let Some(serde_json::Value::Object(obj)) = json else { return (None, Vec::new()) };
-    let row = model.fields.iter().map(|f| value_from_image(&f.ty, obj.get(&f.name))).collect();
-    let mut refs = Vec::new();
-    for (field, referenced) in obj.get("__refs").and_then(|r| r.as_object()).into_iter().flatten() {
-        let Some((target, _)) = model.get_field(field).and_then(|f| f.ref_target()) else { continue };
-        let Some(target) = schema.get_model(target) else { continue };
-        let row = referenced
-            .as_object()
-            .map(|r| target.fields.iter().map(|f| value_from_image(&f.ty, r.get(&f.name))).collect());
-        refs.push((field.clone(), row));
-    }
-    (Some(row), refs)
 }

@@ -1,23 +1,32 @@
-//! The Redis bus: plain pub/sub messages (`POST /api/publish`, [`BusMessage::Channel`]) cross every node.
+//! The Redis bus: row changes and plain pub/sub messages cross every node.
 //!
-//! [`start`] returns a [`RedisBus`], the engine's [`Publisher`]: a publisher task takes each message and
-//! `PUBLISH`es it to one Redis channel ([`CHANNEL`]) as JSON `{"channel", "data"}`, answering the caller once Redis
-//! has it (or why not, so `POST /api/publish` can answer 503 while Redis is away); a subscriber task,
-//! on its own connection, `SUBSCRIBE`s to that channel and forwards every message it receives into the node's
-//! local bus (the sink the store uses) as a [`BusMessage::Channel`]. A message therefore reaches the local bus only
-//! by way of Redis, so every node, the sender included, delivers it exactly once.
+//! [`start`] returns a [`RedisBus`]. Two Redis channels carry everything:
 //!
-//! Row changes ([`BusMessage::Changes`]) never go through Redis: with PostgreSQL every node already receives every
-//! change through its own `LISTEN`er and the shared change log, and with SQLite there is only one node.
+//! - [`PUBLISH_CHANNEL`] carries plain pub/sub messages (`POST /api/publish`, [`BusMessage::Channel`]) as JSON
+//!   `{"channel", "data"}`. The bus is the engine's [`Publisher`]: `publish` answers once Redis has the message (or
+//!   says why not, so `POST /api/publish` can answer 503 while Redis is away).
+//! - [`CHANGES_CHANNEL`] carries committed row changes, one transaction per message (`{"changes": [image, …]}`,
+//!   see [`drakon_core::image`]), and, every second, how far each model's log has been relayed
+//!   (`{"heads": [[model, offset], …]}`). The store hands them to [`RedisBus::relay`]; with PostgreSQL, one node at a
+//!   time (the relay, elected through the database) reads the shared change log and publishes it, so each committed
+//!   change is published once, whichever node or program wrote it.
+//!
+//! A subscriber task on every node `SUBSCRIBE`s to both channels and feeds what it receives into the node's local
+//! bus (the sink its fan-out reads), so every node, the sender included, delivers each message once. Redis pub/sub
+//! is at-most-once: a message published while a subscriber was reconnecting is simply not delivered to it. For row
+//! changes that costs nothing but latency: each carries its per-model offset, and a node that sees an offset jump,
+//! or a head past what it delivered, reads the missing changes from the store's change log (the engine's fan-out
+//! does this). Plain pub/sub messages have no log; one refused while Redis is down is reported to its publisher.
 //!
 //! Both tasks reconnect with exponential backoff (logged at `warn`) after Redis goes away, and the subscriber
-//! subscribes again. While Redis is unreachable, messages cannot cross nodes: every Redis command is bounded by
-//! [`COMMAND_TIMEOUT`], so nothing hangs, and the publisher of a message that cannot be sent is told so.
+//! subscribes again. Every Redis command is bounded by [`COMMAND_TIMEOUT`], so nothing hangs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use drakon_core::Schema;
+use drakon_core::image::{decode_changes, encode_changes};
 use drakon_core::store::{BusMessage, ChangeSink, Publisher};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
@@ -26,7 +35,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout};
 
 /// The Redis channel that carries every node's plain pub/sub messages.
-pub const CHANNEL: &str = "drakon:publish";
+pub const PUBLISH_CHANNEL: &str = "drakon:publish";
+
+/// The Redis channel that carries committed row changes and the relay's heads.
+pub const CHANGES_CHANNEL: &str = "drakon:changes";
 
 /// How long connecting (and subscribing) may take before the attempt counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,6 +55,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Messages waiting to be published; bounded so that a slow Redis slows publishers instead of growing memory.
 const PUBLISH_QUEUE: usize = 1024;
 
+/// Transactions waiting to be relayed; bounded like the local bus, so a slow Redis slows the relay's log reading.
+const RELAY_QUEUE: usize = 256;
+
 /// Why the Redis bus could not start.
 #[derive(Debug)]
 pub struct StartError(String);
@@ -58,12 +73,22 @@ impl std::error::Error for StartError {}
 /// One message for the publisher task, and where to say whether Redis took it.
 type Outgoing = (Arc<str>, Arc<Json>, oneshot::Sender<Result<(), String>>);
 
-/// The Redis bus of one node; give it to the engine with `Engine::set_publisher`.
+/// The Redis bus of one node; give it to the engine with `Engine::set_publisher`, and its [`RedisBus::relay`] to
+/// the store.
 #[derive(Debug)]
 pub struct RedisBus {
     tx: mpsc::Sender<Outgoing>,
+    relay: ChangeSink,
     /// Whether the subscriber currently holds its subscription, i.e. messages from other nodes arrive.
     subscribed: Arc<AtomicBool>,
+}
+
+impl RedisBus {
+    /// Where the store sends committed changes (and heads) to be published on [`CHANGES_CHANNEL`]. A transaction
+    /// Redis does not take is dropped with a warning: the nodes read it from the change log (see the module doc).
+    pub fn relay(&self) -> ChangeSink {
+        self.relay.clone()
+    }
 }
 
 #[async_trait::async_trait]
@@ -80,19 +105,21 @@ impl Publisher for RedisBus {
 }
 
 /// Connects to Redis at `url` (publisher and subscriber, so that the first message is already delivered) and
-/// starts both tasks. `local` is the node's bus (the sink the store uses), into which the subscriber feeds every
-/// message. Both tasks end when the returned bus is dropped or the local bus closes.
-pub async fn start(url: &str, local: ChangeSink) -> Result<Arc<RedisBus>, StartError> {
+/// starts both tasks. `local` is the node's bus (the sink its fan-out reads), into which the subscriber feeds every
+/// message; `schema` types the row changes it receives. Both tasks end when the returned bus is dropped or the
+/// local bus closes.
+pub async fn start(url: &str, local: ChangeSink, schema: Arc<Schema>) -> Result<Arc<RedisBus>, StartError> {
     let client = redis::Client::open(url).map_err(|e| StartError(format!("bad Redis URL: {e}")))?;
     let conn = publisher_connection(&client).await.map_err(|e| StartError(format!("cannot connect to Redis: {e}")))?;
     let pubsub = subscribe(&client).await.map_err(|e| StartError(format!("cannot subscribe on Redis: {e}")))?;
-    let (sink, rx) = mpsc::channel(PUBLISH_QUEUE);
+    let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+    let (relay, relayed) = mpsc::channel(RELAY_QUEUE);
     let (done, stopped) = oneshot::channel::<()>();
     let client = Arc::new(client);
     let subscribed = Arc::new(AtomicBool::new(true));
-    tokio::spawn(publisher(client.clone(), conn, rx, done));
-    tokio::spawn(subscriber(client, pubsub, local, stopped, subscribed.clone()));
-    Ok(Arc::new(RedisBus { tx: sink, subscribed }))
+    tokio::spawn(publisher(client.clone(), conn, rx, relayed, schema.clone(), done));
+    tokio::spawn(subscriber(client, pubsub, local, schema, stopped, subscribed.clone()));
+    Ok(Arc::new(RedisBus { tx, relay, subscribed }))
 }
 
 async fn publisher_connection(client: &redis::Client) -> Result<redis::aio::MultiplexedConnection, String> {
@@ -106,7 +133,7 @@ async fn publisher_connection(client: &redis::Client) -> Result<redis::aio::Mult
 async fn subscribe(client: &redis::Client) -> Result<redis::aio::PubSub, String> {
     let attempt = async {
         let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(CHANNEL).await?;
+        pubsub.subscribe(&[PUBLISH_CHANNEL, CHANGES_CHANNEL]).await?;
         Ok::<_, redis::RedisError>(pubsub)
     };
     match timeout(CONNECT_TIMEOUT, attempt).await {
@@ -136,78 +163,138 @@ impl Backoff {
     }
 }
 
-async fn publish(conn: &mut redis::aio::MultiplexedConnection, payload: &str) -> Result<(), String> {
-    match timeout(COMMAND_TIMEOUT, conn.publish::<_, _, i64>(CHANNEL, payload)).await {
+async fn publish(conn: &mut redis::aio::MultiplexedConnection, channel: &str, payload: &str) -> Result<(), String> {
+    match timeout(COMMAND_TIMEOUT, conn.publish::<_, _, i64>(channel, payload)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {COMMAND_TIMEOUT:?}")),
     }
 }
 
-/// Publishes every message from `rx` to Redis and answers each sender. A broken connection is replaced at once
-/// for the message at hand; after a failed reconnection the next attempt waits for the backoff, and messages
-/// meanwhile are refused.
-async fn publisher(
+/// What the publisher task sends next.
+enum Job {
+    /// A plain pub/sub message, whose sender waits for the outcome.
+    Plain(Outgoing),
+    /// A relayed transaction or heads; nobody waits, a failure is logged.
+    Relay(BusMessage),
+}
+
+/// The publishing connection, replaced after it breaks; after a failed reconnection the next attempt waits for
+/// the backoff, and messages meanwhile are refused rather than queued behind a dead server.
+struct Connection {
     client: Arc<redis::Client>,
-    conn: redis::aio::MultiplexedConnection,
-    mut rx: mpsc::Receiver<Outgoing>,
-    _done: oneshot::Sender<()>,
-) {
-    let mut conn = Some(conn);
-    let mut backoff = Backoff::new();
-    let mut retry_at = Instant::now();
-    let mut dropped: u64 = 0;
-    while let Some((name, data, ack)) = rx.recv().await {
-        let payload = json!({"channel": &*name, "data": &*data}).to_string();
-        let mut sent = false;
-        // One try on the current connection, then one on a fresh one.
+    conn: Option<redis::aio::MultiplexedConnection>,
+    backoff: Backoff,
+    retry_at: Instant,
+    failed: u64,
+}
+
+impl Connection {
+    /// Publishes `payload` on `channel`: one try on the current connection, then one on a fresh one.
+    async fn publish(&mut self, channel: &str, payload: &str) -> Result<(), String> {
         for _ in 0..2 {
-            if conn.is_none() {
-                if Instant::now() < retry_at {
+            if self.conn.is_none() {
+                if Instant::now() < self.retry_at {
                     break;
                 }
-                match publisher_connection(&client).await {
+                match publisher_connection(&self.client).await {
                     Ok(fresh) => {
-                        tracing::warn!(dropped, "reconnected to Redis for publishing");
-                        conn = Some(fresh);
-                        backoff.reset();
-                        dropped = 0;
+                        tracing::warn!(failed = self.failed, "reconnected to Redis for publishing");
+                        self.conn = Some(fresh);
+                        self.backoff.reset();
+                        self.failed = 0;
                     }
                     Err(e) => {
-                        let wait = backoff.next();
-                        retry_at = Instant::now() + wait;
+                        let wait = self.backoff.next();
+                        self.retry_at = Instant::now() + wait;
                         tracing::warn!(error = %e, retry_in = ?wait, "cannot reconnect to Redis for publishing");
                         break;
                     }
                 }
             }
-            let Some(c) = conn.as_mut() else { break };
-            match publish(c, &payload).await {
-                Ok(()) => {
-                    sent = true;
-                    break;
-                }
+            let Some(c) = self.conn.as_mut() else { break };
+            match publish(c, channel, payload).await {
+                Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %e, "publishing to Redis failed; reconnecting");
-                    conn = None;
+                    self.conn = None;
                 }
             }
         }
-        if sent {
-            let _ = ack.send(Ok(()));
-        } else {
-            dropped += 1;
-            tracing::warn!(channel = %name, dropped, "Redis is unreachable: a plain pub/sub message was refused");
-            let _ = ack.send(Err("Redis is unreachable".to_owned()));
+        self.failed += 1;
+        Err("Redis is unreachable".to_owned())
+    }
+}
+
+/// The payload of a relayed message on [`CHANGES_CHANNEL`].
+fn encode_relayed(schema: &Schema, msg: &BusMessage) -> Option<String> {
+    let json = match msg {
+        BusMessage::Changes(changes) => json!({"changes": encode_changes(schema, changes)}),
+        BusMessage::Heads(heads) => {
+            json!({"heads": heads.iter().map(|(model, offset)| json!([&**model, offset])).collect::<Vec<_>>()})
+        }
+        // Plain messages reach Redis through `RedisBus::publish`, never through the relay.
+        BusMessage::Channel { .. } => return None,
+    };
+    Some(json.to_string())
+}
+
+/// Publishes plain messages (answering each sender) and relayed changes, one at a time, in arrival order per
+/// kind, until both queues close.
+async fn publisher(
+    client: Arc<redis::Client>,
+    conn: redis::aio::MultiplexedConnection,
+    mut rx: mpsc::Receiver<Outgoing>,
+    mut relayed: mpsc::Receiver<BusMessage>,
+    schema: Arc<Schema>,
+    _done: oneshot::Sender<()>,
+) {
+    let mut conn =
+        Connection { client, conn: Some(conn), backoff: Backoff::new(), retry_at: Instant::now(), failed: 0 };
+    let mut relay_open = true;
+    loop {
+        let job = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => Job::Plain(job),
+                None => return,
+            },
+            msg = relayed.recv(), if relay_open => match msg {
+                Some(msg) => Job::Relay(msg),
+                None => {
+                    relay_open = false;
+                    continue;
+                }
+            },
+        };
+        match job {
+            Job::Plain((name, data, ack)) => {
+                let payload = json!({"channel": &*name, "data": &*data}).to_string();
+                let sent = conn.publish(PUBLISH_CHANNEL, &payload).await;
+                if sent.is_err() {
+                    tracing::warn!(channel = %name, "Redis is unreachable: a plain pub/sub message was refused");
+                }
+                let _ = ack.send(sent);
+            }
+            Job::Relay(msg) => {
+                let Some(payload) = encode_relayed(&schema, &msg) else { continue };
+                // Said once per outage; the reconnection reports how many messages failed in all.
+                if conn.publish(CHANGES_CHANNEL, &payload).await.is_err() && conn.failed == 1 {
+                    tracing::warn!(
+                        "Redis is unreachable: relayed changes are dropped until it returns; the nodes will read \
+                         them from the change log"
+                    );
+                }
+            }
         }
     }
 }
 
-/// Forwards every message on [`CHANNEL`] into the local bus; subscribes again, with backoff, after losing Redis.
+/// Forwards every message on both channels into the local bus; subscribes again, with backoff, after losing Redis.
 async fn subscriber(
     client: Arc<redis::Client>,
     pubsub: redis::aio::PubSub,
     local: ChangeSink,
+    schema: Arc<Schema>,
     mut stopped: oneshot::Receiver<()>,
     subscribed: Arc<AtomicBool>,
 ) {
@@ -241,8 +328,14 @@ async fn subscriber(
                 _ = local.closed() => return,
             };
             let Some(msg) = msg else { break };
-            let Some(bus_msg) = decode(msg.get_payload_bytes()) else {
-                tracing::warn!("ignoring a malformed message on the Redis channel {CHANNEL}");
+            let channel = msg.get_channel_name();
+            let decoded = if channel == CHANGES_CHANNEL {
+                decode_relayed(&schema, msg.get_payload_bytes())
+            } else {
+                decode(msg.get_payload_bytes())
+            };
+            let Some(bus_msg) = decoded else {
+                tracing::warn!(channel, "ignoring a malformed message on Redis");
                 continue;
             };
             if local.send(bus_msg).await.is_err() {
@@ -252,6 +345,20 @@ async fn subscriber(
         subscribed.store(false, Ordering::Relaxed);
         tracing::warn!("lost the Redis subscription; subscribing again");
     }
+}
+
+/// `{"changes": […]}` → [`BusMessage::Changes`], `{"heads": [[model, offset], …]}` → [`BusMessage::Heads`].
+fn decode_relayed(schema: &Schema, payload: &[u8]) -> Option<BusMessage> {
+    let Json::Object(mut fields) = serde_json::from_slice::<Json>(payload).ok()? else { return None };
+    if let Some(changes) = fields.remove("changes") {
+        return Some(BusMessage::Changes(Arc::new(decode_changes(schema, changes)?)));
+    }
+    let Json::Array(heads) = fields.remove("heads")? else { return None };
+    let heads = heads
+        .iter()
+        .map(|h| Some((Arc::from(h.get(0)?.as_str()?), h.get(1)?.as_u64()?)))
+        .collect::<Option<Vec<_>>>()?;
+    Some(BusMessage::Heads(Arc::new(heads)))
 }
 
 /// `{"channel": name, "data": …}` → [`BusMessage::Channel`].
@@ -274,6 +381,21 @@ mod tests {
         assert_eq!((&*name, &*data), ("chatroom", &json!({"a": 1})));
         assert!(decode(b"not json").is_none());
         assert!(decode(br#"{"data":1}"#).is_none());
+    }
+
+    #[test]
+    fn relayed_heads_and_changes_survive_the_round_trip() {
+        let schema = Schema::default();
+        let heads = BusMessage::Heads(Arc::new(vec![(Arc::from("todo_item"), 42)]));
+        let payload = encode_relayed(&schema, &heads).expect("heads are relayed");
+        let Some(BusMessage::Heads(back)) = decode_relayed(&schema, payload.as_bytes()) else { panic!("{payload}") };
+        assert_eq!(*back, vec![(Arc::from("todo_item"), 42)]);
+        let empty = BusMessage::Changes(Arc::new(Vec::new()));
+        let payload = encode_relayed(&schema, &empty).expect("changes are relayed");
+        assert!(matches!(decode_relayed(&schema, payload.as_bytes()), Some(BusMessage::Changes(c)) if c.is_empty()));
+        assert!(decode_relayed(&schema, br#"{"heads": [["m"]]}"#).is_none());
+        let plain = BusMessage::Channel { name: Arc::from("chat"), data: Arc::new(json!(1)) };
+        assert!(encode_relayed(&schema, &plain).is_none());
     }
 
     #[test]

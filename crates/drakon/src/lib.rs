@@ -93,12 +93,27 @@ impl App {
             Some(_) => "postgresql".to_owned(),
             None => database.display().to_string(),
         };
+        let schema = Arc::new(schema);
         let (sink, bus) = mpsc::channel(BUS_QUEUE_BATCHES);
-        let store: Arc<dyn Store> = match &server.database_url {
-            Some(url) => Arc::new(
+        // With a Redis URL, plain pub/sub messages go out through Redis and come back to every node's bus. With
+        // PostgreSQL as well, so do row changes: one node at a time relays the shared change log to Redis (see
+        // drakon_redis and PgStore::connect_relay). With SQLite there is one node, and changes stay in-process.
+        let redis = match &server.redis_url {
+            Some(url) => {
+                Some(drakon_redis::start(url, sink.clone(), schema.clone()).await.context("starting the Redis bus")?)
+            }
+            None => None,
+        };
+        let store: Arc<dyn Store> = match (&server.database_url, &redis) {
+            (Some(url), Some(redis)) => Arc::new(
+                PgStore::connect_relay(url, redis.relay(), server.log_retention)
+                    .await
+                    .context("connecting to PostgreSQL")?,
+            ),
+            (Some(url), None) => Arc::new(
                 PgStore::connect(url, sink.clone(), server.log_retention).await.context("connecting to PostgreSQL")?,
             ),
-            None => Arc::new(
+            (None, _) => Arc::new(
                 SqliteStore::open_with(&database, sink.clone(), server.log_retention)
                     .with_context(|| format!("opening {}", database.display()))?,
             ),
@@ -111,16 +126,11 @@ impl App {
             tracing::info!(column, "added column");
         }
         let limits = drakon_core::EngineLimits { max_subscriptions: server.max_subscriptions };
-        // With a Redis URL, plain pub/sub messages go out through Redis and come back to every node's bus; row
-        // changes keep using `sink` directly (see drakon_redis).
-        let redis = match &server.redis_url {
-            Some(url) => Some(drakon_redis::start(url, sink.clone()).await.context("starting the Redis bus")?),
-            None => None,
-        };
-        let (engine, _fan_out) = Engine::start(Arc::new(schema), store, sink, bus, limits);
+        let (engine, _fan_out) = Engine::start(schema, store, sink, bus, limits);
         if let Some(redis) = redis {
             engine.set_publisher(redis);
         }
+        engine.ready().await;
         let addr = bind.or(server.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
         let generated = server.admin_secret.is_none();
         let admin_secret = match &server.admin_secret {

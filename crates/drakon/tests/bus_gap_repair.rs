@@ -45,6 +45,7 @@ async fn dropped_bus_batches_are_repaired_from_the_change_log() {
     store.migrate(&config.schema).await.unwrap();
     let (engine, _fan_out) =
         Engine::start(Arc::new(config.schema), Arc::new(store), store_sink, bus, EngineLimits::default());
+    engine.ready().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

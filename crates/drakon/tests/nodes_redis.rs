@@ -107,3 +107,98 @@ async fn publishing_recovers_after_redis_restarts() {
     receives_once(&mut on_b, &data, "the subscriber on node B").await;
     receives_once(&mut on_a, &data, "the subscriber on node A").await;
 }
+
+/// A subscriber to the items of one list, and the offset it has seen up to.
+struct Watcher {
+    client: Client,
+    offset: u64,
+    ids: Vec<Value>,
+}
+
+impl Watcher {
+    async fn subscribe(server: &TestServer, list: &Value) -> Watcher {
+        let mut client = server.client().await;
+        let snapshot = client
+            .ok("todo-item", "subscribe", json!({"channel": "items", "list_id": list["id"], "snapshot": true}))
+            .await;
+        Watcher { client, offset: snapshot["offset"].as_u64().unwrap(), ids: Vec::new() }
+    }
+
+    /// Receives until `count` items were created, checking that offsets follow each other without a gap or a copy.
+    async fn receive(&mut self, count: usize, who: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.ids.len() < count {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let p = self.client.next_publication(left).await.unwrap_or_else(|| {
+                panic!("{who} received {} of {count} items; the last offset was {}", self.ids.len(), self.offset)
+            });
+            let offset = p["offset"].as_u64().unwrap();
+            assert_eq!(offset, self.offset + 1, "{who}: offsets must follow each other: {p}");
+            assert_eq!(p["action"], "created", "{who}: {p}");
+            self.offset = offset;
+            self.ids.push(p["data"]["id"].clone());
+        }
+        let extra = self.client.drain_publications(QUIET).await;
+        assert!(extra.is_empty(), "{who} received more than was written: {extra:?}");
+    }
+}
+
+async fn create_items(writer: &mut Client, list: &Value, texts: std::ops::Range<usize>, ids: &mut Vec<Value>) {
+    for n in texts {
+        ids.push(
+            writer.ok("todo-item", "create", json!({"text": format!("item {n}"), "todo_list": list["id"]})).await["id"]
+                .clone(),
+        );
+    }
+}
+
+#[tokio::test]
+async fn row_changes_cross_nodes_through_redis_and_a_redis_restart_loses_none() {
+    let pg = TestPg::start();
+    let url = pg.create_database("todo").await;
+    let mut redis = TestRedis::start();
+    let (a, b, c) = (node(&url, &redis).await, node(&url, &redis).await, node(&url, &redis).await);
+    let mut writer = a.client().await;
+    let list = writer.ok("todo-list", "create", json!({"name": "Groceries"})).await;
+    let mut on_a = Watcher::subscribe(&a, &list).await;
+    let mut on_b = Watcher::subscribe(&b, &list).await;
+    let mut on_c = Watcher::subscribe(&c, &list).await;
+
+    let mut created = Vec::new();
+    create_items(&mut writer, &list, 0..10, &mut created).await;
+    // Redis dies in the middle of the stream: writes still commit (PostgreSQL holds them), and the relay's
+    // messages meanwhile are lost...
+    redis.kill();
+    create_items(&mut writer, &list, 10..20, &mut created).await;
+    redis.restart();
+    create_items(&mut writer, &list, 20..30, &mut created).await;
+    // ...yet every node delivers every change exactly once, in order: the heads and offsets that come after the
+    // restart reveal the gap, and the nodes read it from the change log.
+    for (watcher, who) in [(&mut on_a, "node A"), (&mut on_b, "node B"), (&mut on_c, "node C")] {
+        watcher.receive(created.len(), who).await;
+        assert_eq!(watcher.ids, created, "{who}");
+    }
+}
+
+#[tokio::test]
+async fn when_the_relaying_node_dies_another_takes_over() {
+    let pg = TestPg::start();
+    let url = pg.create_database("todo").await;
+    let redis = TestRedis::start();
+    // The first node starts alone, so it wins the relay lock.
+    let first = node(&url, &redis).await;
+    let mut writer = first.client().await;
+    let list = writer.ok("todo-list", "create", json!({"name": "Groceries"})).await;
+    let (b, c) = (node(&url, &redis).await, node(&url, &redis).await);
+    let mut on_c = Watcher::subscribe(&c, &list).await;
+    let mut created = Vec::new();
+    create_items(&mut writer, &list, 0..5, &mut created).await;
+    on_c.receive(created.len(), "node C").await;
+
+    drop(writer);
+    drop(first); // kill_on_drop: the relay is gone, and its lock with its connection
+    let mut writer = b.client().await;
+    create_items(&mut writer, &list, 5..10, &mut created).await;
+    on_c.receive(created.len(), "node C").await;
+    assert_eq!(on_c.ids, created);
+}
