@@ -2,11 +2,13 @@
 //! client that speaks the native protocol.
 //!
 //! Nothing here is a stand-in: the server is the release binary under test and the client is tokio-tungstenite,
-//! an implementation independent of the server's.
+//! an implementation independent of the server's. [`store_suite`](mod@store_suite) is the store conformance suite
+//! that every store runs against its real database.
 
 pub mod mirror;
 pub mod postgres;
 pub mod redis;
+pub mod store_suite;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

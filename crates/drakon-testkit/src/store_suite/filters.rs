@@ -1,22 +1,24 @@
-//! Filters mean one thing on PostgreSQL too: `get_list` through the store (filters compiled with
-//! `Dialect::Postgres`, run by a real server) selects exactly the rows the in-memory matcher selects, over random
-//! rows and filters. The database's default collation is ICU English, not byte order, so text comparisons must not
-//! depend on it.
-
-mod common;
+//! Filters mean one thing in every store: `list` through the store (filters compiled to the store's SQL dialect, run
+//! by the real database) selects exactly the rows the in-memory matcher selects, over random rows and filters and
+//! over every tricky text. The rows are written from outside drakon, as any program could. A database's default
+//! collation need not be byte order (the PostgreSQL harness makes ICU English databases), so text comparisons must
+//! not depend on it.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
 
-use common::TestPg;
 use drakon_core::filter::Lookup;
 use drakon_core::filter::matcher::Resolver;
 use drakon_core::schema::{Field, Model, Schema};
 use drakon_core::store::{LogRetention, Store};
 use drakon_core::{Filter, OnDelete, Value};
-use drakon_postgres::PgStore;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value as Json;
+use tokio::sync::mpsc;
+
+use super::{Outside, StoreHarness};
 
 fn schema() -> Schema {
     Schema::new().model(Model::new("todo_list").field(Field::text("name")).field(Field::int("rank").optional())).model(
@@ -48,6 +50,8 @@ struct ItemRow {
 
 /// Texts where byte order, case folding and pattern characters matter: `B` sorts before `a` in bytes but not in
 /// English; `É` is not an ASCII letter, so `icontains` must not fold it; `%` and `_` are LIKE wildcards.
+const TEXTS: [&str; 14] = ["", "a", "A", "B", "ab", "Ab b", "b", "foo bar", "FOO", "é", "Éa", "zz", "a%", "_"];
+
 fn small_text() -> impl Strategy<Value = String> {
     prop::sample::select(TEXTS.to_vec()).prop_map(str::to_owned)
 }
@@ -162,45 +166,51 @@ impl Resolver for MemRow<'_> {
     }
 }
 
-const TEXTS: [&str; 14] = ["", "a", "A", "B", "ab", "Ab b", "b", "foo bar", "FOO", "é", "Éa", "zz", "a%", "_"];
-
-/// A store on a fresh database whose default collation is ICU English, and a plain client on the same database.
-async fn setup(pg: &TestPg, schema: &Schema) -> (PgStore, tokio_postgres::Client) {
-    let admin = pg.client("postgres").await;
-    admin
-        .batch_execute("CREATE DATABASE t TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'")
-        .await
-        .expect("create a database whose default collation is not byte order");
+/// A store migrated to the filter schema, and an outside connection to fill its tables.
+async fn setup(h: &dyn StoreHarness) -> (Arc<dyn Store>, Box<dyn Outside>) {
     // Nothing reads the bus here: a closed sink stops the store publishing.
-    let (sink, _) = tokio::sync::mpsc::channel(1);
-    let store = PgStore::connect(&pg.url("t"), sink, LogRetention::default()).await.unwrap();
-    store.migrate(schema).await.unwrap();
-    let db = pg.client("t").await;
-    let english: bool = db.query_one("SELECT 'B' > 'a' COLLATE \"default\"", &[]).await.unwrap().get(0);
-    assert!(english, "the database's own collation orders B after a");
-    (store, db)
+    let (sink, _) = mpsc::channel(1);
+    let store = h.open(sink, LogRetention::default()).await;
+    store.migrate(&schema()).await.unwrap();
+    (store, h.outside().await)
 }
 
-/// Replaces the tables' rows; ids are 1, 2, … in order.
-async fn fill(db: &tokio_postgres::Client, lists: &[ListRow], items: &[ItemRow]) {
-    db.batch_execute("TRUNCATE todo_item, todo_list RESTART IDENTITY").await.unwrap();
+/// A SQL literal that reads the same in SQLite and PostgreSQL.
+fn literal(text: Option<&str>) -> String {
+    text.map_or_else(|| "NULL".to_owned(), |t| format!("'{}'", t.replace('\'', "''")))
+}
+
+fn number(n: Option<impl std::fmt::Debug>) -> String {
+    n.map_or_else(|| "NULL".to_owned(), |n| format!("{n:?}"))
+}
+
+/// Replaces the tables' rows, in one transaction; ids are 1, 2, … in order.
+async fn fill(db: &dyn Outside, lists: &[ListRow], items: &[ItemRow]) {
+    let mut sql = "BEGIN; DELETE FROM todo_item; DELETE FROM todo_list;".to_owned();
     for (i, l) in lists.iter().enumerate() {
-        db.execute("INSERT INTO todo_list (id, name, rank) VALUES ($1, $2, $3)", &[&(i as i64 + 1), &l.name, &l.rank])
-            .await
-            .unwrap();
+        let (name, rank) = (literal(Some(&l.name)), number(l.rank));
+        write!(sql, " INSERT INTO todo_list (id, name, rank) VALUES ({}, {name}, {rank});", i + 1).unwrap();
     }
     for (i, it) in items.iter().enumerate() {
-        db.execute(
-            "INSERT INTO todo_item (id, text, done, n, score, at, todo_list) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[&(i as i64 + 1), &it.text, &it.done, &it.n, &it.score, &it.at, &it.todo_list],
+        write!(
+            sql,
+            " INSERT INTO todo_item (id, text, done, n, score, at, todo_list) VALUES ({}, {}, {}, {}, {}, {}, {});",
+            i + 1,
+            literal(Some(&it.text)),
+            it.done,
+            number(it.n),
+            number(it.score),
+            literal(it.at.as_deref()),
+            number(it.todo_list),
         )
-        .await
         .unwrap();
     }
+    sql.push_str(" COMMIT;");
+    db.execute(&sql).await;
 }
 
 /// The ids of the items `filter` selects through the store's `list`.
-async fn select(store: &PgStore, model: &Model, filter: &Filter) -> Vec<i64> {
+async fn select(store: &dyn Store, model: &Model, filter: &Filter) -> Vec<i64> {
     let page = store.list(model, filter, &[], 1000, 0).await.unwrap();
     page.rows.iter().map(|r| r[0].as_i64().unwrap()).collect()
 }
@@ -219,11 +229,9 @@ fn matching(filter: &Filter, lists: &[ListRow], items: &[ItemRow]) -> Vec<i64> {
 
 /// Every text operator with every tricky text, on the row and through a reference, against rows holding every
 /// tricky text: the cases a random sample may miss (`icontains` of `Éa`, order of `B` and `a`).
-#[tokio::test]
-async fn text_operators_agree_on_every_tricky_text() {
-    let pg = TestPg::start();
+pub async fn text_operators_agree_on_every_tricky_text(h: &dyn StoreHarness) {
     let schema = schema();
-    let (store, db) = setup(&pg, &schema).await;
+    let (store, db) = setup(h).await;
     let model = schema.get_model("todo_item").unwrap();
     let lists: Vec<ListRow> = TEXTS.iter().map(|t| ListRow { name: t.to_string(), rank: None }).collect();
     let items: Vec<ItemRow> = (0..TEXTS.len())
@@ -237,7 +245,7 @@ async fn text_operators_agree_on_every_tricky_text() {
             todo_list: (i > 0).then_some(((i + 5) % TEXTS.len()) as i64 + 1),
         })
         .collect();
-    fill(&db, &lists, &items).await;
+    fill(&*db, &lists, &items).await;
     let mut checked = 0;
     for lookup in ["text", "todo_list__name"] {
         for op in ops_for("text") {
@@ -250,7 +258,7 @@ async fn text_operators_agree_on_every_tricky_text() {
                 let args: serde_json::Map<String, Json> = [(format!("{lookup}{op}"), value)].into_iter().collect();
                 let filter = Filter::parse(&schema, model, &args).unwrap();
                 let want = matching(&filter, &lists, &items);
-                assert_eq!(select(&store, model, &filter).await, want, "filter {}", Json::Object(args));
+                assert_eq!(select(&*store, model, &filter).await, want, "filter {}", Json::Object(args));
                 checked += 1;
             }
         }
@@ -258,32 +266,38 @@ async fn text_operators_agree_on_every_tricky_text() {
     assert_eq!(checked, 2 * 11 * TEXTS.len());
 }
 
-#[test]
-fn postgres_sql_and_memory_select_the_same_rows() {
-    let pg = TestPg::start();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let schema = schema();
-    let (store, db) = rt.block_on(setup(&pg, &schema));
-    let model = schema.get_model("todo_item").unwrap();
-    let strategy = (
-        prop::collection::vec(list_row(), 0..4),
-        prop::collection::vec(item_row(), 0..12),
-        prop::collection::vec(cond(), 1..4),
-    );
-    let mut runner = TestRunner::new(Config { cases: 150, ..Config::default() });
-    let outcome = runner.run(&strategy, |(lists, items, conds)| {
-        let args: serde_json::Map<String, Json> = conds.into_iter().collect();
-        let filter = match Filter::parse(&schema, model, &args) {
-            Ok(f) => f,
-            Err(e) => return Err(TestCaseError::reject(e.to_string())),
-        };
-        let from_sql = rt.block_on(async {
-            fill(&db, &lists, &items).await;
-            select(&store, model, &filter).await
+/// The property over random rows and filters, shrunk to a small failing case when it breaks.
+pub async fn sql_and_memory_select_the_same_rows(h: &dyn StoreHarness) {
+    let (store, db) = setup(h).await;
+    let db: Arc<dyn Outside> = db.into();
+    // proptest drives the cases synchronously, so it runs on a blocking thread that waits on each async step.
+    let runtime = tokio::runtime::Handle::current();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let schema = schema();
+        let model = schema.get_model("todo_item").unwrap();
+        let strategy = (
+            prop::collection::vec(list_row(), 0..4),
+            prop::collection::vec(item_row(), 0..12),
+            prop::collection::vec(cond(), 1..4),
+        );
+        let mut runner = TestRunner::new(Config { cases: 150, ..Config::default() });
+        let outcome = runner.run(&strategy, |(lists, items, conds)| {
+            let args: serde_json::Map<String, Json> = conds.into_iter().collect();
+            let filter = match Filter::parse(&schema, model, &args) {
+                Ok(f) => f,
+                Err(e) => return Err(TestCaseError::reject(e.to_string())),
+            };
+            let from_sql = runtime.block_on(async {
+                fill(&*db, &lists, &items).await;
+                select(&*store, model, &filter).await
+            });
+            prop_assert_eq!(from_sql, matching(&filter, &lists, &items), "filter {}", Json::Object(args));
+            Ok(())
         });
-        prop_assert_eq!(from_sql, matching(&filter, &lists, &items), "filter {}", Json::Object(args));
-        Ok(())
-    });
+        outcome.map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     if let Err(e) = outcome {
         panic!("{e}");
     }
