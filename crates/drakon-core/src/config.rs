@@ -29,6 +29,9 @@ pub const DATABASE_URL_ENV: &str = "DRAKON_DATABASE_URL";
 /// The environment variable that overrides `[server] redis_url`.
 pub const REDIS_URL_ENV: &str = "DRAKON_REDIS_URL";
 
+/// The environment variable that overrides `[server] redis_sharded` (`true`/`false`, `1`/`0`, `yes`/`no`).
+pub const REDIS_SHARDED_ENV: &str = "DRAKON_REDIS_SHARDED";
+
 /// The environment variable that overrides `[server] admin_secret`.
 pub const ADMIN_SECRET_ENV: &str = "DRAKON_ADMIN_SECRET";
 
@@ -71,9 +74,13 @@ pub struct ServerConfig {
     /// A PostgreSQL URL: rows and the change log live there instead of in the SQLite `database`, shared by every
     /// node. [`load`] lets [`DATABASE_URL_ENV`] override it.
     pub database_url: Option<String>,
-    /// A Redis URL (`redis://…`): plain pub/sub messages (`POST /api/publish`) cross every node through it. Row
-    /// changes do not need it. [`load`] lets [`REDIS_URL_ENV`] override it.
+    /// A Redis URL (`redis://…`): the bus between nodes. Plain pub/sub messages (`POST /api/publish`) cross every
+    /// node through it, and with `database_url` so do row changes. With `redis_sharded`, one or more Redis Cluster
+    /// node URLs, comma-separated. [`load`] lets [`REDIS_URL_ENV`] override it.
     pub redis_url: Option<String>,
+    /// Use a Redis Cluster's sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`). [`load`] lets [`REDIS_SHARDED_ENV`]
+    /// override it.
+    pub redis_sharded: bool,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +99,7 @@ impl Default for ServerConfig {
             log_retention: crate::store::LogRetention::default(),
             database_url: None,
             redis_url: None,
+            redis_sharded: false,
         }
     }
 }
@@ -113,6 +121,7 @@ impl fmt::Debug for ServerConfig {
             .field("log_retention", &self.log_retention)
             .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("redis_sharded", &self.redis_sharded)
             .finish()
     }
 }
@@ -168,6 +177,23 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         && !url.is_empty()
     {
         config.server.redis_url = Some(url);
+    }
+    if let Ok(flag) = std::env::var(REDIS_SHARDED_ENV)
+        && !flag.is_empty()
+    {
+        config.server.redis_sharded = match flag.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" => true,
+            "0" | "false" | "no" => false,
+            _ => {
+                return Err(ConfigError {
+                    path: path.to_owned(),
+                    problems: vec![ConfigProblem {
+                        line: None,
+                        message: format!("{REDIS_SHARDED_ENV} must be true or false, got {flag:?}"),
+                    }],
+                });
+            }
+        };
     }
     if let Ok(secret) = std::env::var(ADMIN_SECRET_ENV)
         && !secret.is_empty()
@@ -239,6 +265,7 @@ struct RawServer {
     log_retention_secs: Option<Spanned<i64>>,
     database_url: Option<Spanned<String>>,
     redis_url: Option<Spanned<String>>,
+    redis_sharded: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -382,10 +409,17 @@ impl Reader<'_> {
             Some(url) => server.database_url = Some(url.into_inner()),
             None => {}
         }
+        server.redis_sharded = raw.redis_sharded.unwrap_or(false);
         match raw.redis_url {
-            Some(url) if !url.get_ref().starts_with("redis://") => {
-                self.problem(url.span(), "redis_url must be a Redis URL such as \"redis://127.0.0.1:6379\"")
-            }
+            Some(url) if url.get_ref().split(',').any(|u| !u.trim().starts_with("redis://")) => self.problem(
+                url.span(),
+                "redis_url must be a Redis URL such as \"redis://127.0.0.1:6379\" (with redis_sharded, one or more, \
+                 comma-separated)",
+            ),
+            Some(url) if url.get_ref().contains(',') && !server.redis_sharded => self.problem(
+                url.span(),
+                "several Redis URLs make sense only for a Redis Cluster: set redis_sharded = true, or give one URL",
+            ),
             Some(url) => server.redis_url = Some(url.into_inner()),
             None => {}
         }
@@ -906,7 +940,7 @@ mod tests {
                 &[(
                     2,
                     "unknown field `port`, expected one of `bind`, `database`, `max_frame_bytes`, `max_subscriptions`, \
-                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`, `redis_url`",
+                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`, `redis_url`, `redis_sharded`",
                 )],
             ),
             (
@@ -1090,7 +1124,19 @@ mod tests {
             (
                 "redis_url that is not a Redis URL",
                 &["[server]", "", "redis_url = \"127.0.0.1:6379\""],
-                &[(3, "redis_url must be a Redis URL such as \"redis://127.0.0.1:6379\"")],
+                &[(
+                    3,
+                    "redis_url must be a Redis URL such as \"redis://127.0.0.1:6379\" (with redis_sharded, one or \
+                     more, comma-separated)",
+                )],
+            ),
+            (
+                "several Redis URLs without a cluster",
+                &["[server]", "redis_url = \"redis://10.0.0.1:7000,redis://10.0.0.2:7000\""],
+                &[(
+                    2,
+                    "several Redis URLs make sense only for a Redis Cluster: set redis_sharded = true, or give one URL",
+                )],
             ),
             (
                 "ping interval not under the idle timeout",

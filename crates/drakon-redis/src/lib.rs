@@ -20,6 +20,14 @@
 //!
 //! Both tasks reconnect with exponential backoff (logged at `warn`) after Redis goes away, and the subscriber
 //! subscribes again. Every Redis command is bounded by [`COMMAND_TIMEOUT`], so nothing hangs.
+//!
+//! With `sharded`, the bus is a Redis Cluster and uses sharded pub/sub (`SPUBLISH` / `SSUBSCRIBE`, Redis 7): a
+//! sharded message travels only within the shard that owns its channel's slot, instead of over the whole cluster
+//! bus. Both channels carry the hash tag `{drakon}` ([`Channels::SHARDED`]), so they live in one slot and one
+//! connection per node follows them; the cluster client finds that shard, follows it when slots move, and
+//! subscribes again after reconnecting (see `backend`).
+
+mod backend;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,17 +36,27 @@ use std::time::Duration;
 use drakon_core::Schema;
 use drakon_core::image::{decode_changes, encode_changes};
 use drakon_core::store::{BusMessage, ChangeSink, Publisher};
-use futures_util::StreamExt;
-use redis::AsyncCommands;
 use serde_json::{Value as Json, json};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
-/// The Redis channel that carries every node's plain pub/sub messages.
-pub const PUBLISH_CHANNEL: &str = "drakon:publish";
+use crate::backend::{Backend, PubConn};
 
-/// The Redis channel that carries committed row changes and the relay's heads.
-pub const CHANGES_CHANNEL: &str = "drakon:changes";
+/// The names of the bus's two Redis channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channels {
+    /// Plain pub/sub messages (`POST /api/publish`).
+    pub publish: &'static str,
+    /// Committed row changes and the relay's heads.
+    pub changes: &'static str,
+}
+
+impl Channels {
+    /// The channels on a single Redis server.
+    pub const SINGLE: Channels = Channels { publish: "drakon:publish", changes: "drakon:changes" };
+    /// The channels on a Redis Cluster: one hash tag, so one slot.
+    pub const SHARDED: Channels = Channels { publish: "{drakon}:publish", changes: "{drakon}:changes" };
+}
 
 /// How long connecting (and subscribing) may take before the attempt counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -84,7 +102,7 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
-    /// Where the store sends committed changes (and heads) to be published on [`CHANGES_CHANNEL`]. A transaction
+    /// Where the store sends committed changes (and heads) to be published on the changes channel. A transaction
     /// Redis does not take is dropped with a warning: the nodes read it from the change log (see the module doc).
     pub fn relay(&self) -> ChangeSink {
         self.relay.clone()
@@ -105,47 +123,56 @@ impl Publisher for RedisBus {
 }
 
 /// Connects to Redis at `url` (publisher and subscriber, so that the first message is already delivered) and
-/// starts both tasks. `local` is the node's bus (the sink its fan-out reads), into which the subscriber feeds every
-/// message; `schema` types the row changes it receives. Both tasks end when the returned bus is dropped or the
-/// local bus closes.
-pub async fn start(url: &str, local: ChangeSink, schema: Arc<Schema>) -> Result<Arc<RedisBus>, StartError> {
-    let client = redis::Client::open(url).map_err(|e| StartError(format!("bad Redis URL: {e}")))?;
-    let conn = publisher_connection(&client).await.map_err(|e| StartError(format!("cannot connect to Redis: {e}")))?;
-    let pubsub = subscribe(&client).await.map_err(|e| StartError(format!("cannot subscribe on Redis: {e}")))?;
+/// starts both tasks. With `sharded`, `url` names one or more nodes of a Redis Cluster, comma-separated, and the
+/// bus uses sharded pub/sub. `local` is the node's bus (the sink its fan-out reads), into which the subscriber
+/// feeds every message; `schema` types the row changes it receives. Both tasks end when the returned bus is
+/// dropped or the local bus closes.
+pub async fn start(
+    url: &str,
+    sharded: bool,
+    local: ChangeSink,
+    schema: Arc<Schema>,
+) -> Result<Arc<RedisBus>, StartError> {
+    let backend = Backend::open(url, sharded).map_err(|e| StartError(format!("bad Redis URL: {e}")))?;
+    let conn = backend.publisher().await.map_err(|e| StartError(format!("cannot connect to Redis: {e}")))?;
     let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
     let (relay, relayed) = mpsc::channel(RELAY_QUEUE);
     let (done, stopped) = oneshot::channel::<()>();
-    let client = Arc::new(client);
-    let subscribed = Arc::new(AtomicBool::new(true));
-    tokio::spawn(publisher(client.clone(), conn, rx, relayed, schema.clone(), done));
-    tokio::spawn(subscriber(client, pubsub, local, schema, stopped, subscribed.clone()));
+    let subscribed = Arc::new(AtomicBool::new(false));
+    let inbound = Inbound { local, schema: schema.clone(), channels: backend.channels() };
+    backend
+        .subscribe(inbound, stopped, subscribed.clone())
+        .await
+        .map_err(|e| StartError(format!("cannot subscribe on Redis: {e}")))?;
+    tokio::spawn(publisher(backend, conn, rx, relayed, schema, done));
     Ok(Arc::new(RedisBus { tx, relay, subscribed }))
 }
 
-async fn publisher_connection(client: &redis::Client) -> Result<redis::aio::MultiplexedConnection, String> {
-    match timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
-    }
+/// Where messages from Redis go: decoded, into the node's local bus.
+struct Inbound {
+    local: ChangeSink,
+    schema: Arc<Schema>,
+    channels: Channels,
 }
 
-async fn subscribe(client: &redis::Client) -> Result<redis::aio::PubSub, String> {
-    let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(&[PUBLISH_CHANNEL, CHANGES_CHANNEL]).await?;
-        Ok::<_, redis::RedisError>(pubsub)
-    };
-    match timeout(CONNECT_TIMEOUT, attempt).await {
-        Ok(Ok(pubsub)) => Ok(pubsub),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+impl Inbound {
+    /// Decodes a message received on `channel` and feeds it to the local bus; false once the local bus closed.
+    async fn forward(&self, channel: &str, payload: &[u8]) -> bool {
+        let decoded =
+            if channel == self.channels.changes { decode_relayed(&self.schema, payload) } else { decode(payload) };
+        match decoded {
+            Some(msg) => self.local.send(msg).await.is_ok(),
+            None => {
+                tracing::warn!(channel, "ignoring a malformed message on Redis");
+                true
+            }
+        }
     }
 }
 
 /// Exponential backoff between reconnection attempts.
 #[derive(Debug)]
-struct Backoff(Duration);
+pub(crate) struct Backoff(Duration);
 
 impl Backoff {
     fn new() -> Backoff {
@@ -163,14 +190,6 @@ impl Backoff {
     }
 }
 
-async fn publish(conn: &mut redis::aio::MultiplexedConnection, channel: &str, payload: &str) -> Result<(), String> {
-    match timeout(COMMAND_TIMEOUT, conn.publish::<_, _, i64>(channel, payload)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {COMMAND_TIMEOUT:?}")),
-    }
-}
-
 /// What the publisher task sends next.
 enum Job {
     /// A plain pub/sub message, whose sender waits for the outcome.
@@ -182,8 +201,8 @@ enum Job {
 /// The publishing connection, replaced after it breaks; after a failed reconnection the next attempt waits for
 /// the backoff, and messages meanwhile are refused rather than queued behind a dead server.
 struct Connection {
-    client: Arc<redis::Client>,
-    conn: Option<redis::aio::MultiplexedConnection>,
+    backend: Backend,
+    conn: Option<PubConn>,
     backoff: Backoff,
     retry_at: Instant,
     failed: u64,
@@ -197,7 +216,7 @@ impl Connection {
                 if Instant::now() < self.retry_at {
                     break;
                 }
-                match publisher_connection(&self.client).await {
+                match self.backend.publisher().await {
                     Ok(fresh) => {
                         tracing::warn!(failed = self.failed, "reconnected to Redis for publishing");
                         self.conn = Some(fresh);
@@ -213,7 +232,7 @@ impl Connection {
                 }
             }
             let Some(c) = self.conn.as_mut() else { break };
-            match publish(c, channel, payload).await {
+            match c.publish(channel, payload).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %e, "publishing to Redis failed; reconnecting");
@@ -242,15 +261,16 @@ fn encode_relayed(schema: &Schema, msg: &BusMessage) -> Option<String> {
 /// Publishes plain messages (answering each sender) and relayed changes, one at a time, in arrival order per
 /// kind, until both queues close.
 async fn publisher(
-    client: Arc<redis::Client>,
-    conn: redis::aio::MultiplexedConnection,
+    backend: Backend,
+    conn: PubConn,
     mut rx: mpsc::Receiver<Outgoing>,
     mut relayed: mpsc::Receiver<BusMessage>,
     schema: Arc<Schema>,
     _done: oneshot::Sender<()>,
 ) {
+    let channels = backend.channels();
     let mut conn =
-        Connection { client, conn: Some(conn), backoff: Backoff::new(), retry_at: Instant::now(), failed: 0 };
+        Connection { backend, conn: Some(conn), backoff: Backoff::new(), retry_at: Instant::now(), failed: 0 };
     let mut relay_open = true;
     loop {
         let job = tokio::select! {
@@ -269,7 +289,7 @@ async fn publisher(
         match job {
             Job::Plain((name, data, ack)) => {
                 let payload = json!({"channel": &*name, "data": &*data}).to_string();
-                let sent = conn.publish(PUBLISH_CHANNEL, &payload).await;
+                let sent = conn.publish(channels.publish, &payload).await;
                 if sent.is_err() {
                     tracing::warn!(channel = %name, "Redis is unreachable: a plain pub/sub message was refused");
                 }
@@ -278,7 +298,7 @@ async fn publisher(
             Job::Relay(msg) => {
                 let Some(payload) = encode_relayed(&schema, &msg) else { continue };
                 // Said once per outage; the reconnection reports how many messages failed in all.
-                if conn.publish(CHANGES_CHANNEL, &payload).await.is_err() && conn.failed == 1 {
+                if conn.publish(channels.changes, &payload).await.is_err() && conn.failed == 1 {
                     tracing::warn!(
                         "Redis is unreachable: relayed changes are dropped until it returns; the nodes will read \
                          them from the change log"
@@ -286,64 +306,6 @@ async fn publisher(
                 }
             }
         }
-    }
-}
-
-/// Forwards every message on both channels into the local bus; subscribes again, with backoff, after losing Redis.
-async fn subscriber(
-    client: Arc<redis::Client>,
-    pubsub: redis::aio::PubSub,
-    local: ChangeSink,
-    schema: Arc<Schema>,
-    mut stopped: oneshot::Receiver<()>,
-    subscribed: Arc<AtomicBool>,
-) {
-    let mut pubsub = Some(pubsub);
-    let mut backoff = Backoff::new();
-    loop {
-        let mut current = match pubsub.take() {
-            Some(p) => p,
-            None => match subscribe(&client).await {
-                Ok(p) => {
-                    tracing::warn!("subscribed to Redis again");
-                    subscribed.store(true, Ordering::Relaxed);
-                    backoff.reset();
-                    p
-                }
-                Err(e) => {
-                    let wait = backoff.next();
-                    tracing::warn!(error = %e, retry_in = ?wait, "cannot subscribe on Redis");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => continue,
-                        _ = &mut stopped => return,
-                    }
-                }
-            },
-        };
-        let mut messages = current.on_message();
-        loop {
-            let msg = tokio::select! {
-                msg = messages.next() => msg,
-                _ = &mut stopped => return,
-                _ = local.closed() => return,
-            };
-            let Some(msg) = msg else { break };
-            let channel = msg.get_channel_name();
-            let decoded = if channel == CHANGES_CHANNEL {
-                decode_relayed(&schema, msg.get_payload_bytes())
-            } else {
-                decode(msg.get_payload_bytes())
-            };
-            let Some(bus_msg) = decoded else {
-                tracing::warn!(channel, "ignoring a malformed message on Redis");
-                continue;
-            };
-            if local.send(bus_msg).await.is_err() {
-                return;
-            }
-        }
-        subscribed.store(false, Ordering::Relaxed);
-        tracing::warn!("lost the Redis subscription; subscribing again");
     }
 }
 

@@ -71,40 +71,44 @@ impl TestRedis {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("redis.log"))
-            .expect("redis log file");
-        let child = Command::new(bin())
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("redis log file"))
-            .stderr(log)
-            .spawn()
-            .expect("start redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if self.ping() {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("redis-server exited with {status}: {}", self.log());
-            }
-            assert!(Instant::now() < deadline, "redis-server did not answer within {START_TIMEOUT:?}: {}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child = Some(spawn_server(self.dir.path(), self.port, &[]));
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A throwaway Redis Cluster: `masters` `redis-server`s in cluster mode on free ports of 127.0.0.1, joined with
+/// `redis-cli --cluster create` (no replicas), each in its own temporary directory; killed when it drops.
+/// [`TestRedisCluster::restart_node`] kills one node and starts it again on the same port with its cluster state
+/// file, as after a crash.
+#[derive(Debug)]
+pub struct TestRedisCluster {
+    nodes: Vec<ClusterNode>,
+}
+
+#[derive(Debug)]
+struct ClusterNode {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl ClusterNode {
+    fn spawn(&mut self) {
+        let cluster =
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
+        self.child = Some(spawn_server(self.dir.path(), self.port, &cluster));
     }
 
-    fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn log(&self) -> String {
@@ -112,8 +116,137 @@ impl TestRedis {
     }
 }
 
-impl Drop for TestRedis {
+/// Starts `redis-server` on `port` without persistence, with its files and log in `dir`, and waits until it
+/// answers `PING`.
+fn spawn_server(dir: &std::path::Path, port: u16, extra: &[&str]) -> Child {
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(dir.join("redis.log")).expect("redis log file");
+    let mut child = Command::new(bin())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(extra)
+        .arg("--dir")
+        .arg(dir)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("redis log file"))
+        .stderr(log)
+        .spawn()
+        .expect("start redis-server");
+    let read_log = || std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !ping(port) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("redis-server exited with {status}: {}", read_log());
+        }
+        assert!(Instant::now() < deadline, "redis-server did not answer within {START_TIMEOUT:?}: {}", read_log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// `redis-cli`, beside `redis-server`.
+fn cli() -> PathBuf {
+    bin().with_file_name("redis-cli")
+}
+
+impl TestRedisCluster {
+    /// Starts `masters` nodes (at least 3, as Redis requires), creates the cluster and waits until every node
+    /// reports it healthy.
+    pub fn start(masters: usize) -> TestRedisCluster {
+        assert!(masters >= 3, "a Redis Cluster needs at least 3 masters");
+        let mut nodes: Vec<ClusterNode> = (0..masters)
+            .map(|_| ClusterNode {
+                dir: tempfile::tempdir().expect("temporary directory for redis"),
+                port: free_port(),
+                child: None,
+            })
+            .collect();
+        for node in &mut nodes {
+            node.spawn();
+        }
+        let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let out = Command::new(cli())
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = TestRedisCluster { nodes };
+        cluster.wait_healthy();
+        cluster
+    }
+
+    /// The node URLs, comma-separated, as `redis_url` takes them for a cluster.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(|n| format!("redis://127.0.0.1:{}", n.port)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The port of the node that serves the slot of `key` (for a sharded channel, its name).
+    pub fn port_of(&self, key: &str) -> u16 {
+        let out = Command::new(cli())
+            .args(["-p", &self.nodes[0].port.to_string(), "cluster", "keyslot", key])
+            .output()
+            .expect("run redis-cli cluster keyslot");
+        let slot: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("a slot number");
+        let out = Command::new(cli())
+            .args(["-p", &self.nodes[0].port.to_string(), "cluster", "slots"])
+            .output()
+            .expect("run redis-cli cluster slots");
+        // Lines come in groups: start slot, end slot, then the master's host, port and id.
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for group in lines.chunks(5) {
+            if let [start, end, _host, port, _id] = group
+                && let (Ok(start), Ok(end), Ok(port)) = (start.parse::<u16>(), end.parse::<u16>(), port.parse())
+                && (start..=end).contains(&slot)
+            {
+                return port;
+            }
+        }
+        panic!("no node serves slot {slot}: {text}");
+    }
+
+    /// Kills the node on `port` and starts it again with its cluster state, then waits until the cluster is
+    /// healthy again.
+    pub fn restart_node(&mut self, port: u16) {
+        let node = self.nodes.iter_mut().find(|n| n.port == port).expect("a node of this cluster");
+        node.kill();
+        node.spawn();
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        for node in &self.nodes {
+            loop {
+                let out = Command::new(cli()).args(["-p", &node.port.to_string(), "cluster", "info"]).output();
+                if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok")) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster did not become healthy: {}", node.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+impl Drop for TestRedisCluster {
     fn drop(&mut self) {
-        self.kill();
+        for node in &mut self.nodes {
+            node.kill();
+        }
     }
 }

@@ -100,7 +100,8 @@ impl App {
         // drakon_redis and PgStore::connect_relay). With SQLite there is one node, and changes stay in-process.
         let redis = match &server.redis_url {
             Some(url) => {
-                Some(drakon_redis::start(url, sink.clone(), schema.clone()).await.context("starting the Redis bus")?)
+                let bus = drakon_redis::start(url, server.redis_sharded, sink.clone(), schema.clone());
+                Some(bus.await.context("starting the Redis bus")?)
             }
             None => None,
         };
