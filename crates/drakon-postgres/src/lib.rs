@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use drakon_core::filter::sql::{Dialect, compile, quote};
+use drakon_core::filter::sql::{Dialect, compile, order_by, quote};
 use drakon_core::store::{
     Change, ChangeSink, LogRead, LogRetention, MigrationReport, OrderBy, Page, Store, StoreError, WriteOp,
 };
@@ -258,16 +258,7 @@ impl Store for PgStore {
         offset: u64,
     ) -> Result<Page, StoreError> {
         let cond = compile(filter, "t", Dialect::Postgres);
-        let mut order_sql = order
-            .iter()
-            .map(|o| {
-                format!("\"t\".{} {}", quote(&model.fields[o.field].name), if o.descending { "DESC" } else { "ASC" })
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        if order_sql.is_empty() {
-            order_sql = "\"t\".\"id\"".to_owned();
-        }
+        let order_sql = order_by(model, order, "t", Dialect::Postgres);
         let table = quote(&model.name);
         let bound = params(&cond.params);
         let bound = refs(&bound);

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
-use drakon_core::filter::sql::{Dialect, compile, quote};
+use drakon_core::filter::sql::{Dialect, compile, order_by, quote};
 use drakon_core::store::{
     ChangeSink, LogRead, LogRetention, MigrationReport, OrderBy, Page, Store, StoreError, WriteOp,
 };
@@ -137,13 +137,7 @@ impl Store for SqliteStore {
     ) -> Result<Page, StoreError> {
         let model = model.clone();
         let cond = compile(filter, "t", Dialect::Sqlite);
-        let order_sql = order
-            .iter()
-            .map(|o| {
-                format!("\"t\".{} {}", quote(&model.fields[o.field].name), if o.descending { "DESC" } else { "ASC" })
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let order_sql = order_by(&model, order, "t", Dialect::Sqlite);
         self.read(move |conn| {
             // One read transaction: the count, the rows and the offset all see the same committed state.
             let tx = conn.unchecked_transaction().map_err(db_error)?;
@@ -158,7 +152,6 @@ impl Store for SqliteStore {
                 .prepare_cached(&format!("SELECT count(*) FROM {table} AS \"t\" WHERE {}", cond.sql))
                 .and_then(|mut s| s.query_row(rusqlite::params_from_iter(&params), |r| r.get(0)))
                 .map_err(db_error)?;
-            let order_sql = if order_sql.is_empty() { "\"t\".\"id\"".to_owned() } else { order_sql };
             let sql = format!(
                 "SELECT {} FROM {table} AS \"t\" WHERE {} ORDER BY {order_sql} LIMIT {limit} OFFSET {offset}",
                 row_columns(&model, "t"),

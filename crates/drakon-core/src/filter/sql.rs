@@ -49,6 +49,28 @@ pub fn quote(ident: &str) -> String {
     format!("\"{ident}\"")
 }
 
+/// The `ORDER BY` list for `order` over rows of `model` aliased `alias`, the same in every dialect: nulls sort
+/// before every value (SQLite's rule, and the JS mirror's), and `id` breaks ties, so pages never skip or repeat
+/// rows that share a value.
+pub fn order_by(model: &crate::Model, order: &[crate::store::OrderBy], alias: &str, dialect: Dialect) -> String {
+    let mut terms: Vec<String> = order
+        .iter()
+        .map(|o| {
+            let column = format!("{}.{}", quote(alias), quote(&model.fields[o.field].name));
+            match (dialect, o.descending) {
+                (Dialect::Sqlite, false) => format!("{column} ASC"),
+                (Dialect::Sqlite, true) => format!("{column} DESC"),
+                (Dialect::Postgres, false) => format!("{column} ASC NULLS FIRST"),
+                (Dialect::Postgres, true) => format!("{column} DESC NULLS LAST"),
+            }
+        })
+        .collect();
+    if !order.iter().any(|o| o.field == 0) {
+        terms.push(format!("{}.\"id\"", quote(alias)));
+    }
+    terms.join(", ")
+}
+
 /// Compiles `filter` against rows of the table aliased `alias`. An empty filter is always true (`1`, `TRUE`).
 /// PostgreSQL placeholders are numbered from `$1` in the order of `params`.
 pub fn compile(filter: &Filter, alias: &str, dialect: Dialect) -> SqlCondition {

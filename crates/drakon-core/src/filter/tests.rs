@@ -76,7 +76,7 @@ fn parse_rejects_bad_filters_with_codes() {
 }
 
 /// What each operator compiles to, in each dialect. The SQLite column is the output the store has always run; the
-/// PostgreSQL column runs against a real server in `drakon-postgres`'s `store_postgres_filters` property test.
+/// PostgreSQL column runs against a real server in the store suite's filter tests (`drakon_testkit::store_suite`).
 #[test]
 fn compile_writes_each_dialect() {
     let hop = r#"(SELECT "t_h1"."name" FROM "todo_list" AS "t_h1" WHERE "t_h1"."id" = "t"."todo_list")"#;

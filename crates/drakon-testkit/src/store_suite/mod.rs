@@ -75,6 +75,7 @@ macro_rules! store_suite {
             watched_references_log_touches_of_referring_rows,
             log_since_replays_and_retention_trims,
             list_reads_one_snapshot_with_typed_values,
+            list_orders_nulls_first_and_breaks_ties_by_id,
             text_operators_agree_on_every_tricky_text,
             sql_and_memory_select_the_same_rows,
         );
@@ -546,4 +547,31 @@ pub async fn list_reads_one_snapshot_with_typed_values(h: &dyn StoreHarness) {
     let page = store.list(things, &filter, &[], 10, 0).await.unwrap();
     assert_eq!(page.total, 1);
     assert_eq!(page.rows[0][1], text("Ünïcode 'quoted'"));
+}
+
+/// `list` orders the same on every store (and as the JS mirror sorts): nulls before every value, reversed by a
+/// descending order, and `id` breaking ties, so that pages of rows sharing a value never skip or repeat one.
+pub async fn list_orders_nulls_first_and_breaks_ties_by_id(h: &dyn StoreHarness) {
+    let schema = Schema::new().model(Model::new("thing").field(Field::int("n").optional()));
+    let (tx, _bus) = mpsc::channel(64);
+    let store = h.open(tx, LogRetention::default()).await;
+    store.migrate(&schema).await.unwrap();
+    let things = schema.get_model("thing").unwrap();
+    // ids 1..=6 with n = 2, null, 1, 2, null, 1
+    for n in [Value::Int(2), Value::Null, Value::Int(1), Value::Int(2), Value::Null, Value::Int(1)] {
+        store.write(create("thing", vec![(1, n)])).await.unwrap();
+    }
+    let ids = |rows: &[Vec<Value>]| rows.iter().map(|r| r[0].as_i64().unwrap()).collect::<Vec<_>>();
+    let ascending = [OrderBy { field: 1, descending: false }];
+    let page = store.list(things, &Filter::default(), &ascending, 10, 0).await.unwrap();
+    assert_eq!(ids(&page.rows), vec![2, 5, 3, 6, 1, 4], "nulls first, then by value, ties by id");
+    let descending = [OrderBy { field: 1, descending: true }];
+    let page = store.list(things, &Filter::default(), &descending, 10, 0).await.unwrap();
+    assert_eq!(ids(&page.rows), vec![1, 4, 3, 6, 2, 5], "descending: nulls last, ties still by ascending id");
+    // Paging through rows that share a value visits each row once.
+    let mut paged = Vec::new();
+    for offset in 0..6 {
+        paged.extend(ids(&store.list(things, &Filter::default(), &ascending, 1, offset).await.unwrap().rows));
+    }
+    assert_eq!(paged, vec![2, 5, 3, 6, 1, 4]);
 }
