@@ -89,3 +89,39 @@ async fn a_bad_url_or_a_missing_server_is_a_clear_error() {
     let err = PgStore::connect("postgres://[", tx, LogRetention::default()).await.unwrap_err().to_string();
     assert!(err.contains("bad database URL"), "{err}");
 }
+
+/// `TRUNCATE` (which fires no row triggers) is logged too: every row it removes, in each table it names, goes out
+/// as a deletion with its last image, numbered like any other change, once. (drakon declares no foreign keys, so
+/// CASCADE reaches no other table: referring rows stay, their reference dangling, as after any outside delete.)
+#[tokio::test]
+async fn truncate_is_logged_as_the_deletion_of_every_row_it_removes() {
+    let h = PgHarness::start();
+    let (store, mut bus) = open(&h, &todo_schema()).await;
+    let outside = h.outside().await;
+    let list = store.write(create("todo_list", vec![(1, text("groceries"))])).await.unwrap()[0].id;
+    let mut items = Vec::new();
+    for item in ["milk", "eggs"] {
+        items.push(store.write(create("todo_item", vec![(1, text(item)), (3, Value::Int(list))])).await.unwrap()[0].id);
+    }
+    let _ = receive(&mut bus, 3).await;
+    // Twice in one transaction: the second finds the tables empty and logs nothing more.
+    outside.execute("BEGIN; TRUNCATE todo_item, todo_list; TRUNCATE todo_list CASCADE; COMMIT").await;
+    let deleted = receive(&mut bus, 3).await;
+    let mut seen: Vec<(String, i64, u64)> = deleted
+        .iter()
+        .map(|c| {
+            assert_eq!(c.action, drakon_protocol::Action::Deleted, "{c:?}");
+            assert!(c.old.is_some(), "the last image goes with the deletion: {c:?}");
+            (c.model.to_string(), c.id, c.offset)
+        })
+        .collect();
+    seen.sort();
+    let expected = vec![
+        ("todo_item".to_owned(), items[0], 3),
+        ("todo_item".to_owned(), items[1], 4),
+        ("todo_list".to_owned(), list, 2),
+    ];
+    assert_eq!(seen, expected);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(bus.try_recv().is_err(), "nothing is logged twice");
+}
