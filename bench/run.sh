@@ -36,4 +36,11 @@ run writes --connections 1000 --rate 500,1000 --duration 10 "$@"
 # A write that matches one subscription while 1k / 10k / 100k others exist (100 per connection at the top).
 run selective --subscriptions 1000,10000,100000 --connections 1000 --rate 500 --duration 10 "$@"
 
+# 100,000 connections over several drakon nodes behind one Redis, all receiving a broadcast (needs redis-server).
+if [ -x /usr/bin/redis-server ] || [ -n "${DRAKON_REDIS_SERVER:-}" ]; then
+  run nodes --connections 100000 --rate 1 --duration 10 "$@"
+else
+  echo "==> nodes skipped: redis-server is missing (apt-get install -y redis-server)"
+fi
+
 echo "==> done in $((SECONDS - started)) s; results in bench/results/"

@@ -92,6 +92,19 @@ impl Fleet {
         probe: bool,
         bar: &ProgressBar,
     ) -> Result<(Fleet, Ready)> {
+        Fleet::connect_to(layout, &[server], connections, subscribe, probe, bar).await
+    }
+
+    /// Like [`Fleet::connect`], over several servers: worker `w` connects to `servers[w % servers.len()]`, so the
+    /// connections spread evenly when the worker count is a multiple of the server count.
+    pub async fn connect_to(
+        layout: &Layout,
+        servers: &[SocketAddr],
+        connections: usize,
+        subscribe: Subscribe,
+        probe: bool,
+        bar: &ProgressBar,
+    ) -> Result<(Fleet, Ready)> {
         let processes = processes_for(connections, layout.processes).min(connections.max(1));
         let exe = std::env::current_exe().context("finding this executable")?;
         let (tx, events) = mpsc::unbounded_channel();
@@ -100,7 +113,7 @@ impl Fleet {
         for w in 0..processes {
             let share = connections / processes + usize::from(w < connections % processes);
             let plan = Plan {
-                server,
+                server: servers[w % servers.len()],
                 source: IpAddr::V4(Ipv4Addr::new(127, 0, layout.octet, 2 + w as u8)),
                 connections: share,
                 first_index,

@@ -5,6 +5,7 @@
 mod fleet;
 mod procfs;
 mod publish;
+mod redis;
 mod report;
 mod scenario;
 mod stamp;
@@ -42,7 +43,9 @@ enum Command {
     Writes(Common),
     /// Many subscriptions on distinct filters, writes that match one: the cost of a write as subscriptions grow.
     Selective(Common),
-    /// Every scenario at its default size, one after the other.
+    /// Several drakon nodes behind one Redis (started for the run), N connections spread over them, a broadcast.
+    Nodes(Common),
+    /// Every scenario but `nodes` at its default size, one after the other.
     All(Common),
     /// A worker process (started by the controller; not for direct use).
     #[command(hide = true)]
@@ -92,6 +95,9 @@ pub struct Common {
     /// Subscriptions per step in `selective`, e.g. `1000,10000,100000`.
     #[arg(long, value_delimiter = ',')]
     pub subscriptions: Option<Vec<usize>>,
+    /// drakon nodes in `nodes` (default: one per 16,000 connections).
+    #[arg(long)]
+    pub nodes: Option<usize>,
     /// Connections the writes of `writes` and `selective` are sent over.
     #[arg(long, default_value_t = 2)]
     pub writers: usize,
@@ -147,6 +153,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Fanout(c) => (vec![scenario::Name::Fanout], c),
         Command::Writes(c) => (vec![scenario::Name::Writes], c),
         Command::Selective(c) => (vec![scenario::Name::Selective], c),
+        Command::Nodes(c) => (vec![scenario::Name::Nodes], c),
         Command::All(c) => (scenario::Name::ALL.to_vec(), c),
         Command::Worker { .. } => unreachable!("handled in main"),
     };

@@ -55,6 +55,9 @@ impl Latency {
 pub struct Step {
     /// `drakon` or `node-ws`.
     pub target: String,
+    /// drakon nodes behind one Redis (`nodes` scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
     /// Connections asked for.
     pub connections: usize,
     pub connected: usize,

@@ -94,6 +94,16 @@ fn pinned(program: &Path, core: Option<usize>) -> Command {
 
 impl Target {
     pub async fn start(kind: Kind, launch: &Launch, max_subscriptions: usize) -> Result<Target> {
+        Target::start_with(kind, launch, max_subscriptions, &[]).await
+    }
+
+    /// Like [`Target::start`], with extra environment variables for the server (e.g. `DRAKON_REDIS_URL`).
+    pub async fn start_with(
+        kind: Kind,
+        launch: &Launch,
+        max_subscriptions: usize,
+        env: &[(&str, &str)],
+    ) -> Result<Target> {
         let dir = tempfile::Builder::new().prefix("drakon-bench-").tempdir()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let mut cmd = match kind {
@@ -112,7 +122,8 @@ impl Target {
                 cmd
             }
         };
-        cmd.env("DRAKON_API_KEY", API_KEY)
+        cmd.envs(env.iter().copied())
+            .env("DRAKON_API_KEY", API_KEY)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
