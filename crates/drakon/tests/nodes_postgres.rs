@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{BIN, QUIET, TODO, http};
 use drakon_testkit::postgres::TestPg;
+use drakon_testkit::redis::TestRedis;
 use drakon_testkit::{Client, PATIENCE, TestServer};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -89,9 +90,25 @@ fn created_ids(publications: &[Value], after: &mut u64) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_postgres_bounce_fails_writes_clearly_and_then_everything_continues() {
+    postgres_bounce(None).await;
+}
+
+/// The same with Redis as the bus: the relay loses its lock with its connection and one node takes it again.
+#[tokio::test]
+async fn a_postgres_bounce_behind_redis_loses_nothing_either() {
+    let redis = TestRedis::start();
+    postgres_bounce(Some(&redis)).await;
+}
+
+async fn postgres_bounce(redis: Option<&TestRedis>) {
     let mut pg = TestPg::start();
     let url = pg.create_database("todo").await;
-    let (a, b) = (node(&url).await, node(&url).await);
+    let mut env = vec![("DRAKON_DATABASE_URL", url.clone())];
+    if let Some(redis) = redis {
+        env.push(("DRAKON_REDIS_URL", redis.url()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (a, b) = (TestServer::spawn_with(BIN, TODO, &env).await, TestServer::spawn_with(BIN, TODO, &env).await);
 
     let mut writer = a.client().await;
     let list = writer.ok("todo-list", "create", json!({"name": "Groceries"})).await;
