@@ -19,7 +19,8 @@ use crate::value::Value;
 pub const REFS_KEY: &str = "__refs";
 
 /// Reads a value from an image by the field's type. Images of writes made outside drakon hold whatever the column
-/// held; what does not fit becomes null rather than failing the whole change.
+/// held; what does not fit becomes null rather than failing the whole change. A bool may be a number (SQLite's
+/// `json_object` writes its 0 and 1).
 pub fn value_from_image(ty: &FieldType, v: Option<&Json>) -> Value {
     let Some(v) = v else { return Value::Null };
     match (ty, v) {
@@ -29,6 +30,7 @@ pub fn value_from_image(ty: &FieldType, v: Option<&Json>) -> Value {
         }
         (FieldType::Float, Json::Number(n)) => n.as_f64().map_or(Value::Null, Value::Float),
         (FieldType::Bool, Json::Bool(b)) => Value::Bool(*b),
+        (FieldType::Bool, Json::Number(n)) => Value::Bool(n.as_f64().is_some_and(|f| f != 0.0)),
         (FieldType::Text, Json::String(s)) => Value::Text(s.clone()),
         (FieldType::Text, other) => Value::Text(other.to_string()),
         (FieldType::DateTime, Json::String(s)) => Value::DateTime(s.clone()),

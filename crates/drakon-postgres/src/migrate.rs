@@ -318,56 +318,35 @@ fn triggers(schema: &Schema, model: &Model) -> String {
     }
     let function = |op: &str| quote(&format!("_drakon_{name}_{op}"));
     let old_image = image_sql(schema, model, "_o", None);
-    // Logs the deletion of every row of `rows` (a transition table, or a whole table) as rows of `model`.
-    let log_deletions = |model: &Model, rows: &str, image: &str| {
+    // A trigger function logging the deletion of every row of `rows` (a transition table, or the table itself).
+    let deletions = |function: &str, rows: &str| {
         format!(
-            r#"
-    SELECT * INTO v_offset, v_seq FROM _drakon_heads('{m}');
-    INSERT INTO _drakon_changes (model, "offset", seq, row_id, action, old, new)
-        SELECT '{m}', v_offset + _e.rn, v_seq + _e.rn, _e.id, 'deleted', _e.img, NULL FROM (
-            SELECT _o."id" AS id, {image} AS img, row_number() OVER (ORDER BY _o."id") AS rn
-            FROM {rows} AS _o
-        ) AS _e;"#,
-            m = model.name
-        )
-    };
-    let delete_fn = format!(
-        r#"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $fn$
+            r#"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $fn$
 DECLARE
     v_offset bigint;
     v_seq bigint;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM old_rows) THEN
+    IF NOT EXISTS (SELECT 1 FROM {rows}) THEN
         RETURN NULL;
-    END IF;{log}
+    END IF;
+    SELECT * INTO v_offset, v_seq FROM _drakon_heads('{name}');
+    INSERT INTO _drakon_changes (model, "offset", seq, row_id, action, old, new)
+        SELECT '{name}', v_offset + _e.rn, v_seq + _e.rn, _e.id, 'deleted', _e.img, NULL FROM (
+            SELECT _o."id" AS id, {old_image} AS img, row_number() OVER (ORDER BY _o."id") AS rn
+            FROM {rows} AS _o
+        ) AS _e;
     PERFORM _drakon_notify();
     RETURN NULL;
 END
 $fn$;
-"#,
-        function = function("delete"),
-        log = log_deletions(model, "old_rows", &old_image),
-    );
+"#
+        )
+    };
+    let delete_fn = deletions(&function("delete"), "old_rows");
     // TRUNCATE has no transition tables: before it runs, every row still in the table is about to go. (drakon
     // declares no foreign keys, so a TRUNCATE removes the rows of exactly the tables it names, and each fires its
     // own trigger; references left dangling read as null, as after any outside write.)
-    let truncate_fn = format!(
-        r#"CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $fn$
-DECLARE
-    v_offset bigint;
-    v_seq bigint;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM {table}) THEN
-        RETURN NULL;
-    END IF;{log}
-    PERFORM _drakon_notify();
-    RETURN NULL;
-END
-$fn$;
-"#,
-        function = function("truncate"),
-        log = log_deletions(model, &table, &old_image),
-    );
+    let truncate_fn = deletions(&function("truncate"), &table);
     format!(
         r#"
 CREATE OR REPLACE FUNCTION {insert}() RETURNS trigger LANGUAGE plpgsql SET jit = off AS $fn$

@@ -11,13 +11,12 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use drakon_core::image::change_from_images;
 use drakon_core::limits::LOG_TRIM_BATCH;
-use drakon_core::store::{BusMessage, Change, ChangeSink, LogRead, LogRetention, RefImages, Row, StoreError};
+use drakon_core::store::{BusMessage, Change, ChangeSink, LogRead, LogRetention, StoreError};
 use drakon_core::{Model, Schema};
-use drakon_protocol::Action;
 use rusqlite::Connection;
 
-use crate::rows::value_from_image;
 use crate::{db_error, lock};
 
 /// Entries published per bus message: a bulk `UPDATE` of a million rows goes out in bounded batches.
@@ -41,26 +40,7 @@ pub fn current_seq(conn: &Connection) -> Result<u64, StoreError> {
         .map_err(db_error)
 }
 
-/// A logged row image and the referenced rows recorded with it (`__refs`, see the log triggers).
-fn image(schema: &Schema, model: &Model, text: Option<String>) -> (Option<Row>, RefImages) {
-    let Some(json) = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
-        return (None, Vec::new());
-    };
-    let Some(obj) = json.as_object() else { return (None, Vec::new()) };
-    let row = model.fields.iter().map(|f| value_from_image(&f.ty, obj.get(&f.name))).collect();
-    let mut refs = Vec::new();
-    for (field, referenced) in obj.get("__refs").and_then(|r| r.as_object()).into_iter().flatten() {
-        let Some((target, _)) = model.get_field(field).and_then(|f| f.ref_target()) else { continue };
-        let Some(target) = schema.get_model(target) else { continue };
-        let row = referenced
-            .as_object()
-            .map(|r| target.fields.iter().map(|f| value_from_image(&f.ty, r.get(&f.name))).collect());
-        refs.push((field.clone(), row));
-    }
-    (Some(row), refs)
-}
-
-/// A change from its log columns.
+/// A change from its log columns (images as JSON text, see the log triggers).
 fn change(
     schema: &Schema,
     model: &Model,
@@ -70,18 +50,8 @@ fn change(
     old: Option<String>,
     new: Option<String>,
 ) -> Change {
-    let (old, old_refs) = image(schema, model, old);
-    let (new, new_refs) = image(schema, model, new);
-    Change {
-        model: Arc::from(model.name.as_str()),
-        id,
-        action: parse_action(action),
-        old,
-        new,
-        offset: offset as u64,
-        old_refs,
-        new_refs,
-    }
+    let json = |text: Option<String>| text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    change_from_images(schema, model, offset as u64, id, action, json(old), json(new))
 }
 
 /// Up to `limit` entries after global sequence `seq`, in order, each with its sequence number. Entries of models
@@ -162,14 +132,6 @@ pub fn model_since(
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(LogRead::Changes { changes, head })
-}
-
-fn parse_action(action: &str) -> Action {
-    match action {
-        "created" => Action::Created,
-        "updated" => Action::Updated,
-        _ => Action::Deleted,
-    }
 }
 
 /// Every change after global sequence `seq` (a write's own, read inside its transaction).

@@ -57,25 +57,3 @@ pub fn read_row(model: &Model, r: &rusqlite::Row<'_>) -> rusqlite::Result<Vec<Va
         })
         .collect()
 }
-
-/// Reads a value from a change-log image (written by the log triggers with `json_object`), by the field's type.
-/// Images of writes made outside drakon may hold anything SQLite accepted; what does not fit becomes null rather
-/// than failing the whole change.
-pub fn value_from_image(ty: &FieldType, v: Option<&serde_json::Value>) -> Value {
-    use serde_json::Value as J;
-    let Some(v) = v else { return Value::Null };
-    match (ty, v) {
-        (_, J::Null) => Value::Null,
-        (FieldType::Id | FieldType::Int | FieldType::Ref { .. }, J::Number(n)) => {
-            n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).map_or(Value::Null, Value::Int)
-        }
-        (FieldType::Float, J::Number(n)) => n.as_f64().map_or(Value::Null, Value::Float),
-        (FieldType::Bool, J::Number(n)) => Value::Bool(n.as_f64().is_some_and(|f| f != 0.0)),
-        (FieldType::Bool, J::Bool(b)) => Value::Bool(*b),
-        (FieldType::Text, J::String(s)) => Value::Text(s.clone()),
-        (FieldType::Text, other) => Value::Text(other.to_string()),
-        (FieldType::DateTime, J::String(s)) => Value::DateTime(s.clone()),
-        (FieldType::Json, other) => Value::Json(other.clone()),
-        _ => Value::Null,
-    }
-}

@@ -151,26 +151,8 @@ async fn step(ctx: &Context, kind: Kind, n: usize, rate: f64, duration: Duration
     let own0 = own_cpu()?;
     let machine0 = super::machine_cpu()?;
     let window = std::time::Instant::now();
-    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
-    bar.set_length(total);
-    bar.set_position(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("  {prefix:>8} publishing {bar:30} {pos:>6}/{len:6} msgs {msg}")
-            .expect("valid template"),
-    );
-    let published = {
-        let progress = bar.clone();
-        let run = publisher.run(channel, rate, duration, ctx.common.payload, move |sent| progress.set_position(sent));
-        tokio::pin!(run);
-        loop {
-            tokio::select! {
-                done = &mut run => break done?,
-                delivered = fleet.deliveries(Duration::from_millis(500)) => {
-                    bar.set_message(format!("{} delivered", delivered?));
-                }
-            }
-        }
-    };
+    let published =
+        super::publish_counting(&bar, &mut publisher, &mut fleet, channel, rate, duration, ctx.common.payload).await?;
     let expected = published.ok * ready.connected as u64;
     bar.set_message(format!("draining, {expected} expected"));
     fleet.drain(expected, QUIET, DRAIN_LIMIT).await?;

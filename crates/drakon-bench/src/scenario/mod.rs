@@ -234,3 +234,34 @@ pub fn other_cpu(machine_secs: f64, server_secs: f64, generator_secs: f64, windo
 pub fn per(cpu_secs: f64, count: u64) -> Option<f64> {
     (count > 0).then(|| cpu_secs * 1e6 / count as f64)
 }
+
+/// Publishes on `channel` at `rate` for `duration` (100-byte-ish stamped payloads of `payload` bytes), showing
+/// progress and the deliveries the fleet counts meanwhile on `bar`.
+pub async fn publish_counting(
+    bar: &ProgressBar,
+    publisher: &mut crate::publish::Publisher,
+    fleet: &mut crate::fleet::Fleet,
+    channel: &str,
+    rate: f64,
+    duration: Duration,
+    payload: usize,
+) -> Result<crate::publish::Published> {
+    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+    bar.set_length(total);
+    bar.set_position(0);
+    bar.set_style(
+        ProgressStyle::with_template("  {prefix:>8} publishing {bar:30} {pos:>6}/{len:6} msgs {msg}")
+            .expect("valid template"),
+    );
+    let progress = bar.clone();
+    let run = publisher.run(channel, rate, duration, payload, move |sent| progress.set_position(sent));
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            done = &mut run => return done,
+            delivered = fleet.deliveries(Duration::from_millis(500)) => {
+                bar.set_message(format!("{} delivered", delivered?));
+            }
+        }
+    }
+}

@@ -280,7 +280,7 @@ pub async fn sql_and_memory_select_the_same_rows(h: &dyn StoreHarness) {
             prop::collection::vec(item_row(), 0..12),
             prop::collection::vec(cond(), 1..4),
         );
-        let mut runner = TestRunner::new(Config { cases: 150, ..Config::default() });
+        let mut runner = TestRunner::new(Config { cases: 400, ..Config::default() });
         let outcome = runner.run(&strategy, |(lists, items, conds)| {
             let args: serde_json::Map<String, Json> = conds.into_iter().collect();
             let filter = match Filter::parse(&schema, model, &args) {
