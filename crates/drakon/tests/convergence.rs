@@ -1,20 +1,40 @@
 //! Convergence (DESIGN §6): every client's live mirror equals what the database says its filter selects, after
-//! random writes through verbs and straight into the SQLite file, disconnects and resumes, a stalled client that
-//! the server closes with 4008, and a server restart in the middle.
+//! random writes through verbs and straight into the database, disconnects and resumes, a stalled client that the
+//! server closes with 4008, and failures in the middle. One scenario, run on two deployments
+//! (`convergence/deployment.rs`):
+//!
+//! - `mirrors_converge_to_the_database`: one `drakon serve` on SQLite; the writer's SQL goes into the file, and the
+//!   server is restarted (SIGTERM, then a new process on the same file) mid-run.
+//! - `mirrors_converge_across_three_nodes`: three `drakon serve` on one throwaway PostgreSQL with a throwaway Redis
+//!   between them. Mirrors are spread over the nodes and each reconnect goes to a random live node, so resumes with
+//!   `since` land on other nodes than the one a mirror left; the writer's verbs go to random nodes and its SQL goes
+//!   to PostgreSQL through tokio-postgres, as `psql` would write. Mid-run one node is killed (SIGKILL; its clients
+//!   go elsewhere) and a replacement joins, and Redis is killed and started again, losing what was published
+//!   meanwhile.
 //!
 //! Rust mirrors ([`drakon_testkit::mirror::LiveMirror`]), one per filter (an id, an `in` list, a range, each bool
 //! value, a related field alone and with a local condition, no filter, the lists themselves, and one that stalls),
-//! and the JS client in Node (`convergence/node/mirror.mjs`) follow the server while a writer changes rows at
-//! random. At the end the writer stops and a few *barrier* rows are created that, between them, every mirror's
-//! filter selects: changes reach the bus in commit order and each connection is FIFO, so a mirror that holds its
-//! barrier rows has been sent everything before them. Then each mirror must equal a `SELECT` of its filter, written
-//! by hand in SQL and run with rusqlite on the database file, row for row and field for field.
+//! and the JS client in Node (`convergence/node/mirror.mjs`, behind a round-robin TCP relay) follow the nodes while
+//! a writer changes rows at random. At the end the writer stops and a few *barrier* rows are created that, between
+//! them, every mirror's filter selects: every node delivers each model's changes in offset order (repairing gaps
+//! from the change log) and each connection is FIFO, so a mirror that holds its barrier rows has been sent
+//! everything before them. Then each mirror must equal a `SELECT` of its filter, written by hand in SQL that SQLite
+//! and PostgreSQL read alike and run on the database by the test's own connection (`convergence/db.rs`), row for
+//! row and field for field.
 //!
 //! The run is random but seeded: it prints its seed, and `DRAKON_SEED=<seed>` replays the same choices (timing
-//! still varies, as it does for real clients). `DRAKON_CONVERGENCE_SECS` sets the length (default 60).
-//! `convergence/related.rs` holds small deterministic cases of divergences the random run found.
+//! still varies, as it does for real clients). `DRAKON_CONVERGENCE_SECS` sets the length (default 60 on one node,
+//! 65 on three); a bound on the whole run fails a hang with the seed. `convergence/related.rs` holds small
+//! deterministic cases of divergences the random run found, `convergence/joining.rs` one of a node failing to
+//! start that the three-node run found.
 
 // The test's own modules; a test crate's root resolves `mod` beside it, so the paths are spelled out.
+#[path = "convergence/db.rs"]
+mod db;
+#[path = "convergence/deployment.rs"]
+mod deployment;
+#[path = "convergence/joining.rs"]
+mod joining;
 #[path = "convergence/mirrors.rs"]
 mod mirrors;
 #[path = "convergence/node.rs"]
@@ -33,17 +53,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use drakon_testkit::mirror::{LiveMirror, MirrorRow};
-use drakon_testkit::{Client, Closed, TestServer};
+use drakon_testkit::{Client, Closed};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use mirrors::{Cmd, MirrorHandle};
-use world::{DATABASE, Gate, Spec};
+use db::Db;
+use deployment::{Cluster, Deployment, Disruption};
+use mirrors::{Cmd, Finished, MirrorHandle};
+use world::{Gate, Spec};
+use writer::{sql_bool, sql_text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drakon");
 
@@ -56,12 +78,12 @@ const GOING_AWAY: u16 = 1001;
 const BURST_TEXT_BYTES: usize = 16 * 1024;
 
 /// Prints the seed when the test fails, wherever it fails.
-struct SeedOnPanic(u64);
+struct SeedOnPanic(u64, Deployment);
 
 impl Drop for SeedOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("convergence FAILED with seed {0}; replay with DRAKON_SEED={0}", self.0);
+            eprintln!("convergence ({}) FAILED with seed {1}; replay with DRAKON_SEED={1}", self.1.name(), self.0);
         }
     }
 }
@@ -73,80 +95,111 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mirrors_converge_to_the_database() {
+    converge(Deployment::OneSqliteNode, 60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mirrors_converge_across_three_nodes() {
+    converge(Deployment::ThreePostgresNodes, 65).await;
+}
+
+async fn converge(deployment: Deployment, default_secs: u64) {
     let seed = env_u64("DRAKON_SEED").unwrap_or_else(|| RandomState::new().hash_one(std::process::id()));
-    let secs = env_u64("DRAKON_CONVERGENCE_SECS").unwrap_or(60).max(20);
-    println!("convergence: seed {seed} (replay with DRAKON_SEED={seed}), about {secs} s");
-    let _guard = SeedOnPanic(seed);
+    let secs = env_u64("DRAKON_CONVERGENCE_SECS").unwrap_or(default_secs).max(20);
+    println!("convergence ({}): seed {seed} (replay with DRAKON_SEED={seed}), about {secs} s", deployment.name());
+    let _guard = SeedOnPanic(seed, deployment);
     // A bound on the whole run: a hang fails with the seed instead of holding CI.
     let budget = Duration::from_secs(secs * 2 + 60);
-    tokio::time::timeout(budget, run(seed, secs))
+    tokio::time::timeout(budget, run(seed, secs, deployment))
         .await
         .unwrap_or_else(|_| panic!("the run did not finish within {budget:?} (seed {seed})"));
 }
 
-/// The `todo_item` head offset: the last one the change log assigned.
-fn item_head(db: &Connection) -> u64 {
-    db.query_row("SELECT last FROM _drakon_offsets WHERE model = 'todo_item'", [], |r| r.get::<_, i64>(0))
-        .expect("head offset") as u64
-}
-
-async fn run(seed: u64, secs: u64) {
+async fn run(seed: u64, secs: u64, deployment: Deployment) {
     let start = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // A short log makes long absences end in reloads; a long one keeps more history for a failure's story.
     let retention = if rng.random_bool(0.35) { rng.random_range(2000..6000) } else { rng.random_range(20_000..60_000) };
-    let mut server = Some(TestServer::spawn(BIN, &world::config(retention)).await);
-    let db_path = server.as_ref().expect("server").dir_path().join(DATABASE);
-    let db = world::open_db(&db_path);
-    let (p1, p2) = seed_rows(&db, &mut rng);
-    let gate: Gate = Arc::new(tokio::sync::RwLock::new(server.as_ref().expect("server").ws_url()));
-    println!("convergence: log retention {retention} changes per model; protected lists {p1} and {p2}");
+    let mut cluster = Cluster::start(deployment, world::config(retention)).await;
+    let db = cluster.db().await;
+    let (p1, p2) = seed_rows(&db, &mut rng).await;
+    let gate: Gate = cluster.gate.clone();
+    println!(
+        "convergence: {} up in {:.1} s ({}); log retention {retention} changes per model; protected lists {p1} and {p2}",
+        deployment.name(),
+        start.elapsed().as_secs_f64(),
+        cluster.nodes().iter().map(|(name, url)| format!("{name} at {url}")).collect::<Vec<_>>().join(", ")
+    );
 
     let specs = world::specs(p1, p2);
     let stalled = specs.len() - 1;
     let mut handles: Vec<MirrorHandle> = Vec::new();
     for (i, spec) in specs.into_iter().enumerate() {
         let rng = ChaCha8Rng::seed_from_u64(seed ^ (0x100 + i as u64));
-        handles.push(mirrors::spawn(spec, &format!("mirror{i}"), gate.clone(), rng, start).await);
+        handles.push(mirrors::spawn(spec, &format!("mirror{i}"), gate.clone(), i, rng, start).await);
     }
     let fast = handles.iter().position(|h| h.spec.label == "all items").expect("an all-items mirror");
 
-    // The JS client, in Node, through a relay whose port survives the restart.
+    // The JS client, in Node, through a relay whose port survives restarts and kills.
     let proxy = node::Proxy::start(gate.clone()).await;
     let node_spec =
-        Spec::item("JS client: n < 50, not done", json!({"n__lt": 50, "done": false}), "n < 50 AND done = 0");
+        Spec::item("JS client: n < 50, not done", json!({"n__lt": 50, "done": false}), "n < 50 AND NOT done");
     let mut node_mirror = node::NodeMirror::start(&proxy.ws_url(), node_spec.route, &node_spec.filter).await;
     println!("convergence: Node mirror started: {}", node_mirror.dump().await.summary);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = writer::Writer::new(ChaCha8Rng::seed_from_u64(seed ^ 0xfeed), &db_path, gate.clone(), vec![p1, p2]);
+    let writer =
+        writer::Writer::new(ChaCha8Rng::seed_from_u64(seed ^ 0xfeed), cluster.db().await, gate.clone(), vec![p1, p2]);
     let writer = tokio::spawn(writer.run(stop.clone()));
 
-    // The timeline: random disconnects throughout, the stall at 30 %, the restart at 55 %, then quiescence.
+    // The timeline: random disconnects throughout, the deployment's disruptions at their moments, then quiescence.
     let writing = Duration::from_secs(secs.saturating_sub(20).max(10));
     let write_end = start + writing;
-    let stall_at = start + writing.mul_f64(0.3);
-    let restart_at = start + writing.mul_f64(0.55);
+    let mut pending: Vec<(Instant, Disruption)> =
+        deployment.timeline().into_iter().map(|(at, what)| (start + writing.mul_f64(at), what)).collect();
+    let stall_at = pending.iter().find(|(_, what)| *what == Disruption::Stall).expect("a stall").0;
     // A disconnected mirror is away for up to 6 s; none is away when the stall starts, so the all-items mirror
     // can tell when the burst has been fanned out.
     let calm = stall_at.checked_sub(Duration::from_secs(7)).unwrap_or(start).max(start);
     let mut stall_report = None;
-    let mut restarted = false;
     let mut next_disconnect = start + Duration::from_millis(rng.random_range(200..1200));
     let mut disconnects = 0;
     loop {
         let now = Instant::now();
-        // The stall may run late; the write phase lasts until both it and the restart have happened.
-        if now >= write_end && stall_report.is_some() && restarted {
+        // A disruption may run late; the write phase lasts until all of them have happened.
+        if now >= write_end && pending.is_empty() {
             break;
         }
-        if stall_report.is_none() && now >= stall_at {
-            stall_report = Some(stall(&handles[stalled], &handles[fast], &db, p2).await);
-            continue;
-        }
-        if !restarted && now >= restart_at {
-            restart(&gate, &mut server, &mut rng, start).await;
-            restarted = true;
+        if let Some(&(at, what)) = pending.first()
+            && now >= at
+        {
+            pending.remove(0);
+            match what {
+                Disruption::Stall => {
+                    stall_report = Some(stall(&handles[stalled], &handles[fast], &db, &gate, p2).await)
+                }
+                Disruption::RestartNode => {
+                    println!("convergence: restarting the node at {:.1} s", start.elapsed().as_secs_f64());
+                    cluster.restart_node(&mut rng, start).await;
+                }
+                Disruption::KillAndReplaceNode => {
+                    let nodes = cluster.nodes();
+                    // Half the time the first node, which relays the change log to Redis: another takes over.
+                    let victim = if rng.random_bool(0.5) { 0 } else { rng.random_range(1..nodes.len()) };
+                    let (name, url) = &nodes[victim];
+                    let there = handles.iter().filter(|h| h.node().as_ref() == Some(url)).count();
+                    println!(
+                        "convergence: killing {name}{} at {:.1} s, with {there} mirrors connected to it",
+                        if victim == 0 { " (the relay)" } else { "" },
+                        start.elapsed().as_secs_f64()
+                    );
+                    cluster.kill_and_replace(victim, &mut rng, start).await;
+                }
+                Disruption::RestartRedis => {
+                    println!("convergence: restarting Redis at {:.1} s", start.elapsed().as_secs_f64());
+                    cluster.restart_redis(&mut rng, start).await;
+                }
+            }
             continue;
         }
         if now >= next_disconnect {
@@ -168,11 +221,8 @@ async fn run(seed: u64, secs: u64) {
             next_disconnect = now + Duration::from_millis(rng.random_range(200..1200));
         }
         let mut wake = next_disconnect.min(write_end);
-        if stall_report.is_none() {
-            wake = wake.min(stall_at);
-        }
-        if !restarted {
-            wake = wake.min(restart_at);
+        if let Some(&(at, _)) = pending.first() {
+            wake = wake.min(at);
         }
         tokio::time::sleep_until(wake).await;
     }
@@ -185,23 +235,25 @@ async fn run(seed: u64, secs: u64) {
     println!(
         "convergence: {:.1} s of writing, {} changes to items, {disconnects} disconnects ordered",
         start.elapsed().as_secs_f64(),
-        item_head(&db)
+        db.head("todo_item").await
     );
     for (what, n) in &report.ops {
         println!("  {n:6} {what}");
     }
+    for event in &cluster.events {
+        println!("convergence: {event}");
+    }
 
     // Quiescence: barrier rows after every other write; each mirror waits for the ones its filter selects.
     let barriers = {
-        let url = gate.read().await;
-        write_barriers(&url, p1).await
+        let urls = gate.read().await;
+        write_barriers(&world::pick(&urls, &mut rng), p1).await
     };
-    let server = server.expect("server");
     let mut expected = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut finishing = Vec::new();
     for handle in &handles {
-        let want = world::select(&db, &handle.spec);
+        let want = db.select(&handle.spec).await;
         let ids: Vec<i64> = barriers.iter().copied().filter(|id| want.contains_key(id)).collect();
         assert!(
             !ids.is_empty(),
@@ -215,8 +267,9 @@ async fn run(seed: u64, secs: u64) {
     }
     let mut failures = Vec::new();
     let mut closes_1001 = 0;
+    let mut moves = 0;
     for ((handle, answer), want) in handles.into_iter().zip(finishing).zip(&expected) {
-        let (mirror, journal) = match answer.await {
+        let Finished { mirror, journal, moves: moved } = match answer.await {
             Ok(done) => done,
             Err(_) => {
                 let err = handle.task.await.expect_err("a mirror task that dropped its reply panicked");
@@ -224,10 +277,11 @@ async fn run(seed: u64, secs: u64) {
             }
         };
         closes_1001 += mirror.closes().iter().filter(|c| c.code == Some(GOING_AWAY)).count();
+        moves += moved;
         let diff = world::diff(mirror.rows(), want);
         let stats = mirror.stats();
         println!(
-            "  {:28} {:4} rows, offset {:6}; {:6} applied, {:5} skipped, {:2} replays ({} events), {:2} reloads, {:2} closes{}",
+            "  {:28} {:4} rows, offset {:6}; {:6} applied, {:5} skipped, {:2} replays ({} events), {:2} reloads, {:2} closes, {:2} moves{}",
             handle.spec.label,
             mirror.rows().len(),
             mirror.last_offset(),
@@ -237,13 +291,14 @@ async fn run(seed: u64, secs: u64) {
             stats.replayed,
             stats.reloads,
             mirror.closes().len(),
+            moved,
             if diff.is_empty() { String::new() } else { format!(", {} DIFFERENCES", diff.len()) },
         );
         if let Some(first) = mirror.anomalies().first() {
             println!("      {} anomalies, the first: {first}", mirror.anomaly_count());
         }
         if !diff.is_empty() {
-            failures.push(describe_failure(&db, &handle.spec, &mirror, &journal, &diff, want));
+            failures.push(describe_failure(&db, &handle.spec, &mirror, &journal, &diff, want).await);
         }
     }
 
@@ -251,16 +306,19 @@ async fn run(seed: u64, secs: u64) {
         failures.push(failure);
     }
 
-    let (status, _dir) = server.terminate().await;
-    assert!(status.success(), "drakon exited with {status} after the run");
+    failures.extend(cluster.stop().await);
 
     let stall_report = stall_report.expect("the run reaches the stall");
     println!("convergence: stall: {}", stall_report.summary);
     if !stall_report.saw_slow_consumer_close {
         failures.push(format!("the stalled mirror was never closed with {SLOW_CONSUMER}: {}", stall_report.summary));
     }
-    if closes_1001 == 0 {
-        failures.push(format!("no mirror saw the restart's {GOING_AWAY} close"));
+    match deployment {
+        Deployment::OneSqliteNode if closes_1001 == 0 => {
+            failures.push(format!("no mirror saw the restart's {GOING_AWAY} close"))
+        }
+        Deployment::OneSqliteNode => {}
+        Deployment::ThreePostgresNodes => println!("convergence: {moves} resumes went to another node"),
     }
     let internal: Vec<&String> = report.verb_errors.iter().filter(|e| e.contains("\"internal\"")).collect();
     if !internal.is_empty() {
@@ -271,10 +329,15 @@ async fn run(seed: u64, secs: u64) {
     }
     assert!(
         failures.is_empty(),
-        "convergence failed (seed {seed}, replay with DRAKON_SEED={seed}):\n{}",
+        "convergence ({}) failed (seed {seed}, replay with DRAKON_SEED={seed}):\n{}",
+        deployment.name(),
         failures.join("\n\n")
     );
-    println!("convergence: every mirror equals the database (seed {seed}, {:.1} s)", start.elapsed().as_secs_f64());
+    println!(
+        "convergence: every mirror equals the database ({}, seed {seed}, {:.1} s)",
+        deployment.name(),
+        start.elapsed().as_secs_f64()
+    );
 }
 
 /// Waits until the Node mirror holds the barrier rows its filter selects, compares it with the database and
@@ -282,11 +345,11 @@ async fn run(seed: u64, secs: u64) {
 async fn check_node_mirror(
     mut mirror: node::NodeMirror,
     spec: &Spec,
-    db: &Connection,
+    db: &Db,
     barriers: &[i64],
     deadline: Instant,
 ) -> Option<String> {
-    let want = world::select(db, spec);
+    let want = db.select(spec).await;
     let ids: Vec<i64> = barriers.iter().copied().filter(|id| want.contains_key(id)).collect();
     assert!(!ids.is_empty(), "{}: no barrier row matches this mirror's filter; the test must add one", spec.label);
     let dump = mirror.until_holds(&ids, deadline).await;
@@ -312,25 +375,28 @@ async fn check_node_mirror(
     Some(out)
 }
 
-/// Two protected lists (`alpha` and `beta`), a few others, and items spread over them, all in one transaction from
-/// outside drakon. Returns the protected lists' ids.
-fn seed_rows(db: &Connection, rng: &mut ChaCha8Rng) -> (i64, i64) {
-    let tx = db.unchecked_transaction().expect("begin");
-    let mut lists = Vec::new();
-    for name in ["alpha", "beta", "gamma", "Alpha", "alpha"] {
-        tx.execute("INSERT INTO todo_list (name, rank) VALUES (?1, ?2)", params![name, rng.random_range(0..10)])
-            .expect("seed list");
-        lists.push(tx.last_insert_rowid());
-    }
-    for i in 0..150 {
-        let list = *lists.choose(rng).expect("lists");
-        tx.execute(
-            "INSERT INTO todo_item (text, done, n, todo_list) VALUES (?1, ?2, ?3, ?4)",
-            params![format!("seed {i}"), rng.random_bool(0.5), rng.random_range(0..100), list],
-        )
-        .expect("seed item");
-    }
-    tx.commit().expect("commit");
+/// Two protected lists (`alpha` and `beta`), a few others, and items spread over them, written from outside
+/// drakon. Returns the protected lists' ids.
+async fn seed_rows(db: &Db, rng: &mut ChaCha8Rng) -> (i64, i64) {
+    let names = ["alpha", "beta", "gamma", "Alpha", "alpha"];
+    let lists: Vec<String> =
+        names.iter().map(|name| format!("({}, {})", sql_text(name), rng.random_range(0..10))).collect();
+    db.execute(&format!("INSERT INTO todo_list (name, rank) VALUES {}", lists.join(", "))).await;
+    // A fresh database: these are the lists just written, in order.
+    let lists = db.ids("todo_list").await;
+    assert_eq!(lists.len(), names.len(), "the database was fresh");
+    let items: Vec<String> = (0..150)
+        .map(|i| {
+            let list = *lists.choose(rng).expect("lists");
+            format!(
+                "({}, {}, {}, {list})",
+                sql_text(&format!("seed {i}")),
+                sql_bool(rng.random_bool(0.5)),
+                rng.random_range(0..100)
+            )
+        })
+        .collect();
+    db.execute(&format!("INSERT INTO todo_item (text, done, n, todo_list) VALUES {}", items.join(", "))).await;
     (lists[0], lists[1])
 }
 
@@ -344,26 +410,23 @@ struct StallReport {
 /// server cannot conflate as it can merge updates of one row) and deletes them again, until the server gives up on
 /// the mirror; then lets it read again, see the 4008 close, reconnect and resume. A burst that the socket buffers
 /// and the queue absorb leaves the mirror open: the next attempt writes twice as much. An attempt whose close is
-/// lost to a connection reset is tried again too (the report says so).
-async fn stall(stalled: &MirrorHandle, fast: &MirrorHandle, db: &Connection, list: i64) -> StallReport {
+/// lost to a connection reset is tried again too (the report says so). The stalled mirror connects to the node the
+/// all-items mirror is on, whose progress tells when that node has fanned the burst out.
+async fn stall(stalled: &MirrorHandle, fast: &MirrorHandle, db: &Db, gate: &Gate, list: i64) -> StallReport {
     let mut summary = Vec::new();
     for attempt in 0..4u32 {
+        let at = match fast.node() {
+            Some(url) => url,
+            None => gate.read().await[0].clone(),
+        };
         let (ack, acked) = oneshot::channel();
-        stalled.tx.send(Cmd::Stall(ack)).expect("stalled mirror task alive");
+        stalled.tx.send(Cmd::Stall { at, ack }).expect("stalled mirror task alive");
         acked.await.expect("the mirror stalls");
         let count = (800i64 << attempt).min(3200);
         let began = Instant::now();
         let text = format!("burst {attempt} {}", "x".repeat(BURST_TEXT_BYTES));
-        // One statement, so the new ids are consecutive.
-        db.execute(
-            "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < ?1)
-             INSERT INTO todo_item (text, done, n, todo_list) SELECT ?2 || ' #' || i, i % 2, i % 100, ?3 FROM s",
-            params![count, text, list],
-        )
-        .expect("burst insert");
-        let last = db.last_insert_rowid();
-        db.execute("DELETE FROM todo_item WHERE id BETWEEN ?1 AND ?2", [last - count + 1, last]).expect("burst delete");
-        let end = item_head(db);
+        db.burst(count, &text, list).await;
+        let end = db.head("todo_item").await;
         // The all-items mirror reads everything: once it has applied `end`, the fan-out has queued the whole
         // burst for the stalled connection too (or given up on it).
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -397,23 +460,6 @@ async fn stall(stalled: &MirrorHandle, fast: &MirrorHandle, db: &Connection, lis
     StallReport { saw_slow_consumer_close: false, summary: summary.join("; ") }
 }
 
-/// Restarts the server on the same directory (config and database survive; the port changes) while the writer
-/// goes on writing SQL, then lets everyone reconnect to the new URL.
-async fn restart(gate: &Gate, server: &mut Option<TestServer>, rng: &mut ChaCha8Rng, start: Instant) {
-    println!("convergence: restarting at {:.1} s", start.elapsed().as_secs_f64());
-    let mut url = gate.write().await;
-    let old = server.take().expect("a running server");
-    let (status, dir) = old.terminate().await;
-    assert!(status.success(), "drakon exited with {status} on SIGTERM");
-    // Stay down a moment: outside writes land in the file while no server is there to publish them.
-    tokio::time::sleep(Duration::from_millis(rng.random_range(100..1000))).await;
-    // The writer's SQL goes on meanwhile: the new server must start (and migrate) beside another writer.
-    let new = TestServer::spawn_in(BIN, dir, &[]).await;
-    *url = new.ws_url();
-    println!("convergence: restarted at {:.1} s, now at {}", start.elapsed().as_secs_f64(), new.addr);
-    *server = Some(new);
-}
-
 /// Rows that, between them, every mirror's filter selects: an item in list P1 that is done with `n` in range,
 /// and items that are not done in new lists named `alpha` (with a small `n`) and `beta`. Returns their ids and the
 /// lists'.
@@ -442,8 +488,8 @@ fn id_of(row: &Value) -> i64 {
     row["id"].as_i64().unwrap_or_else(|| panic!("no id in {row}"))
 }
 
-fn describe_failure(
-    db: &Connection,
+async fn describe_failure(
+    db: &Db,
     spec: &Spec,
     mirror: &LiveMirror,
     journal: &[String],
@@ -466,32 +512,34 @@ fn describe_failure(
         out.push_str(&format!("\n    … and {} more", diff.len() - 40));
     }
     // The story of the first few diverging rows: what the mirror applied, and what the change log holds.
-    let table = if spec.route == "todo-list" { "todo_list" } else { "todo_item" };
+    let table = spec.table();
     let ids = diff.iter().filter_map(|line| line.split_whitespace().nth(1)?.split(['.', ':']).next()?.parse().ok());
     let mut seen = std::collections::BTreeSet::new();
-    for id in ids.filter(|id: &i64| seen.insert(*id)).take(3) {
+    let ids: Vec<i64> = ids.filter(|id: &i64| seen.insert(*id)).take(3).collect();
+    for id in ids {
         out.push_str(&format!("\n  row {id}, as the mirror applied it:"));
         for line in mirror.trail(id) {
             out.push_str(&format!("\n    {line}"));
         }
         out.push_str(&format!("\n  row {id} in the change log (latest entries still kept):"));
-        for line in world::log_of(db, table, id, 8) {
+        for line in db.log_of(table, id, 8).await {
             out.push_str(&format!("\n    {line}"));
         }
+        if table != "todo_item" {
+            continue;
+        }
         // For items, the lists they point to now and in the mirror: a rename or delete there moves them in or out.
-        let lists: std::collections::BTreeSet<i64> = [
-            mirror.rows().get(&id).and_then(|r| r.get("todo_list")).and_then(Value::as_i64),
-            db.query_row("SELECT todo_list FROM todo_item WHERE id = ?1", [id], |r| r.get(0)).ok(),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|_| table == "todo_item")
-        .collect();
+        let now = db.select(&Spec::item("", json!({}), format!("id = {id}"))).await;
+        let lists: std::collections::BTreeSet<i64> = [mirror.rows().get(&id), now.get(&id)]
+            .into_iter()
+            .flatten()
+            .filter_map(|row| row.get("todo_list").and_then(Value::as_i64))
+            .collect();
         for list in lists {
-            let now: Option<String> =
-                db.query_row("SELECT name FROM todo_list WHERE id = ?1", [list], |r| r.get(0)).ok();
-            out.push_str(&format!("\n  list {list} (now {now:?}) in the change log:"));
-            for line in world::log_of(db, "todo_list", list, 6) {
+            let now = db.select(&Spec::list("", format!("id = {list}"))).await;
+            let name = now.get(&list).and_then(|row| row.get("name")).cloned();
+            out.push_str(&format!("\n  list {list} (now {name:?}) in the change log:"));
+            for line in db.log_of("todo_list", list, 6).await {
                 out.push_str(&format!("\n    {line}"));
             }
         }

@@ -1,9 +1,11 @@
 //! One task per mirror: it keeps its [`LiveMirror`] applying what arrives, reconnects and resumes whenever the
-//! connection ends (a slow-consumer close, a restart, or a disconnect the test asked for), and answers the test's
-//! commands. Every notable step goes to the mirror's journal, which the test prints when the mirror diverges.
+//! connection ends (a slow-consumer close, a restart, a killed node, or a disconnect the test asked for), and
+//! answers the test's commands. A resume goes to any live node, chosen at random, so with several nodes a mirror
+//! often resumes with `since` on another node than the one it left. Every notable step goes to the mirror's
+//! journal, which the test prints when the mirror diverges.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drakon_testkit::Closed;
@@ -14,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::world::{Gate, Spec};
+use super::world::{self, Gate, Spec};
 
 /// How long one sync round reads before the task looks at its commands again.
 const ROUND: Duration = Duration::from_millis(50);
@@ -25,14 +27,24 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 pub enum Cmd {
     /// Drop the connection (with a close handshake when `graceful`), stay away for `pause`, then resume.
     Disconnect { pause: Duration, graceful: bool },
-    /// Reconnect, then stop reading the socket until [`Cmd::Resume`]; acknowledged once the task has stopped.
-    Stall(oneshot::Sender<()>),
+    /// Reconnect (to node `at` if it is up, so that the test can watch that node's fan-out through another
+    /// mirror there), then stop reading the socket until [`Cmd::Resume`]; acknowledged once the task has stopped.
+    Stall { at: String, ack: oneshot::Sender<()> },
     /// Read again until the connection ends, or until the mirror has applied offset `until` and [`CLOSE_GRACE`] more
     /// has passed; answers with the close, if any.
     Resume { until: u64, reply: oneshot::Sender<Option<Closed>> },
     /// Sync until the mirror holds every row of `ids` (the barrier rows it must see), then a quiet moment, and hand
     /// the mirror and its journal back.
-    Finish { ids: Vec<i64>, deadline: Instant, reply: oneshot::Sender<(LiveMirror, Vec<String>)> },
+    Finish { ids: Vec<i64>, deadline: Instant, reply: oneshot::Sender<Finished> },
+}
+
+/// A finished mirror: what it holds, its journal, and how many of its resumes went to another node than the one
+/// its connection had been to.
+#[derive(Debug)]
+pub struct Finished {
+    pub mirror: LiveMirror,
+    pub journal: Vec<String>,
+    pub moves: u64,
 }
 
 /// The test's side of a mirror task.
@@ -43,29 +55,51 @@ pub struct MirrorHandle {
     pub task: JoinHandle<()>,
     /// The mirror's last applied offset, as of its latest sync round.
     pub progress: Arc<AtomicU64>,
+    /// The node the mirror is connected to (its WebSocket URL), or `None` while it is away.
+    pub at: Arc<Mutex<Option<String>>>,
+}
+
+impl MirrorHandle {
+    /// The node the mirror is connected to, if it is.
+    pub fn node(&self) -> Option<String> {
+        self.at.lock().expect("the mirror's node").clone()
+    }
 }
 
 impl std::fmt::Debug for Cmd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Cmd::Disconnect { pause, graceful } => write!(f, "Disconnect({pause:?}, graceful: {graceful})"),
-            Cmd::Stall(_) => write!(f, "Stall"),
+            Cmd::Stall { at, .. } => write!(f, "Stall(at {at})"),
             Cmd::Resume { until, .. } => write!(f, "Resume(until {until})"),
             Cmd::Finish { ids, .. } => write!(f, "Finish({ids:?})"),
         }
     }
 }
 
-/// Connects the mirror (under the gate) and starts its task.
-pub async fn spawn(spec: Spec, local: &str, gate: Gate, rng: ChaCha8Rng, start: Instant) -> MirrorHandle {
-    let mirror = {
-        let url = gate.read().await;
-        LiveMirror::connect(&url, spec.route, local, spec.filter.clone()).await
+/// Connects the mirror to the `n`th live node (under the gate, wrapping around) and starts its task.
+pub async fn spawn(spec: Spec, local: &str, gate: Gate, n: usize, rng: ChaCha8Rng, start: Instant) -> MirrorHandle {
+    let (mirror, url) = {
+        let urls = gate.read().await;
+        let url = urls[n % urls.len()].clone();
+        (LiveMirror::connect(&url, spec.route, local, spec.filter.clone()).await, url)
     };
     let progress = Arc::new(AtomicU64::new(mirror.last_offset()));
+    let at = Arc::new(Mutex::new(Some(url.clone())));
     let (tx, rx) = mpsc::unbounded_channel();
-    let task = Task { mirror, gate, rng, rx, start, journal: Vec::new(), progress: progress.clone() };
-    MirrorHandle { spec, tx, task: tokio::spawn(task.run()), progress }
+    let task = Task {
+        mirror,
+        gate,
+        rng,
+        rx,
+        start,
+        journal: Vec::new(),
+        progress: progress.clone(),
+        at: at.clone(),
+        last_node: url,
+        moves: 0,
+    };
+    MirrorHandle { spec, tx, task: tokio::spawn(task.run()), progress, at }
 }
 
 struct Task {
@@ -76,6 +110,15 @@ struct Task {
     start: Instant,
     journal: Vec<String>,
     progress: Arc<AtomicU64>,
+    at: Arc<Mutex<Option<String>>>,
+    /// The node of the latest connection.
+    last_node: String,
+    moves: u64,
+}
+
+/// `127.0.0.1:port` of a node's URL, for the journal.
+fn addr(url: &str) -> &str {
+    url.strip_prefix("ws://").and_then(|rest| rest.split('/').next()).unwrap_or(url)
 }
 
 impl Task {
@@ -90,20 +133,21 @@ impl Task {
                 match cmd {
                     Cmd::Disconnect { pause, graceful } => {
                         self.mirror.disconnect(graceful).await;
+                        self.left();
                         self.note(format!("disconnected (graceful: {graceful}), away for {pause:?}"));
                         tokio::time::sleep(pause).await;
                     }
-                    Cmd::Stall(ack) => self.stall(ack).await,
+                    Cmd::Stall { at, ack } => self.stall(at, ack).await,
                     Cmd::Resume { .. } => panic!("{}: Resume without Stall", self.mirror.label()),
                     Cmd::Finish { ids, deadline, reply } => {
                         self.finish(&ids, deadline).await;
-                        let _ = reply.send((self.mirror, self.journal));
+                        let _ = reply.send(Finished { mirror: self.mirror, journal: self.journal, moves: self.moves });
                         return;
                     }
                 }
             }
             if !self.mirror.is_connected() {
-                self.resume().await;
+                self.resume(None).await;
                 continue;
             }
             if let SyncEnd::Closed(closed) = self.mirror.sync_until(Instant::now() + ROUND).await {
@@ -113,7 +157,13 @@ impl Task {
         }
     }
 
+    /// The connection has ended.
+    fn left(&mut self) {
+        *self.at.lock().expect("the mirror's node") = None;
+    }
+
     async fn closed(&mut self, closed: &Closed) {
+        self.left();
         self.note(format!("closed by the server: {closed:?}"));
         // After a restart, come back at scattered moments while writes go on, as real clients do.
         let spread = if closed.code == Some(1001) { 1500 } else { 300 };
@@ -121,34 +171,49 @@ impl Task {
         tokio::time::sleep(pause).await;
     }
 
-    /// Reconnects to the current server and resumes with `since`.
-    async fn resume(&mut self) {
+    /// Reconnects to node `at` if it is up, else to any live node, and resumes with `since`.
+    async fn resume(&mut self, at: Option<&str>) {
         let before = self.mirror.stats().clone();
         let since = self.mirror.last_offset();
-        let result = {
-            let url = self.gate.read().await;
-            self.mirror.reconnect(&url).await
+        let (result, url) = {
+            let urls = self.gate.read().await;
+            let url = match at {
+                Some(at) if urls.iter().any(|u| u == at) => at.to_owned(),
+                _ => world::pick(&urls, &mut self.rng),
+            };
+            (self.mirror.reconnect(&url).await, url)
         };
         let after = self.mirror.stats().clone();
+        let moved = if url == self.last_node { "" } else { " (another node)" };
+        let on = format!("on {}{moved}", addr(&url));
+        if url != self.last_node {
+            self.moves += 1;
+            self.last_node = url.clone();
+        }
         match result {
             Ok(()) if after.reloads > before.reloads => {
-                self.note(format!("resumed since {since}: reload with {} rows", self.mirror.rows().len()))
+                self.note(format!("resumed {on} since {since}: reload with {} rows", self.mirror.rows().len()))
             }
-            Ok(()) => self.note(format!("resumed since {since}: replayed {} events", after.replayed - before.replayed)),
+            Ok(()) => {
+                self.note(format!("resumed {on} since {since}: replayed {} events", after.replayed - before.replayed))
+            }
             Err(closed) => {
-                self.note(format!("resume since {since} failed: {closed:?}"));
+                self.note(format!("resume {on} since {since} failed: {closed:?}"));
                 self.closed(&closed).await;
+                return;
             }
         }
+        *self.at.lock().expect("the mirror's node") = Some(url);
         self.progress.store(self.mirror.last_offset(), Ordering::Relaxed);
     }
 
-    async fn stall(&mut self, ack: oneshot::Sender<()>) {
+    async fn stall(&mut self, at: String, ack: oneshot::Sender<()>) {
         // A fresh connection: a long-running one's receive buffer has grown to megabytes, which a stall would
         // have to fill before the server's queue does.
         self.mirror.disconnect(true).await;
+        self.left();
         while !self.mirror.is_connected() {
-            self.resume().await;
+            self.resume(Some(&at)).await;
         }
         self.note("stalled: no longer reading".into());
         let _ = ack.send(());
@@ -179,11 +244,14 @@ impl Task {
         let has_all = |m: &LiveMirror| ids.iter().all(|id| m.rows().contains_key(id));
         while Instant::now() < deadline {
             if !self.mirror.is_connected() {
-                self.resume().await;
+                self.resume(None).await;
                 continue;
             }
             match self.mirror.sync_while(deadline, |m| !has_all(m)).await {
-                SyncEnd::Closed(closed) => self.note(format!("closed while finishing: {closed:?}")),
+                SyncEnd::Closed(closed) => {
+                    self.left();
+                    self.note(format!("closed while finishing: {closed:?}"));
+                }
                 SyncEnd::Open => break,
             }
         }
@@ -191,6 +259,7 @@ impl Task {
         // would show as a difference).
         let quiet = (Instant::now() + Duration::from_millis(300)).min(deadline.max(Instant::now()));
         if let SyncEnd::Closed(closed) = self.mirror.sync_until(quiet).await {
+            self.left();
             self.note(format!("closed after the barrier: {closed:?}"));
         }
         self.note(format!(

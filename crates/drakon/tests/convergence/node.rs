@@ -1,9 +1,10 @@
 //! The JS client as one more mirror: `node/mirror.mjs` keeps a live collection with the committed bundle
 //! (`clients/js/dist/drakon.mjs`) over the `ws` package, and prints it on request.
 //!
-//! The JS client reconnects to the URL it was given, but a restarted server listens on a new port, so the Node
-//! mirror connects through [`Proxy`]: a TCP relay on a port that never changes, which forwards each new connection
-//! to whichever server the gate names, and can cut every relayed connection to simulate a network drop.
+//! The JS client reconnects to the URL it was given, but a restarted server listens on a new port and a killed
+//! node does not come back, so the Node mirror connects through [`Proxy`]: a TCP relay on a port that never
+//! changes, which forwards each new connection to the next of the live nodes the gate names (a load balancer's
+//! round robin), and can cut every relayed connection to simulate a network drop.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use tokio::time::Instant;
 
 use super::world::Gate;
 
-/// A TCP relay with a fixed address in front of the current server.
+/// A TCP relay with a fixed address in front of the live nodes.
 #[derive(Debug)]
 pub struct Proxy {
     pub addr: String,
@@ -33,14 +34,20 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address").to_string();
         let (cut, cuts) = watch::channel(0u64);
         tokio::spawn(async move {
+            let mut next = 0usize;
             while let Ok((mut downstream, _)) = listener.accept().await {
                 let gate = gate.clone();
                 let mut cuts = cuts.clone();
                 cuts.mark_unchanged();
+                let turn = next;
+                next += 1;
                 tokio::spawn(async move {
-                    // Held only to read the address: a restart holds the gate until the new server listens.
-                    let target = host_port(&gate.read().await.clone());
-                    let Ok(mut upstream) = TcpStream::connect(&target).await else { return };
+                    // Held while connecting: stopping a node holds the gate until it is out of the list.
+                    let upstream = {
+                        let urls = gate.read().await;
+                        TcpStream::connect(host_port(&urls[turn % urls.len()])).await
+                    };
+                    let Ok(mut upstream) = upstream else { return };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream) => {}
                         _ = cuts.changed() => {}

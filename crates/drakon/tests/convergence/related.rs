@@ -7,30 +7,31 @@ use std::time::Duration;
 
 use drakon_testkit::mirror::LiveMirror;
 use drakon_testkit::{Client, TestServer};
-use rusqlite::Connection;
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::BIN;
+use super::db::Db;
 use super::world::{self, DATABASE, Spec};
-use super::{BIN, item_head};
 
 /// A server with list 1 `alpha` holding item 1, `extra` SQL run after that, and a mirror on `todo_list__name: alpha`.
-async fn setup(extra: &str) -> (TestServer, Connection, LiveMirror) {
+async fn setup(extra: &str) -> (TestServer, Db, LiveMirror) {
     let server = TestServer::spawn(BIN, &world::config(100_000)).await;
-    let db = world::open_db(&server.dir_path().join(DATABASE));
-    db.execute_batch(
-        "INSERT INTO todo_list (id, name) VALUES (1, 'alpha'), (2, 'gamma');
-         INSERT INTO todo_item (id, text, done, n, todo_list) VALUES (1, 'watched', 0, 0, 1);",
-    )
-    .expect("setup rows");
-    db.execute_batch(extra).expect("extra setup");
+    let db = Db::sqlite(&server.dir_path().join(DATABASE));
+    db.sqlite_connection()
+        .execute_batch(
+            "INSERT INTO todo_list (id, name) VALUES (1, 'alpha'), (2, 'gamma');
+             INSERT INTO todo_item (id, text, done, n, todo_list) VALUES (1, 'watched', 0, 0, 1);",
+        )
+        .expect("setup rows");
+    db.sqlite_connection().execute_batch(extra).expect("extra setup");
     let mirror = LiveMirror::connect(&server.ws_url(), "todo-item", "m", json!({"todo_list__name": "alpha"})).await;
     assert!(mirror.rows().contains_key(&1), "the snapshot holds item 1: {:?}", mirror.rows());
     (server, db, mirror)
 }
 
 /// Applies what arrives until a quiet second, then compares the mirror with the database.
-async fn check(mut mirror: LiveMirror, db: &Connection, what: &str) {
+async fn check(mut mirror: LiveMirror, db: &Db, what: &str) {
     mirror.sync_quiet(Duration::from_secs(1), Instant::now() + Duration::from_secs(20)).await;
     let spec = Spec {
         label: "alpha".into(),
@@ -38,7 +39,7 @@ async fn check(mut mirror: LiveMirror, db: &Connection, what: &str) {
         filter: json!({"todo_list__name": "alpha"}),
         sql_where: "todo_list IN (SELECT id FROM todo_list WHERE name = 'alpha')".into(),
     };
-    let diff = world::diff(mirror.rows(), &world::select(db, &spec));
+    let diff = world::diff(mirror.rows(), &db.select(&spec).await);
     assert!(
         diff.is_empty(),
         "{what}: the mirror differs from the database: {diff:?}\n  item 1 as the mirror applied it: {:?}\n  anomalies: {:?}",
@@ -59,16 +60,13 @@ async fn related_rename_in_a_transaction_larger_than_a_publish_batch() {
     // A verb's write publishes everything pending before it replies: after it, the log is published up to here.
     let mut writer = Client::connect(&server.ws_url()).await;
     writer.ok("todo-list", "create", json!({"name": "sync"})).await;
-    let head = item_head(&db);
-    let tx = db.unchecked_transaction().expect("begin");
-    tx.execute(
-        "UPDATE todo_item SET n = n + 1 WHERE id IN (SELECT id FROM todo_item WHERE todo_list = 2 LIMIT 999)",
-        [],
-    )
-    .expect("999 changes");
-    tx.execute("UPDATE todo_list SET name = 'beta' WHERE id = 1", []).expect("rename");
-    tx.commit().expect("commit");
-    assert_eq!(item_head(&db), head + 1000, "999 updates and one touch");
+    let head = db.head("todo_item").await;
+    db.transaction(&[
+        "UPDATE todo_item SET n = n + 1 WHERE id IN (SELECT id FROM todo_item WHERE todo_list = 2 LIMIT 999)".into(),
+        "UPDATE todo_list SET name = 'beta' WHERE id = 1".into(),
+    ])
+    .await;
+    assert_eq!(db.head("todo_item").await, head + 1000, "999 updates and one touch");
     check(mirror, &db, "list 1 renamed from alpha to beta in a transaction of 1001 log entries").await;
 }
 

@@ -1,6 +1,6 @@
 //! The random writer: creates, updates, moves and deletes items, renames and deletes lists, through drakon's verbs
-//! and as direct SQL from another connection (single rows, multi-row `UPDATE`s, and transactions of several
-//! statements), until told to stop.
+//! on a random live node and as direct SQL from another connection (single rows, multi-row `UPDATE`s, and
+//! transactions of several statements, in SQL that SQLite and PostgreSQL read alike), until told to stop.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,10 +10,10 @@ use drakon_testkit::Client;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
-use rusqlite::{Connection, TransactionBehavior, params};
 use serde_json::json;
 
-use super::world::{Gate, LIST_NAMES, open_db};
+use super::db::Db;
+use super::world::{self, Gate, LIST_NAMES};
 
 /// Texts with spaces, quotes, backslashes and non-ASCII, so that encoding differences between the paths show.
 const TEXTS: &[&str] = &[
@@ -46,10 +46,10 @@ pub struct WriterReport {
 #[derive(Debug)]
 pub struct Writer {
     rng: ChaCha8Rng,
-    db: Connection,
+    db: Db,
     gate: Gate,
-    /// The verb client and the URL it is connected to.
-    client: Option<(String, Client)>,
+    /// A verb client per node, by URL; dropped when the node is no longer up.
+    clients: BTreeMap<String, Client>,
     /// Lists the id-filtered mirrors look at; never deleted, so those mirrors always have something to watch.
     protected: Vec<i64>,
     report: WriterReport,
@@ -74,12 +74,12 @@ enum Op {
 }
 
 impl Writer {
-    pub fn new(rng: ChaCha8Rng, db_path: &std::path::Path, gate: Gate, protected: Vec<i64>) -> Writer {
-        Writer { rng, db: open_db(db_path), gate, client: None, protected, report: WriterReport::default() }
+    pub fn new(rng: ChaCha8Rng, db: Db, gate: Gate, protected: Vec<i64>) -> Writer {
+        Writer { rng, db, gate, clients: BTreeMap::new(), protected, report: WriterReport::default() }
     }
 
-    /// Writes until `stop` is set; verbs go to whichever server the gate names, SQL goes to the file directly (so
-    /// writing goes on while the server restarts).
+    /// Writes until `stop` is set; verbs go to one of the nodes the gate names, SQL goes to the database directly
+    /// (so writing goes on while a node restarts).
     pub async fn run(mut self, stop: Arc<AtomicBool>) -> WriterReport {
         while !stop.load(Ordering::Relaxed) {
             self.step().await;
@@ -90,16 +90,15 @@ impl Writer {
                 tokio::task::yield_now().await;
             }
         }
+        let retried = self.db.retried();
+        if retried > 0 {
+            self.report.ops.insert("sql run again after a deadlock", retried);
+        }
         self.report
     }
 
     fn count(&mut self, what: &'static str) {
         *self.report.ops.entry(what).or_default() += 1;
-    }
-
-    fn ids(&self, table: &str) -> Vec<i64> {
-        let mut stmt = self.db.prepare_cached(&format!("SELECT id FROM {table} ORDER BY id")).expect("prepare");
-        stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("ids")
     }
 
     fn pick_op(&mut self, items: usize, lists: usize) -> Op {
@@ -154,8 +153,8 @@ impl Writer {
     }
 
     async fn step(&mut self) {
-        let items = self.ids("todo_item");
-        let lists = self.ids("todo_list");
+        let items = self.db.ids("todo_item").await;
+        let lists = self.db.ids("todo_list").await;
         let op = self.pick_op(items.len(), lists.len());
         let is_verb = matches!(
             op,
@@ -168,25 +167,27 @@ impl Writer {
                 | Op::VerbDeleteList
         );
         if is_verb {
-            // Verbs need a live server: while it restarts (the gate is held), write SQL instead.
+            // Verbs need a live node: while one stops (the gate is held), write SQL instead.
             let gate = self.gate.clone();
-            if let Ok(url) = gate.try_read() {
+            if let Ok(urls) = gate.try_read() {
+                self.clients.retain(|url, _| urls.contains(url));
+                let url = world::pick(&urls, &mut self.rng);
                 self.verb(op, &items, &lists, &url).await;
                 return;
             }
             self.count("verb skipped during restart");
-            self.sql_update_item(&items, &lists);
+            self.sql_update_item(&items, &lists).await;
             return;
         }
         match op {
-            Op::SqlInsertItem => self.sql_insert_item(&lists),
-            Op::SqlUpdateItem => self.sql_update_item(&items, &lists),
-            Op::SqlDeleteItem => self.sql_delete_item(&items),
-            Op::SqlRenameList => self.sql_rename_list(&lists),
-            Op::SqlBulkUpdate => self.sql_bulk_update(&lists),
-            Op::SqlDeleteList => self.sql_delete_list(&lists),
-            Op::SqlInsertList => self.sql_insert_list(),
-            Op::SqlTransaction => self.sql_transaction(&items, &lists),
+            Op::SqlInsertItem => self.sql_insert_item(&lists).await,
+            Op::SqlUpdateItem => self.sql_update_item(&items, &lists).await,
+            Op::SqlDeleteItem => self.sql_delete_item(&items).await,
+            Op::SqlRenameList => self.sql_rename_list(&lists).await,
+            Op::SqlBulkUpdate => self.sql_bulk_update(&lists).await,
+            Op::SqlDeleteList => self.sql_delete_list(&lists).await,
+            Op::SqlInsertList => self.sql_insert_list().await,
+            Op::SqlTransaction => self.sql_transaction(&items, &lists).await,
             _ => unreachable!("verbs are handled above"),
         }
     }
@@ -281,11 +282,11 @@ impl Writer {
             }
             _ => unreachable!("not a verb"),
         };
-        if self.client.as_ref().is_none_or(|(at, _)| at != url) {
-            // A restart changed the port: the old connection is closed, the new server is up (we hold the gate).
-            self.client = Some((url.to_owned(), Client::connect(url).await));
+        if !self.clients.contains_key(url) {
+            // The node is up: we hold the gate.
+            self.clients.insert(url.to_owned(), Client::connect(url).await);
         }
-        let (_, client) = self.client.as_mut().expect("connected");
+        let client = self.clients.get_mut(url).expect("connected");
         let reply = client.call(route, verb, args.clone()).await;
         self.count(what);
         if reply["context"]["state"] != "success" {
@@ -295,23 +296,20 @@ impl Writer {
 
     // --- direct SQL, as another process would write ---
 
-    fn sql_insert_item(&mut self, lists: &[i64]) {
+    async fn sql_insert_item(&mut self, lists: &[i64]) {
         let Some(list) = self.pick(lists) else { return };
-        let (text, done, n) = (self.text(), self.rng.random_bool(0.5), self.n());
+        let (text, done, n) = (sql_text(&self.text()), sql_bool(self.rng.random_bool(0.5)), self.n());
         self.db
-            .execute(
-                "INSERT INTO todo_item (text, done, n, todo_list) VALUES (?1, ?2, ?3, ?4)",
-                params![text, done, n, list],
-            )
-            .expect("sql insert item");
+            .execute(&format!("INSERT INTO todo_item (text, done, n, todo_list) VALUES ({text}, {done}, {n}, {list})"))
+            .await;
         self.count("sql insert item");
     }
 
-    fn sql_update_item(&mut self, items: &[i64], lists: &[i64]) {
+    async fn sql_update_item(&mut self, items: &[i64], lists: &[i64]) {
         let Some(id) = self.pick(items) else { return };
         let (sql, what): (String, &'static str) = match self.rng.random_range(0..5) {
             0 => (format!("UPDATE todo_item SET text = {} WHERE id = {id}", sql_text(&self.text())), "sql update text"),
-            1 => (format!("UPDATE todo_item SET done = 1 - done WHERE id = {id}"), "sql toggle done"),
+            1 => (format!("UPDATE todo_item SET done = NOT done WHERE id = {id}"), "sql toggle done"),
             2 => (format!("UPDATE todo_item SET n = {} WHERE id = {id}", self.n()), "sql set n"),
             3 => match self.pick(lists) {
                 Some(list) => (format!("UPDATE todo_item SET todo_list = {list} WHERE id = {id}"), "sql move item"),
@@ -321,40 +319,40 @@ impl Writer {
                 format!(
                     "UPDATE todo_item SET text = {}, done = {}, n = {} WHERE id = {id}",
                     sql_text(&self.text()),
-                    i64::from(self.rng.random_bool(0.5)),
+                    sql_bool(self.rng.random_bool(0.5)),
                     self.n()
                 ),
                 "sql update several fields",
             ),
         };
-        self.db.execute(&sql, []).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.db.execute(&sql).await;
         self.count(what);
     }
 
-    fn sql_delete_item(&mut self, items: &[i64]) {
+    async fn sql_delete_item(&mut self, items: &[i64]) {
         let Some(id) = self.pick(items) else { return };
-        self.db.execute("DELETE FROM todo_item WHERE id = ?1", [id]).expect("sql delete item");
+        self.db.execute(&format!("DELETE FROM todo_item WHERE id = {id}")).await;
         self.count("sql delete item");
     }
 
-    fn sql_rename_list(&mut self, lists: &[i64]) {
+    async fn sql_rename_list(&mut self, lists: &[i64]) {
         let Some(id) = self.pick(lists) else { return };
-        let name = self.list_name();
-        self.db.execute("UPDATE todo_list SET name = ?1 WHERE id = ?2", params![name, id]).expect("sql rename list");
+        let name = sql_text(&self.list_name());
+        self.db.execute(&format!("UPDATE todo_list SET name = {name} WHERE id = {id}")).await;
         self.count("sql rename list");
     }
 
-    fn sql_insert_list(&mut self) {
-        let (name, rank) = (self.list_name(), self.rank());
-        self.db.execute("INSERT INTO todo_list (name, rank) VALUES (?1, ?2)", params![name, rank]).expect("sql list");
+    async fn sql_insert_list(&mut self) {
+        let (name, rank) = (sql_text(&self.list_name()), self.rank().map_or("NULL".into(), |r| r.to_string()));
+        self.db.execute(&format!("INSERT INTO todo_list (name, rank) VALUES ({name}, {rank})")).await;
         self.count("sql insert list");
     }
 
     /// One statement that changes many rows at once.
-    fn sql_bulk_update(&mut self, lists: &[i64]) {
+    async fn sql_bulk_update(&mut self, lists: &[i64]) {
         let (sql, what) = match self.rng.random_range(0..5) {
             0 => (
-                format!("UPDATE todo_item SET done = 1 - done WHERE n % 3 = {}", self.rng.random_range(0..3)),
+                format!("UPDATE todo_item SET done = NOT done WHERE n % 3 = {}", self.rng.random_range(0..3)),
                 "sql bulk toggle done",
             ),
             1 => (format!("UPDATE todo_item SET n = (n + {}) % 100", self.rng.random_range(1..60)), "sql bulk shift n"),
@@ -376,22 +374,24 @@ impl Writer {
                 "sql bulk append text",
             ),
         };
-        self.db.execute(&sql, []).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.db.execute(&sql).await;
         self.count(what);
     }
 
     /// Deletes a list and its items in one transaction, as drakon's cascade would.
-    fn sql_delete_list(&mut self, lists: &[i64]) {
+    async fn sql_delete_list(&mut self, lists: &[i64]) {
         let Some(id) = self.deletable_list(lists) else { return };
-        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).expect("begin");
-        tx.execute("DELETE FROM todo_item WHERE todo_list = ?1", [id]).expect("delete items");
-        tx.execute("DELETE FROM todo_list WHERE id = ?1", [id]).expect("delete list");
-        tx.commit().expect("commit");
+        self.db
+            .transaction(&[
+                format!("DELETE FROM todo_item WHERE todo_list = {id}"),
+                format!("DELETE FROM todo_list WHERE id = {id}"),
+            ])
+            .await;
         self.count("sql delete list (cascade)");
     }
 
     /// Several writes in one transaction: they reach the bus as one batch, so the fan-out sees them together.
-    fn sql_transaction(&mut self, items: &[i64], lists: &[i64]) {
+    async fn sql_transaction(&mut self, items: &[i64], lists: &[i64]) {
         let steps = self.rng.random_range(2..6);
         let mut statements = Vec::new();
         for _ in 0..steps {
@@ -402,10 +402,10 @@ impl Writer {
                 0 => format!(
                     "INSERT INTO todo_item (text, done, n, todo_list) VALUES ({}, {}, {}, {list})",
                     sql_text(&self.text()),
-                    i64::from(self.rng.random_bool(0.5)),
+                    sql_bool(self.rng.random_bool(0.5)),
                     self.n()
                 ),
-                1 => format!("UPDATE todo_item SET done = 1 - done, n = {} WHERE id = {item}", self.n()),
+                1 => format!("UPDATE todo_item SET done = NOT done, n = {} WHERE id = {item}", self.n()),
                 2 => format!("UPDATE todo_item SET todo_list = {list} WHERE id = {item}"),
                 3 => format!("UPDATE todo_list SET name = {} WHERE id = {list}", sql_text(&self.list_name())),
                 4 => format!("DELETE FROM todo_item WHERE id = {item}"),
@@ -417,11 +417,7 @@ impl Writer {
             };
             statements.push(sql);
         }
-        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).expect("begin");
-        for sql in &statements {
-            tx.execute_batch(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        }
-        tx.commit().expect("commit");
+        self.db.transaction(&statements).await;
         self.count("sql transaction");
     }
 }
@@ -429,4 +425,9 @@ impl Writer {
 /// A SQL string literal.
 pub fn sql_text(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A SQL bool literal; SQLite reads `TRUE` and `FALSE` as 1 and 0.
+pub fn sql_bool(b: bool) -> &'static str {
+    if b { "TRUE" } else { "FALSE" }
 }
