@@ -244,7 +244,18 @@ impl Inner {
 impl Store for PgStore {
     async fn migrate(&self, schema: &Schema) -> Result<MigrationReport, StoreError> {
         let mut conn = self.inner.conn().await?;
-        let report = migrate::migrate(&mut conn, schema).await?;
+        // DDL can still meet writers of other programs (a new column, new triggers): a deadlock there is a reason
+        // to try again, not a config error.
+        let mut attempt = 1;
+        let report = loop {
+            match migrate::migrate(&mut conn, schema).await {
+                Err(StoreError::Database(e)) if attempt < WRITE_ATTEMPTS && e.contains("(40P01)") => {
+                    tracing::warn!(error = %e, attempt, "the migration lost a deadlock to a writer; retrying");
+                    attempt += 1;
+                }
+                done => break done?,
+            }
+        };
         *self.inner.schema.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(schema.clone());
         Ok(report)
     }

@@ -184,40 +184,15 @@ impl Cluster {
             Some((_, url, redis)) => (url.clone(), redis.url()),
             None => panic!("only the PostgreSQL deployment kills nodes"),
         };
-        // A node that exits before it listens is started again, as a supervisor would, and the run says so: its
-        // start-up migration can deadlock with the writes going on (see `joining.rs`), a drakon bug that this
-        // test reports rather than fails on, so that it goes on checking convergence.
-        for attempt in 1.. {
-            let config = self.config.clone();
-            let (url, redis) = (url.clone(), redis.clone());
-            let spawned = tokio::spawn(async move {
-                TestServer::spawn_with(BIN, &config, &[("DRAKON_DATABASE_URL", &url), ("DRAKON_REDIS_URL", &redis)])
-                    .await
-            })
-            .await;
-            match spawned {
-                Ok(server) => {
-                    let node = Node { name: format!("node {}", self.started), server };
-                    self.started += 1;
-                    self.gate.write().await.push(node.url());
-                    self.nodes.push(node);
-                    break;
-                }
-                Err(e) if attempt < 3 => {
-                    let why = e.try_into_panic().ok().and_then(|p| {
-                        p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned())
-                    });
-                    let line = format!(
-                        "{:.1} s: the replacement for {name} did not start ({}); its error is above; starting it again",
-                        start.elapsed().as_secs_f64(),
-                        why.unwrap_or_else(|| "it panicked".into())
-                    );
-                    println!("convergence: {line}");
-                    self.events.push(line);
-                }
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
-        }
+        // The replacement must start while the writes go on (its start-up migration once deadlocked with them:
+        // see `joining.rs`).
+        let server =
+            TestServer::spawn_with(BIN, &self.config, &[("DRAKON_DATABASE_URL", &url), ("DRAKON_REDIS_URL", &redis)])
+                .await;
+        let node = Node { name: format!("node {}", self.started), server };
+        self.started += 1;
+        self.gate.write().await.push(node.url());
+        self.nodes.push(node);
         let new = self.nodes.last().expect("the replacement");
         self.events.push(format!(
             "{at:.1} s: {name} killed; {} listening at {:.1} s",

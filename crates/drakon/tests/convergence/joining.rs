@@ -1,13 +1,12 @@
 //! A small, deterministic case of what the three-node run found: a node that starts while others write must start.
 //!
-//! Every node start runs the PostgreSQL migration in one transaction, even when the schema is already in place:
-//! for each model it takes a SHARE lock on the table (`CREATE INDEX IF NOT EXISTS` on a ref field locks the table
-//! before it finds the index there) and then an ACCESS EXCLUSIVE one (`DROP TRIGGER IF EXISTS`, then
-//! `CREATE TRIGGER`). A writer that has read a row `FOR UPDATE` and then updates it (drakon's own update verb does
-//! exactly this, as does many an application) holds ROW SHARE and then asks for ROW EXCLUSIVE: the migration waits
-//! for the writer's ROW SHARE, the writer waits for the migration's SHARE, and PostgreSQL aborts one of the two.
-//! When it picks the migration, the node exits with "the database does not fit the config: … deadlock detected";
-//! when it picks the writer, the writer's transaction fails (drakon's own writes retry; others may not).
+//! A node's start-up migration used to take its locks even when the schema was already in place: for each model a
+//! SHARE lock on the table (`CREATE INDEX IF NOT EXISTS` locks before it finds the index) and then an ACCESS
+//! EXCLUSIVE one (`DROP TRIGGER IF EXISTS`). A writer that had read a row `FOR UPDATE` and then updated it (drakon's
+//! own update verb does exactly this, as does many an application) deadlocked with it, and PostgreSQL aborted one of
+//! the two: the node exited ("the database does not fit the config: … deadlock detected"), or the writer's
+//! transaction failed. Now the migration leaves an unchanged model's table alone (`_drakon_ddl` records what is
+//! installed), and a deadlock during a real change is retried.
 
 use std::time::Duration;
 
@@ -19,8 +18,6 @@ use super::BIN;
 use super::world;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "drakon bug: a node's start-up migration deadlocks with a concurrent read-then-write of a model table, \
-            and the node exits; remove this attribute with the fix"]
 async fn a_node_starts_while_a_transaction_updates_a_row_it_locked() {
     let pg = tokio::task::block_in_place(TestPg::start);
     let url = pg.create_database("joining").await;
@@ -65,8 +62,8 @@ async fn a_node_starts_while_a_transaction_updates_a_row_it_locked() {
         assert!(Instant::now() < deadline, "the joining node neither started nor waited for the writer's lock");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The write the writer read the row for. Today it needs a lock the waiting migration holds: PostgreSQL finds
-    // the deadlock after a second and aborts one of the two, the writer's transaction or the node's start.
+    // The write the writer read the row for. Before the fix it needed a lock the waiting migration held: PostgreSQL
+    // found the deadlock after a second and aborted one of the two, the writer's transaction or the node's start.
     let wrote = writer.batch_execute("UPDATE todo_item SET n = n + 1 WHERE id = 1; COMMIT").await;
     let joined = joining.await;
     assert!(
