@@ -67,6 +67,11 @@ pub const LOG_TRIM_BATCH: u64 = 10_000;
 /// connection cost over 100 KiB; larger frames still arrive, in several reads.
 pub const WS_READ_BUFFER_BYTES: usize = 4096;
 
+/// Bytes of queued frames the WebSocket library gathers before writing while a batch is fed; the flush at the end of
+/// the batch writes the rest. A connection that receives one event at a time keeps no more than that frame, while a
+/// backlog leaves in writes this large: one syscall for a few dozen events, not one each.
+pub const WS_WRITE_BATCH_BYTES: usize = 8 * 1024;
+
 /// How long one flush to a client may block before the connection counts as stalled and is closed (4008): long
 /// enough for a slow mobile link to drain a batch, short enough that a dead reader does not hold its slot.
 pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,11 +9,11 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use drakon_protocol::{Action, encode_publication};
 use serde_json::Value as Json;
-use tokio::sync::Notify;
 
 /// The row a queued publication is about.
 type RowKey = (Arc<str>, i64);
@@ -30,6 +30,9 @@ struct Entry {
 struct State {
     queue: VecDeque<Entry>,
     conflated: u64,
+    /// The connection task, while it waits for frames. The push that wakes it takes it, so a burst of pushes wakes
+    /// the task once, and a queue nobody waits on costs no wake-ups.
+    waiting: Option<Waker>,
 }
 
 /// What became of a push.
@@ -46,13 +49,19 @@ pub enum Push {
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
-    ready: Notify,
     capacity: usize,
+}
+
+/// Wakes the connection task, outside the queue's lock.
+fn wake(waiting: Option<Waker>) {
+    if let Some(waker) = waiting {
+        waker.wake();
+    }
 }
 
 impl Outbox {
     pub fn new(capacity: usize) -> Arc<Outbox> {
-        Arc::new(Outbox { state: Mutex::default(), ready: Notify::new(), capacity })
+        Arc::new(Outbox { state: Mutex::default(), capacity })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -63,8 +72,9 @@ impl Outbox {
         let mut state = self.lock();
         if state.queue.len() < self.capacity {
             state.queue.push_back(entry);
+            let waiting = state.waiting.take();
             drop(state);
-            self.ready.notify_one();
+            wake(waiting);
             return Push::Queued;
         }
         let (Some(row), Some((data, offset))) = (&entry.row, &entry.update) else { return Push::Full };
@@ -82,8 +92,9 @@ impl Outbox {
         let frame = encode_publication(&row.0, Action::Updated, &merged, *offset);
         state.queue.push_back(Entry { frame, row: Some(row.clone()), update: Some((Arc::new(merged), *offset)) });
         state.conflated += 1;
+        let waiting = state.waiting.take();
         drop(state);
-        self.ready.notify_one();
+        wake(waiting);
         Push::Conflated
     }
 
@@ -97,19 +108,19 @@ impl Outbox {
         self.push(Entry { frame, row: Some(row), update: Some((data, offset)) })
     }
 
-    /// Waits for frames and moves every queued one into `out`.
-    pub async fn next_batch(&self, out: &mut Vec<Bytes>) {
-        loop {
-            let ready = self.ready.notified();
-            {
-                let mut state = self.lock();
-                if !state.queue.is_empty() {
-                    out.extend(state.queue.drain(..).map(|e| e.frame));
-                    return;
-                }
+    /// Moves every queued frame into `out`, or, when there is none, registers the task to be woken by the next push.
+    /// A poll function rather than a future, so that the connection task's loop keeps no future per wake-up.
+    pub fn poll_batch(&self, cx: &mut Context<'_>, out: &mut Vec<Bytes>) -> Poll<()> {
+        let mut state = self.lock();
+        if state.queue.is_empty() {
+            match &mut state.waiting {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                waiting => *waiting = Some(cx.waker().clone()),
             }
-            ready.await;
+            return Poll::Pending;
         }
+        out.extend(state.queue.drain(..).map(|e| e.frame));
+        Poll::Ready(())
     }
 
     /// Every queued frame, without waiting.

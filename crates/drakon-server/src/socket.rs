@@ -5,6 +5,9 @@
 //! client's replies keep the order of its requests. Every client mistake gets an error reply; only an idle timeout,
 //! a frame past the hard cap, a full queue or shutdown closes the socket, each with its own close code.
 
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -12,7 +15,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
-use drakon_core::limits::{CLOSE_GRACE, OUTBOUND_QUEUE_FRAMES, WRITE_STALL_TIMEOUT, WS_READ_BUFFER_BYTES};
+use drakon_core::limits::{
+    CLOSE_GRACE, OUTBOUND_QUEUE_FRAMES, WRITE_STALL_TIMEOUT, WS_READ_BUFFER_BYTES, WS_WRITE_BATCH_BYTES,
+};
 use drakon_core::outbox::Outbox;
 use drakon_core::{CLOSE_GOING_AWAY, CLOSE_IDLE_TIMEOUT, CLOSE_TOO_BIG, SLOW_CONSUMER_CLOSE_CODE};
 use drakon_protocol::{ClientFrame, ErrorBody, ErrorCode, encode_error, encode_heartbeat, parse_frame};
@@ -35,8 +40,8 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
     ws.max_message_size(cap)
         .max_frame_size(cap)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
-        // Each queued batch is fed and flushed at once, so the library needs no write buffer of its own.
-        .write_buffer_size(0)
+        // Frames fed from one queued batch gather here and leave with the flush, in one syscall.
+        .write_buffer_size(WS_WRITE_BATCH_BYTES)
         .on_upgrade(move |socket| run(socket, state, admin))
 }
 
@@ -51,9 +56,20 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     t
 }
 
-async fn run(socket: WebSocket, state: AppState, admin: bool) {
+/// What woke the connection task.
+enum Wake {
+    Inbound(Option<Result<Message, axum::Error>>),
+    Outbound,
+    Kill,
+    Ping,
+    Heartbeat,
+    Shutdown,
+}
+
+const SLOW_CONSUMER: (u16, &str) = (SLOW_CONSUMER_CLOSE_CODE, "slow consumer: reconnect and subscribe again");
+
+async fn run(mut socket: WebSocket, state: AppState, admin: bool) {
     let _open = state.connections.enter();
-    let (mut sink, mut stream) = socket.split();
     let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES);
     let mut batch = Vec::new();
     let kill = Arc::new(Notify::new());
@@ -65,15 +81,45 @@ async fn run(socket: WebSocket, state: AppState, admin: bool) {
     let mut ping = ticker(options.ping_interval);
     let mut heartbeat = options.heartbeat_interval.map(ticker);
     let mut last_seen = Instant::now();
+    // Made once and kept: a wake-up of this task polls what it waits on, it does not rebuild futures or re-register.
+    let mut killed = pin!(kill.notified());
+    let mut stopping = pin!(shutdown.wait_for(|stop| *stop));
     tracing::debug!(conn, "connection opened");
 
     let close: Option<(u16, &'static str)> = loop {
-        tokio::select! {
-            inbound = stream.next() => {
+        // Kill and shutdown first; then the queue before the socket, so that a chatty client still drains its queue
+        // (the queue is taken whole, so the socket is polled again right after).
+        let wake = poll_fn(|cx| {
+            if killed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Kill);
+            }
+            if stopping.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Wake::Shutdown);
+            }
+            if outbox.poll_batch(cx, &mut batch).is_ready() {
+                return Poll::Ready(Wake::Outbound);
+            }
+            if let Poll::Ready(inbound) = socket.poll_next_unpin(cx) {
+                return Poll::Ready(Wake::Inbound(inbound));
+            }
+            if ping.poll_tick(cx).is_ready() {
+                return Poll::Ready(Wake::Ping);
+            }
+            if let Some(heartbeat) = &mut heartbeat
+                && heartbeat.poll_tick(cx).is_ready()
+            {
+                return Poll::Ready(Wake::Heartbeat);
+            }
+            Poll::Pending
+        })
+        .await;
+        match wake {
+            Wake::Inbound(inbound) => {
                 let message = match inbound {
                     None => break None,
                     Some(Err(e)) => {
-                        let too_big = e.to_string().to_lowercase().contains("too long") || e.to_string().contains("Space limit");
+                        let too_big =
+                            e.to_string().to_lowercase().contains("too long") || e.to_string().contains("Space limit");
                         tracing::debug!(conn, error = %e, "websocket read failed");
                         break too_big.then_some((CLOSE_TOO_BIG, "frame too large"));
                     }
@@ -82,7 +128,10 @@ async fn run(socket: WebSocket, state: AppState, admin: bool) {
                 last_seen = Instant::now();
                 let reply = match message {
                     Message::Text(t) if t.len() > options.max_frame_bytes => Some(encode_error(
-                        &ErrorBody::new(ErrorCode::FrameTooLarge, format!("frames may be at most {} bytes", options.max_frame_bytes)),
+                        &ErrorBody::new(
+                            ErrorCode::FrameTooLarge,
+                            format!("frames may be at most {} bytes", options.max_frame_bytes),
+                        ),
                         None,
                         "",
                     )),
@@ -92,14 +141,17 @@ async fn run(socket: WebSocket, state: AppState, admin: bool) {
                         Err(e) => Some(encode_error(&ErrorBody::from(&e), e.callbackname(), e.verb().unwrap_or(""))),
                     },
                     Message::Binary(_) => Some(encode_error(
-                        &ErrorBody::new(ErrorCode::BadJson, "binary frames are not supported; send JSON as text frames"),
+                        &ErrorBody::new(
+                            ErrorCode::BadJson,
+                            "binary frames are not supported; send JSON as text frames",
+                        ),
                         None,
                         "",
                     )),
                     Message::Close(_) => break None,
                     // The library queues the pong; flushing sends it now rather than with the next event.
                     Message::Ping(_) => {
-                        if sink.flush().await.is_err() {
+                        if socket.flush().await.is_err() {
                             break None;
                         }
                         None
@@ -107,64 +159,74 @@ async fn run(socket: WebSocket, state: AppState, admin: bool) {
                     Message::Pong(_) => None,
                 };
                 if let Some(reply) = reply
-                    && sink.send(text(reply)).await.is_err()
+                    && socket.send(text(reply)).await.is_err()
                 {
                     break None;
                 }
             }
-            () = outbox.next_batch(&mut batch) => {
-                // Everything queued goes out in one flush. A client that stops reading blocks this write once its
-                // socket buffers fill; the hub's kill signal and a stall timeout still end it, so a stalled
-                // connection is closed rather than kept forever.
-                let write = async {
+            Wake::Outbound => {
+                // Everything queued goes out in one write: the frames gather in the library's write buffer
+                // (`WS_WRITE_BATCH_BYTES`) and the flush sends them with one syscall. A client that stops reading
+                // blocks this write once its socket buffers fill; the hub's kill signal and a stall timeout still end
+                // it, so a stalled connection is closed rather than kept forever.
+                let mut write = pin!(async {
                     for frame in batch.drain(..) {
-                        sink.feed(text(frame)).await?;
+                        socket.feed(text(frame)).await?;
                     }
-                    sink.flush().await
-                };
-                tokio::select! {
-                    written = tokio::time::timeout(WRITE_STALL_TIMEOUT, write) => match written {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
-                        Err(_) => break Some((SLOW_CONSUMER_CLOSE_CODE, "slow consumer: reconnect and subscribe again")),
+                    socket.flush().await
+                });
+                // Most batches are written at once; the stall timer is only armed for one that is not.
+                let written = match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                    Poll::Ready(written) => Some(written),
+                    Poll::Pending => tokio::select! {
+                        written = tokio::time::timeout(WRITE_STALL_TIMEOUT, write) => written.ok(),
+                        () = killed.as_mut() => break Some(SLOW_CONSUMER),
                     },
-                    () = kill.notified() => break Some((SLOW_CONSUMER_CLOSE_CODE, "slow consumer: reconnect and subscribe again")),
+                };
+                match written {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => break None,
+                    None => break Some(SLOW_CONSUMER),
                 }
             }
-            () = kill.notified() => break Some((SLOW_CONSUMER_CLOSE_CODE, "slow consumer: reconnect and subscribe again")),
-            _ = ping.tick() => {
+            Wake::Kill => break Some(SLOW_CONSUMER),
+            Wake::Ping => {
                 if last_seen.elapsed() >= options.idle_timeout {
                     break Some((CLOSE_IDLE_TIMEOUT, "idle timeout"));
                 }
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                if socket.send(Message::Ping(Bytes::new())).await.is_err() {
                     break None;
                 }
             }
-            _ = async { heartbeat.as_mut().expect("guarded").tick().await }, if heartbeat.is_some() => {
-                if sink.send(text(encode_heartbeat())).await.is_err() {
+            Wake::Heartbeat => {
+                if socket.send(text(encode_heartbeat())).await.is_err() {
                     break None;
                 }
             }
-            _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break Some((CLOSE_GOING_AWAY, "server shutting down")),
+            Wake::Shutdown => break Some((CLOSE_GOING_AWAY, "server shutting down")),
         }
     };
     engine.close_session(session);
     if let Some((code, reason)) = close {
         tracing::debug!(conn, code, reason, "closing connection");
-        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
-        // Complete the closing handshake: read until the client's close (or the grace runs out). Dropping the
-        // socket with unread data (a pong, say) makes the kernel send a reset, which can destroy our close frame
-        // before the client reads it.
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            if sink.send(Message::Close(Some(frame))).await.is_ok() {
-                while let Some(Ok(message)) = stream.next().await {
-                    if matches!(message, Message::Close(_)) {
-                        break;
-                    }
-                }
-            }
-        })
-        .await;
+        close_handshake(socket, code, reason).await;
     }
     tracing::debug!(conn, "connection closed");
+}
+
+/// Sends our close frame and completes the closing handshake: reads until the client's close (or the grace runs
+/// out). Dropping the socket with unread data (a pong, say) makes the kernel send a reset, which can destroy our close
+/// frame before the client reads it.
+async fn close_handshake(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if socket.send(Message::Close(Some(frame))).await.is_ok() {
+            while let Some(Ok(message)) = socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
