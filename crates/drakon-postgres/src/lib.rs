@@ -8,13 +8,15 @@
 //! triggers' notifications (and looks every second regardless) and publishes the same way: that is how writes
 //! from other nodes and programs reach this node's subscribers. Reads use one `REPEATABLE READ` snapshot each.
 //!
-//! Connections are plain TCP or Unix sockets (no TLS yet).
+//! Connections are plain TCP or Unix sockets, or TLS with a verified server certificate when the URL says
+//! `sslmode=require` (see `tls`).
 
 mod listen;
 mod log;
 mod migrate;
 mod pool;
 mod rows;
+mod tls;
 mod write;
 
 use std::collections::BTreeSet;
@@ -145,17 +147,16 @@ impl PgStore {
     }
 
     async fn open(url: &str, sink: ChangeSink, retention: LogRetention, relay: bool) -> Result<PgStore, StoreError> {
-        let mut config: tokio_postgres::Config =
-            url.parse().map_err(|e| StoreError::Database(format!("bad database URL: {e}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
+        let mut target = tls::Target::parse(url)?;
+        if target.config.get_connect_timeout().is_none() {
+            target.config.connect_timeout(CONNECT_TIMEOUT);
         }
-        if config.get_application_name().is_none() {
-            config.application_name("drakon");
+        if target.config.get_application_name().is_none() {
+            target.config.application_name("drakon");
         }
-        let pool = Pool::new(config, POOL_SIZE);
+        let pool = Pool::new(target, POOL_SIZE);
         let (node, published) = {
-            let mut conn = pool.get().await.map_err(|e| cannot_connect(pool.config(), e))?;
+            let mut conn = pool.get().await.map_err(|e| cannot_connect(pool.target(), e))?;
             migrate::ensure_meta(&mut conn).await?;
             // Publishing starts from now: earlier entries were published by the nodes that were running then.
             let published = log::current_seq(&mut conn).await?;
@@ -178,7 +179,8 @@ impl PgStore {
 }
 
 /// A connection failure at start, naming the server but not the password.
-fn cannot_connect(config: &tokio_postgres::Config, e: tokio_postgres::Error) -> StoreError {
+fn cannot_connect(target: &tls::Target, e: tokio_postgres::Error) -> StoreError {
+    let config = &target.config;
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
@@ -189,11 +191,12 @@ fn cannot_connect(config: &tokio_postgres::Config, e: tokio_postgres::Error) -> 
         .collect();
     let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
     StoreError::Database(format!(
-        "cannot connect to PostgreSQL at {} port {} (database {}, user {}): {}",
+        "cannot connect to PostgreSQL at {} port {} (database {}, user {}{}): {}",
         if hosts.is_empty() { "localhost".to_owned() } else { hosts.join(",") },
         if ports.is_empty() { "5432".to_owned() } else { ports.join(",") },
         config.get_dbname().unwrap_or("(the user's)"),
         config.get_user().unwrap_or("(the OS user's)"),
+        if target.uses_tls() { ", over TLS" } else { "" },
         describe(&e)
     ))
 }

@@ -11,17 +11,17 @@
 //! heads. A lost connection ends the term: the lock is released with the session, and this node stops
 //! publishing until it wins the lock again.
 
-use std::future::poll_fn;
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use drakon_core::store::StoreError;
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::migrate::{CHANNEL, RELAY_LOCK};
 use crate::pool::Conn;
+use crate::tls::Target;
 use crate::{Inner, db_error, log};
 
 /// How often the listener looks even without a notification: notifications sent while its connection was down are
@@ -40,8 +40,8 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 pub fn spawn(inner: Weak<Inner>) {
     tokio::spawn(async move {
         loop {
-            let Some(config) = inner.upgrade().map(|i| i.pool.config().clone()) else { return };
-            let result = listen(&inner, &config).await;
+            let Some(target) = inner.upgrade().map(|i| i.pool.target().clone()) else { return };
+            let result = listen(&inner, &target).await;
             // Whatever ended the connection ended the relay lock with it.
             if let Some(inner) = inner.upgrade()
                 && inner.relaying.swap(false, Ordering::AcqRel)
@@ -69,24 +69,17 @@ impl Drop for AbortOnDrop {
 }
 
 /// Listens until the store is gone (`Ok`) or the connection fails (`Err`).
-async fn listen(weak: &Weak<Inner>, config: &tokio_postgres::Config) -> Result<(), StoreError> {
+async fn listen(weak: &Weak<Inner>, target: &Target) -> Result<(), StoreError> {
     let Some(node) = weak.upgrade().map(|inner| inner.node) else { return Ok(()) };
-    let (client, mut connection) = config.connect(NoTls).await.map_err(db_error)?;
+    let (client, mut messages) = crate::tls::connect(target).await.map_err(db_error)?;
     // The highest sequence number notified so far; a watch keeps only the latest, so a burst of notifications
     // costs no memory.
     let (notified_tx, mut notified) = watch::channel(0u64);
     let _driver = AbortOnDrop(tokio::spawn(async move {
-        while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
-            match message {
-                Ok(AsyncMessage::Notification(n)) => {
-                    let seq = n.payload().parse().unwrap_or(u64::MAX);
-                    notified_tx.send_modify(|last| *last = (*last).max(seq));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "the listening connection failed");
-                    break;
-                }
+        while let Some(message) = messages.recv().await {
+            if let AsyncMessage::Notification(n) = message {
+                let seq = n.payload().parse().unwrap_or(u64::MAX);
+                notified_tx.send_modify(|last| *last = (*last).max(seq));
             }
         }
         // Dropping `notified_tx` tells the listener.

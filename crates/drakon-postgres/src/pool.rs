@@ -11,7 +11,9 @@ use std::sync::Mutex;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::tls::Target;
 
 /// Prepared statements kept per connection. Statements are few and fixed except list queries, whose SQL follows
 /// the filter; past this many the cache starts over rather than grow with every distinct filter.
@@ -42,13 +44,8 @@ impl Conn {
     }
 
     /// Opens a connection whose messages a spawned task drives; notifications, if any, are dropped.
-    pub async fn connect(config: &Config) -> Result<Conn, tokio_postgres::Error> {
-        let (client, connection) = config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "a PostgreSQL connection ended");
-            }
-        });
+    pub async fn connect(target: &Target) -> Result<Conn, tokio_postgres::Error> {
+        let (client, _notifications) = crate::tls::connect(target).await?;
         Ok(Conn::new(client))
     }
 
@@ -115,7 +112,7 @@ impl Conn {
 
 /// Up to `size` connections to one database, opened on demand.
 pub struct Pool {
-    config: Config,
+    target: Target,
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
 }
@@ -127,12 +124,12 @@ impl fmt::Debug for Pool {
 }
 
 impl Pool {
-    pub fn new(config: Config, size: usize) -> Pool {
-        Pool { config, idle: Mutex::new(Vec::new()), permits: Semaphore::new(size) }
+    pub fn new(target: Target, size: usize) -> Pool {
+        Pool { target, idle: Mutex::new(Vec::new()), permits: Semaphore::new(size) }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub fn target(&self) -> &Target {
+        &self.target
     }
 
     /// A connection for the caller alone until the guard drops; waits while all of them are in use.
@@ -147,7 +144,7 @@ impl Pool {
                 None => break,
             }
         }
-        let conn = Conn::connect(&self.config).await?;
+        let conn = Conn::connect(&self.target).await?;
         Ok(Pooled { conn: Some(conn), pool: self, _permit: permit })
     }
 }

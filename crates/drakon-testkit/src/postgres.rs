@@ -160,9 +160,67 @@ fn launch(bin: &Path, dir: &Path, port: u16) -> Option<(Child, Option<ChildStdin
     None
 }
 
+/// Makes a throwaway certificate authority and a server certificate for 127.0.0.1 and localhost in `dir`:
+/// `ca.pem` (what a client trusts), `server.crt` and `server.key`.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let mut command = Command::new("openssl");
+        command.current_dir(dir).args(args);
+        run(command, &format!("openssl {}", args[0]));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=drakon test CA"],
+            &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write the certificate extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+}
+
 impl TestPg {
     /// Initializes and starts a server; panics with the server's log if it does not come up.
     pub fn start() -> TestPg {
+        TestPg::start_configured(false)
+    }
+
+    /// Like [`TestPg::start`], with TLS on (`ssl = on`) and a certificate for 127.0.0.1 signed by a throwaway CA,
+    /// whose certificate is [`TestPg::ca_file`]. Plain connections are still accepted.
+    pub fn start_with_tls() -> TestPg {
+        TestPg::start_configured(true)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (after [`TestPg::start_with_tls`]).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("tls").join("ca.pem")
+    }
+
+    fn start_configured(tls: bool) -> TestPg {
         let bin = postgres_bin();
         let dir = tempfile::Builder::new().prefix("drakon-pg-").tempdir().expect("create a temporary directory");
         if is_root() {
@@ -179,6 +237,28 @@ impl TestPg {
             "--no-locale",
         ]);
         run(initdb, "initdb");
+        if tls {
+            let certs = dir.path().join("tls");
+            std::fs::create_dir(&certs).expect("create the certificates' directory");
+            make_certificates(&certs);
+            let conf = format!(
+                "\nssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n",
+                certs.display()
+            );
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.path().join("data/postgresql.conf"))
+                .expect("open postgresql.conf");
+            std::io::Write::write_all(&mut file, conf.as_bytes()).expect("write postgresql.conf");
+            // The key must belong to the server's user and be readable by it alone.
+            std::fs::set_permissions(certs.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod the key");
+            if is_root() {
+                let mut chown = Command::new("chown");
+                chown.arg("-R").arg("postgres:").arg(&certs);
+                run(chown, "chown");
+            }
+        }
         // The port may be taken between choosing it and the server binding it; then try another.
         for _ in 0..3 {
             let port = free_port();
@@ -191,11 +271,7 @@ impl TestPg {
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("server.log")) {
-            let _ = f.read_to_string(&mut text);
-        }
-        text
+        read_log(self.dir.path())
     }
 
     /// The URL of database `name` on this server (see [`TestPg::create_database`]).
