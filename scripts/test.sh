@@ -1,35 +1,25 @@
 #!/usr/bin/env bash
 # The full test suite: Rust unit and integration tests (real server processes, real WebSocket clients), the
 # browser end-to-end test (Debian's Chromium), the PostgreSQL store tests (throwaway servers), and the JS client's
-# unit tests. Installs what the tests need when it is missing: Debian's chromium, postgresql and redis-server (as root, through
-# apt) and the npm packages from their lock files.
+# unit tests. Installs what the tests need when it is missing: Debian's chromium, postgresql, redis-server and openssl
+# (as root, through apt) and the npm packages from their lock files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [[ ! -x /usr/bin/chromium ]]; then
+# need <path that must exist (a glob is fine)> <Debian package> <what needs it>
+need() {
+  if compgen -G "$1" >/dev/null; then return; fi
   if [[ $(id -u) -ne 0 ]]; then
-    echo "the browser test needs Debian's chromium: sudo apt-get install -y chromium" >&2
+    echo "$3 need Debian's $2: sudo apt-get install -y $2" >&2
     exit 1
   fi
-  echo "==> installing chromium (apt)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "the PostgreSQL store tests need Debian's postgresql: sudo apt-get install -y postgresql" >&2
-    exit 1
-  fi
-  echo "==> installing postgresql (apt; the tests start their own throwaway servers)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-fi
-if [[ ! -x /usr/bin/redis-server ]]; then
-  if [[ $(id -u) -ne 0 ]]; then
-    echo "the Redis bus tests need Debian's redis-server: sudo apt-get install -y redis-server" >&2
-    exit 1
-  fi
-  echo "==> installing redis-server (apt; the tests start their own throwaway servers)"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-fi
+  echo "==> installing $2 (apt) for $3"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+need /usr/bin/chromium chromium "the browser tests"
+need '/usr/lib/postgresql/*/bin/initdb' postgresql "the PostgreSQL tests (they start their own throwaway servers)"
+need /usr/bin/redis-server redis-server "the Redis bus tests (they start their own throwaway servers)"
+need /usr/bin/openssl openssl "the PostgreSQL TLS tests (they make a throwaway CA)"
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"
   cargo install --locked cargo-nextest
