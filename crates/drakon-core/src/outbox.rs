@@ -33,6 +33,8 @@ struct State {
     /// The connection task, while it waits for frames. The push that wakes it takes it, so a burst of pushes wakes
     /// the task once, and a queue nobody waits on costs no wake-ups.
     waiting: Option<Waker>,
+    /// Set once the hub has given up on the connection: later pushes are refused.
+    closed: bool,
 }
 
 /// What became of a push.
@@ -43,6 +45,8 @@ pub enum Push {
     Conflated,
     /// No room and nothing to merge with: the connection cannot keep up.
     Full,
+    /// The hub already gave up on this connection (see [`Outbox::close`]).
+    Closed,
 }
 
 /// The outbound queue of one connection.
@@ -70,6 +74,9 @@ impl Outbox {
 
     fn push(&self, entry: Entry) -> Push {
         let mut state = self.lock();
+        if state.closed {
+            return Push::Closed;
+        }
         if state.queue.len() < self.capacity {
             state.queue.push_back(entry);
             let waiting = state.waiting.take();
@@ -121,6 +128,12 @@ impl Outbox {
         }
         out.extend(state.queue.drain(..).map(|e| e.frame));
         Poll::Ready(())
+    }
+
+    /// Refuses every later push (they return [`Push::Closed`]): the hub calls this when it gives up on the
+    /// connection or forgets it, so deliveries that still list the connection skip it.
+    pub fn close(&self) {
+        self.lock().closed = true;
     }
 
     /// Every queued frame, without waiting.

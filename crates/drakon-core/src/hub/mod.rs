@@ -5,10 +5,13 @@
 //! is matched only against channels whose indexed value the row had before or has after, plus the few channels
 //! without such a condition. Each event is encoded once per channel and the same `Bytes` go to every subscriber.
 //!
-//! The state sits behind one `std::sync::Mutex` that is never held across an `.await`; delivery uses `try_send`
-//! into each connection's bounded queue, and a connection whose queue is full is dropped from the hub and told to
-//! close (see [`SLOW_CONSUMER_CLOSE_CODE`](crate::SLOW_CONSUMER_CLOSE_CODE)), so one stalled client never delays
-//! the others.
+//! The state sits behind one `std::sync::Mutex` that is never held across an `.await`, nor while frames are pushed:
+//! under it a delivery only matches, encodes and takes each channel's list of recipients (an `Arc`, rebuilt only
+//! after the channel's membership changed), then pushes into the connections' bounded queues without it, so
+//! subscribes and connects never wait for a fan-out to 10,000 queues. A second lock keeps deliveries one after the
+//! other, so every connection sees events in the same order. A connection whose queue is full is dropped from the
+//! hub and told to close (see [`SLOW_CONSUMER_CLOSE_CODE`](crate::SLOW_CONSUMER_CLOSE_CODE)), so one stalled
+//! client never delays the others.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,12 +47,53 @@ struct Conn {
     kill: Arc<Notify>,
 }
 
+/// The connections a delivery pushes into: their ids (to drop the ones that cannot keep up) and queues.
+type Recipients = Arc<[(ConnId, Arc<Outbox>)]>;
+
+/// The subscribers of one channel, and the recipient list deliveries share until the membership changes.
+#[derive(Debug, Default)]
+struct Subscribers {
+    ids: HashSet<ConnId>,
+    recipients: Option<Recipients>,
+}
+
+impl Subscribers {
+    fn of(conn: ConnId) -> Subscribers {
+        Subscribers { ids: HashSet::from([conn]), recipients: None }
+    }
+
+    fn insert(&mut self, conn: ConnId) {
+        if self.ids.insert(conn) {
+            self.recipients = None;
+        }
+    }
+
+    fn remove(&mut self, conn: ConnId) {
+        if self.ids.remove(&conn) {
+            self.recipients = None;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The queues of the subscribers that are still registered. A connection the hub gives up on stays listed until
+    /// its session unsubscribes; its closed queue refuses the pushes meanwhile.
+    fn recipients(&mut self, conns: &HashMap<ConnId, Conn>) -> Recipients {
+        let ids = &self.ids;
+        self.recipients
+            .get_or_insert_with(|| ids.iter().filter_map(|id| conns.get(id).map(|c| (*id, c.outbox.clone()))).collect())
+            .clone()
+    }
+}
+
 #[derive(Debug)]
 struct Channel {
     route: Arc<RouteView>,
     filter: Filter,
     index: Option<(Lookup, Vec<IndexKey>)>,
-    subscribers: HashSet<ConnId>,
+    subscribers: Subscribers,
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +109,7 @@ struct ModelChannels {
 struct State {
     conns: HashMap<ConnId, Conn>,
     models: HashMap<String, ModelChannels>,
-    plain: HashMap<Arc<str>, HashSet<ConnId>>,
+    plain: HashMap<Arc<str>, Subscribers>,
 }
 
 /// What one delivery cost: channels whose filter was evaluated, and frames queued.
@@ -87,6 +131,8 @@ pub struct HubStats {
 #[derive(Debug, Default)]
 pub struct Hub {
     state: Mutex<State>,
+    /// Held for a whole delivery, pushes included, so deliveries never interleave; `state` is not held meanwhile.
+    delivering: Mutex<()>,
     next_id: AtomicU64,
 }
 
@@ -174,7 +220,7 @@ impl Hub {
             *models.remote.entry(lookup.clone()).or_default() += 1;
         }
         let channel =
-            Channel { route: route.clone(), filter: filter.clone(), index, subscribers: HashSet::from([conn]) };
+            Channel { route: route.clone(), filter: filter.clone(), index, subscribers: Subscribers::of(conn) };
         models.channels.insert(name, channel);
     }
 
@@ -196,7 +242,7 @@ impl Hub {
     pub fn unsubscribe_plain(&self, conn: ConnId, name: &str) {
         let mut state = self.lock();
         if let Some(subs) = state.plain.get_mut(name) {
-            subs.remove(&conn);
+            subs.remove(conn);
             if subs.is_empty() {
                 state.plain.remove(name);
             }
@@ -220,71 +266,91 @@ impl Hub {
     /// Sends `change` to every channel it concerns, as seen through each channel's filter. `remote_old` and
     /// `remote_new` hold the values of [`Hub::remote_lookups`] for the old and new row images.
     pub fn deliver_change(&self, change: &Change, model: &Model, remote_old: &Remote, remote_new: &Remote) -> Delivery {
-        let mut state = self.lock();
-        let State { conns, models, .. } = &mut *state;
-        let Some(channels) = models.get(&*change.model) else { return Delivery::default() };
-        let old = change.old.as_ref().map(|row| RowResolver { model, row, remote: remote_old });
-        let new = change.new.as_ref().map(|row| RowResolver { model, row, remote: remote_new });
+        let _order = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events = Vec::new();
+        let count;
+        {
+            let mut state = self.lock();
+            let State { conns, models, .. } = &mut *state;
+            let Some(ModelChannels { channels, index, scan, .. }) = models.get_mut(&*change.model) else {
+                return Delivery::default();
+            };
+            let old = change.old.as_ref().map(|row| RowResolver { model, row, remote: remote_old });
+            let new = change.new.as_ref().map(|row| RowResolver { model, row, remote: remote_new });
 
-        let mut candidates: HashSet<&Arc<str>> = channels.scan.iter().collect();
-        for (lookup, buckets) in &channels.index {
-            for image in [&old, &new].into_iter().flatten() {
-                if let Some(names) = image.value(lookup).index_key().and_then(|k| buckets.get(&k)) {
-                    candidates.extend(names);
+            let mut candidates: HashSet<&Arc<str>> = scan.iter().collect();
+            for (lookup, buckets) in &*index {
+                for image in [&old, &new].into_iter().flatten() {
+                    if let Some(names) = image.value(lookup).index_key().and_then(|k| buckets.get(&k)) {
+                        candidates.extend(names);
+                    }
                 }
+            }
+            count = candidates.len();
+            for name in candidates {
+                let Some(channel) = channels.get_mut(name) else { continue };
+                let was = old.as_ref().is_some_and(|r| channel.filter.matches(r));
+                let is = new.as_ref().is_some_and(|r| channel.filter.matches(r));
+                let Some((action, data)) = event_for(change, &channel.route, was, is) else { continue };
+                let frame = encode_publication(name, action, &data, change.offset);
+                let row = (name.clone(), change.id);
+                events.push((action, frame, row, Arc::new(data), channel.subscribers.recipients(conns)));
             }
         }
 
         let mut queued = 0;
         let mut dead = Vec::new();
-        let count = candidates.len();
-        for name in candidates {
-            let channel = &channels.channels[name];
-            let was = old.as_ref().is_some_and(|r| channel.filter.matches(r));
-            let is = new.as_ref().is_some_and(|r| channel.filter.matches(r));
-            let Some((action, data)) = event_for(change, &channel.route, was, is) else { continue };
-            let frame = encode_publication(name, action, &data, change.offset);
-            let row = (name.clone(), change.id);
-            let data = Arc::new(data);
-            for conn in &channel.subscribers {
-                let pushed = conns.get(conn).map(|c| match action {
-                    Action::Updated => c.outbox.push_update(frame.clone(), row.clone(), data.clone(), change.offset),
-                    _ => c.outbox.push_frame(frame.clone(), Some(row.clone())),
-                });
+        for (action, frame, row, data, recipients) in &events {
+            for (conn, outbox) in recipients.iter() {
+                let pushed = match action {
+                    Action::Updated => outbox.push_update(frame.clone(), row.clone(), data.clone(), change.offset),
+                    _ => outbox.push_frame(frame.clone(), Some(row.clone())),
+                };
                 match pushed {
-                    Some(Push::Queued | Push::Conflated) => queued += 1,
-                    Some(Push::Full) | None => dead.push(*conn),
+                    Push::Queued | Push::Conflated => queued += 1,
+                    Push::Full => dead.push(*conn),
+                    Push::Closed => {}
                 }
             }
         }
-        for conn in dead {
-            if let Some(c) = conns.remove(&conn) {
-                c.kill.notify_one();
-            }
-        }
+        self.give_up(dead);
         Delivery { candidates: count, queued }
     }
 
     /// Sends a plain pub/sub message to every subscriber of channel `name`.
     pub fn deliver_plain(&self, name: &str, data: &Json) -> usize {
-        let mut state = self.lock();
-        let Some(subs) = state.plain.get(name) else { return 0 };
+        let _order = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
+        let recipients = {
+            let mut state = self.lock();
+            let State { conns, plain, .. } = &mut *state;
+            let Some(subs) = plain.get_mut(name) else { return 0 };
+            subs.recipients(conns)
+        };
         let frame = encode_channel_message(name, data);
         let mut queued = 0;
         let mut dead = Vec::new();
-        for conn in subs {
-            match state.conns.get(conn).map(|c| c.outbox.push_frame(frame.clone(), None)) {
-                Some(Push::Queued | Push::Conflated) => queued += 1,
-                Some(Push::Full) | None => dead.push(*conn),
+        for (conn, outbox) in recipients.iter() {
+            match outbox.push_frame(frame.clone(), None) {
+                Push::Queued | Push::Conflated => queued += 1,
+                Push::Full => dead.push(*conn),
+                Push::Closed => {}
             }
         }
+        self.give_up(dead);
+        queued
+    }
+
+    /// Drops the connections whose queues were full and tells each to close.
+    fn give_up(&self, dead: Vec<ConnId>) {
+        if dead.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
         for conn in dead {
-            if let Some(c) = state.conns.get(&conn) {
+            if let Some(c) = remove_conn(&mut state, conn) {
                 c.kill.notify_one();
             }
-            remove_conn(&mut state, conn);
         }
-        queued
     }
 }
 
@@ -342,7 +408,7 @@ fn event_for(change: &Change, route: &RouteView, was: bool, is: bool) -> Option<
 
 fn drop_model_subscriber(models: &mut ModelChannels, name: &str, conn: ConnId) {
     let Some(channel) = models.channels.get_mut(name) else { return };
-    channel.subscribers.remove(&conn);
+    channel.subscribers.remove(conn);
     if !channel.subscribers.is_empty() {
         return;
     }
@@ -378,9 +444,13 @@ fn drop_model_subscriber(models: &mut ModelChannels, name: &str, conn: ConnId) {
 }
 
 /// Drops a connection's queue. Its channel memberships are removed by its session as it closes (it knows them, so
-/// nobody scans every channel), and deliveries to a removed connection are skipped until then.
-fn remove_conn(state: &mut State, conn: ConnId) {
-    state.conns.remove(&conn);
+/// nobody scans every channel), and deliveries to a removed connection are skipped until then: its queue is closed.
+fn remove_conn(state: &mut State, conn: ConnId) -> Option<Conn> {
+    let removed = state.conns.remove(&conn);
+    if let Some(c) = &removed {
+        c.outbox.close();
+    }
+    removed
 }
 
 #[cfg(test)]

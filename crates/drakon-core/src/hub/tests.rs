@@ -171,6 +171,33 @@ fn subscribers_of_one_channel_share_one_encoded_frame() {
 }
 
 #[test]
+fn recipients_follow_every_change_of_membership_between_deliveries() {
+    let f = Fixture::new();
+    let (a, rx_a, _) = f.connect(16);
+    let (b, rx_b, _) = f.connect(16);
+    let channel = f.subscribe(a, json!({"todo_list": 1}));
+    f.hub.subscribe_plain(a, "room");
+    assert_eq!(f.deliver(None, Some(item(1, "a", false, "", 1))).queued, 1);
+    assert_eq!(f.hub.deliver_plain("room", &json!("hi")), 1);
+    // Joining after a delivery: the next one reaches the newcomer too.
+    f.subscribe(b, json!({"todo_list": 1}));
+    f.hub.subscribe_plain(b, "room");
+    assert_eq!(f.deliver(None, Some(item(2, "a", false, "", 1))).queued, 2);
+    assert_eq!(f.hub.deliver_plain("room", &json!("hi")), 2);
+    // Leaving: the next one does not reach the leaver.
+    f.hub.unsubscribe_model(a, "todo_item", &channel);
+    f.hub.unsubscribe_plain(a, "room");
+    assert_eq!(f.deliver(None, Some(item(3, "a", false, "", 1))).queued, 1);
+    assert_eq!(f.hub.deliver_plain("room", &json!("hi")), 1);
+    assert_eq!((frames(&rx_a).len(), frames(&rx_b).len()), (4, 4));
+    // A connection that is gone is skipped while its session has not unsubscribed yet.
+    f.hub.unregister(b);
+    assert_eq!(f.deliver(None, Some(item(4, "a", false, "", 1))).queued, 0);
+    assert_eq!(f.hub.deliver_plain("room", &json!("hi")), 0);
+    assert!(frames(&rx_b).is_empty());
+}
+
+#[test]
 fn a_full_queue_gets_the_connection_dropped_and_told_to_close() {
     let f = Fixture::new();
     let (slow, _rx_slow, kill) = f.connect(1);
@@ -183,6 +210,8 @@ fn a_full_queue_gets_the_connection_dropped_and_told_to_close() {
     assert!(!f.hub.is_registered(slow));
     assert!(f.hub.is_registered(fast));
     assert_eq!(frames(&rx_fast).len(), 3, "the slow subscriber did not hold the fast one back");
+    // Until its session unsubscribes, the dropped connection is skipped, not counted.
+    assert_eq!(f.deliver(None, Some(item(4, "a", false, "", 1))), Delivery { candidates: 1, queued: 1 });
     let notified = kill.notified();
     tokio::pin!(notified);
     // notify_one stored a permit: the first poll completes at once.
