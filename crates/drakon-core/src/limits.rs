@@ -63,9 +63,10 @@ pub const DEFAULT_LOG_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 360
 /// Change-log entries removed per model per trimming pass, so trimming never holds the writer for long.
 pub const LOG_TRIM_BATCH: u64 = 10_000;
 
-/// WebSocket read buffer per connection. The library's default (128 KiB, allocated up front) would make an idle
-/// connection cost over 100 KiB; larger frames still arrive, in several reads.
-pub const WS_READ_BUFFER_BYTES: usize = 4096;
+/// WebSocket read buffer per connection. The library zero-fills all of it at the first read, so every subscribed
+/// connection pays for it in full even while idle; client requests are mostly a few hundred bytes, and a larger frame
+/// still arrives (the buffer grows to hold it), in several reads.
+pub const WS_READ_BUFFER_BYTES: usize = 512;
 
 /// Bytes of queued frames the WebSocket library gathers before writing while a batch is fed; the flush at the end of
 /// the batch writes the rest. A connection that receives one event at a time keeps no more than that frame, while a

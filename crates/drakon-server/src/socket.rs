@@ -42,7 +42,7 @@ pub async fn upgrade(State(state): State<AppState>, headers: HeaderMap, ws: WebS
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         // Frames fed from one queued batch gather here and leave with the flush, in one syscall.
         .write_buffer_size(WS_WRITE_BATCH_BYTES)
-        .on_upgrade(move |socket| run(socket, state, admin))
+        .on_upgrade(move |socket| run(Box::new(socket), state, admin))
 }
 
 fn text(bytes: Bytes) -> Message {
@@ -68,7 +68,9 @@ enum Wake {
 
 const SLOW_CONSUMER: (u16, &str) = (SLOW_CONSUMER_CLOSE_CODE, "slow consumer: reconnect and subscribe again");
 
-async fn run(mut socket: WebSocket, state: AppState, admin: bool) {
+/// `socket` comes boxed: an argument of an `async fn` is kept twice in its future (as the argument and as the local
+/// it moves into), and the future lives as long as the connection.
+async fn run(mut socket: Box<WebSocket>, state: AppState, admin: bool) {
     let _open = state.connections.enter();
     let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES);
     let mut batch = Vec::new();
@@ -137,7 +139,8 @@ async fn run(mut socket: WebSocket, state: AppState, admin: bool) {
                     )),
                     Message::Text(t) => match parse_frame(t.as_str()) {
                         Ok(ClientFrame::Heartbeat) => None,
-                        Ok(ClientFrame::Request(request)) => Some(engine.handle(&mut session, request).await),
+                        // Boxed: a request's future is large, and inline it would sit in every idle connection's task.
+                        Ok(ClientFrame::Request(request)) => Some(Box::pin(engine.handle(&mut session, request)).await),
                         Err(e) => Some(encode_error(&ErrorBody::from(&e), e.callbackname(), e.verb().unwrap_or(""))),
                     },
                     Message::Binary(_) => Some(encode_error(
@@ -175,11 +178,12 @@ async fn run(mut socket: WebSocket, state: AppState, admin: bool) {
                     }
                     socket.flush().await
                 });
-                // Most batches are written at once; the stall timer is only armed for one that is not.
+                // Most batches are written at once; the stall timer is only armed (and boxed, to keep it out of every
+                // idle task) for one that is not.
                 let written = match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
                     Poll::Ready(written) => Some(written),
                     Poll::Pending => tokio::select! {
-                        written = tokio::time::timeout(WRITE_STALL_TIMEOUT, write) => written.ok(),
+                        written = Box::pin(tokio::time::timeout(WRITE_STALL_TIMEOUT, write)) => written.ok(),
                         () = killed.as_mut() => break Some(SLOW_CONSUMER),
                     },
                 };
@@ -209,7 +213,7 @@ async fn run(mut socket: WebSocket, state: AppState, admin: bool) {
     engine.close_session(session);
     if let Some((code, reason)) = close {
         tracing::debug!(conn, code, reason, "closing connection");
-        close_handshake(socket, code, reason).await;
+        Box::pin(close_handshake(socket, code, reason)).await;
     }
     tracing::debug!(conn, "connection closed");
 }
@@ -217,7 +221,7 @@ async fn run(mut socket: WebSocket, state: AppState, admin: bool) {
 /// Sends our close frame and completes the closing handshake: reads until the client's close (or the grace runs
 /// out). Dropping the socket with unread data (a pong, say) makes the kernel send a reset, which can destroy our close
 /// frame before the client reads it.
-async fn close_handshake(mut socket: WebSocket, code: u16, reason: &'static str) {
+async fn close_handshake(mut socket: Box<WebSocket>, code: u16, reason: &'static str) {
     let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         if socket.send(Message::Close(Some(frame))).await.is_ok() {
