@@ -18,7 +18,6 @@ use drakon_core::value::Value;
 use drakon_core::{Filter, hub::ConnId};
 use drakon_protocol::{Action, Args};
 use serde_json::{Value as Json, json};
-use tokio::sync::Notify;
 
 fn schema() -> Schema {
     Schema::new().model(Model::new("todo_list").field(Field::text("name"))).model(
@@ -36,7 +35,6 @@ struct Fixture {
     route: Arc<RouteView>,
     outboxes: Vec<Arc<Outbox>>,
     // Kept alive: the hub holds them too, but the benchmark owns the connections.
-    _kills: Vec<Arc<Notify>>,
 }
 
 impl Fixture {
@@ -45,15 +43,13 @@ impl Fixture {
         let model = Arc::new(schema.get_model("todo_item").expect("model").clone());
         // `secret` (index 3) is not published, as in the hub's own tests.
         let route = Arc::new(RouteView { name: "todo-item".into(), model, publish: vec![1, 2, 4] });
-        Fixture { hub: Hub::new(), schema, route, outboxes: Vec::new(), _kills: Vec::new() }
+        Fixture { hub: Hub::new(), schema, route, outboxes: Vec::new() }
     }
 
     fn connect(&mut self) -> ConnId {
         let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES);
-        let kill = Arc::new(Notify::new());
         self.outboxes.push(outbox.clone());
-        self._kills.push(kill.clone());
-        self.hub.register(outbox, kill)
+        self.hub.register(outbox)
     }
 
     fn subscribe(&self, conn: ConnId, filter: Json) {

@@ -37,6 +37,15 @@ struct State {
     closed: bool,
 }
 
+/// What the connection task finds when it polls its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// Frames were moved out, to be written.
+    Frames,
+    /// The hub gave up on the connection (its queue overflowed): close it with the slow-consumer code.
+    Closed,
+}
+
 /// What became of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
@@ -54,6 +63,13 @@ pub enum Push {
 pub struct Outbox {
     state: Mutex<State>,
     capacity: usize,
+}
+
+fn register(waiting: &mut Option<Waker>, cx: &Context<'_>) {
+    match waiting {
+        Some(waker) if waker.will_wake(cx.waker()) => {}
+        waiting => *waiting = Some(cx.waker().clone()),
+    }
 }
 
 /// Wakes the connection task, outside the queue's lock.
@@ -115,25 +131,45 @@ impl Outbox {
         self.push(Entry { frame, row: Some(row), update: Some((data, offset)) })
     }
 
-    /// Moves every queued frame into `out`, or, when there is none, registers the task to be woken by the next push.
-    /// A poll function rather than a future, so that the connection task's loop keeps no future per wake-up.
-    pub fn poll_batch(&self, cx: &mut Context<'_>, out: &mut Vec<Bytes>) -> Poll<()> {
+    /// Moves every queued frame into `out`, or tells that the queue is closed, or, when there is neither, registers
+    /// the task to be woken by the next push or by [`Outbox::close`]. A poll function rather than a future, so that
+    /// the connection task's loop keeps no future per wake-up, and the one check covers the hub giving up too.
+    pub fn poll_batch(&self, cx: &mut Context<'_>, out: &mut Vec<Bytes>) -> Poll<Batch> {
         let mut state = self.lock();
+        if state.closed {
+            return Poll::Ready(Batch::Closed);
+        }
         if state.queue.is_empty() {
-            match &mut state.waiting {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                waiting => *waiting = Some(cx.waker().clone()),
-            }
+            register(&mut state.waiting, cx);
             return Poll::Pending;
         }
         out.extend(state.queue.drain(..).map(|e| e.frame));
-        Poll::Ready(())
+        Poll::Ready(Batch::Frames)
     }
 
-    /// Refuses every later push (they return [`Push::Closed`]): the hub calls this when it gives up on the
-    /// connection or forgets it, so deliveries that still list the connection skip it.
+    /// Ready once the queue is closed; for a task that is busy writing and not draining.
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        if state.closed {
+            return Poll::Ready(());
+        }
+        register(&mut state.waiting, cx);
+        Poll::Pending
+    }
+
+    /// Refuses every later push (they return [`Push::Closed`]) and wakes the connection task, which then closes
+    /// the socket: the hub calls this when it gives up on the connection or forgets it, so deliveries that still
+    /// list the connection skip it.
     pub fn close(&self) {
-        self.lock().closed = true;
+        let mut state = self.lock();
+        state.closed = true;
+        let waiting = state.waiting.take();
+        drop(state);
+        wake(waiting);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// Every queued frame, without waiting.
@@ -157,6 +193,9 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
     use serde_json::json;
 
     use super::*;
@@ -187,6 +226,37 @@ mod tests {
         assert_eq!(summary, vec![(1, 1), (2, 2), (1, 4)]);
         assert_eq!(frames[2]["data"], json!({"id": 1, "done": true, "text": "b"}));
         assert_eq!(outbox.conflated(), 1);
+    }
+
+    /// Counts its wake-ups.
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waiting_task_is_woken_once_per_burst_and_by_close() {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let outbox = Outbox::new(8);
+        let mut out = Vec::new();
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out), Poll::Pending);
+        for _ in 0..3 {
+            assert_eq!(outbox.push_frame(Bytes::from_static(b"{}"), None), Push::Queued);
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the first push wakes the task, the others find it awake");
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out), Poll::Ready(Batch::Frames));
+        assert_eq!(out.len(), 3);
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out), Poll::Pending);
+        outbox.close();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2, "closing wakes the waiting task");
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out), Poll::Ready(Batch::Closed));
+        assert_eq!(outbox.poll_closed(&mut cx), Poll::Ready(()));
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"{}"), None), Push::Closed);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The native protocol over WebSocket: one task per connection owns its socket.
 //!
-//! The task `select!`s over inbound frames, its bounded outbound queue (fed by the hub), the hub's kill signal,
-//! the ping/idle timer, the optional app heartbeat and shutdown. Requests are handled one at a time, in order, so a
+//! The task waits on inbound frames, its bounded outbound queue (fed by the hub, which closes it when the client
+//! cannot keep up), the ping/idle timer, the optional app heartbeat and shutdown, polling each from one loop that
+//! keeps its futures across wake-ups. Requests are handled one at a time, in order, so a
 //! client's replies keep the order of its requests. Every client mistake gets an error reply; only an idle timeout,
 //! a frame past the hard cap, a full queue or shutdown closes the socket, each with its own close code.
 
@@ -18,12 +19,10 @@ use bytes::Bytes;
 use drakon_core::limits::{
     CLOSE_GRACE, OUTBOUND_QUEUE_FRAMES, WRITE_STALL_TIMEOUT, WS_READ_BUFFER_BYTES, WS_WRITE_BATCH_BYTES,
 };
-use drakon_core::outbox::Outbox;
+use drakon_core::outbox::{Batch, Outbox};
 use drakon_core::{CLOSE_GOING_AWAY, CLOSE_IDLE_TIMEOUT, CLOSE_TOO_BIG, SLOW_CONSUMER_CLOSE_CODE};
 use drakon_protocol::{ClientFrame, ErrorBody, ErrorCode, encode_error, encode_heartbeat, parse_frame};
 use futures_util::{SinkExt, StreamExt};
-use std::sync::Arc;
-use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior, interval};
 
 use crate::AppState;
@@ -59,8 +58,7 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 /// What woke the connection task.
 enum Wake {
     Inbound(Option<Result<Message, axum::Error>>),
-    Outbound,
-    Kill,
+    Outbound(Batch),
     Ping,
     Heartbeat,
     Shutdown,
@@ -74,9 +72,8 @@ async fn run(mut socket: Box<WebSocket>, state: AppState, admin: bool) {
     let _open = state.connections.enter();
     let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES);
     let mut batch = Vec::new();
-    let kill = Arc::new(Notify::new());
     let engine = state.engine.clone();
-    let conn = engine.hub().register(outbox.clone(), kill.clone());
+    let conn = engine.hub().register(outbox.clone());
     let mut session = engine.open_session(conn, admin);
     let options = state.options.clone();
     let mut shutdown = state.shutdown.clone();
@@ -84,22 +81,18 @@ async fn run(mut socket: Box<WebSocket>, state: AppState, admin: bool) {
     let mut heartbeat = options.heartbeat_interval.map(ticker);
     let mut last_seen = Instant::now();
     // Made once and kept: a wake-up of this task polls what it waits on, it does not rebuild futures or re-register.
-    let mut killed = pin!(kill.notified());
     let mut stopping = pin!(shutdown.wait_for(|stop| *stop));
     tracing::debug!(conn, "connection opened");
 
     let close: Option<(u16, &'static str)> = loop {
-        // Kill and shutdown first; then the queue before the socket, so that a chatty client still drains its queue
-        // (the queue is taken whole, so the socket is polled again right after).
+        // Shutdown first; then the queue (or its closing) before the socket, so that a chatty client still drains
+        // its queue (the queue is taken whole, so the socket is polled again right after).
         let wake = poll_fn(|cx| {
-            if killed.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Wake::Kill);
-            }
             if stopping.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Shutdown);
             }
-            if outbox.poll_batch(cx, &mut batch).is_ready() {
-                return Poll::Ready(Wake::Outbound);
+            if let Poll::Ready(batch) = outbox.poll_batch(cx, &mut batch) {
+                return Poll::Ready(Wake::Outbound(batch));
             }
             if let Poll::Ready(inbound) = socket.poll_next_unpin(cx) {
                 return Poll::Ready(Wake::Inbound(inbound));
@@ -167,11 +160,12 @@ async fn run(mut socket: Box<WebSocket>, state: AppState, admin: bool) {
                     break None;
                 }
             }
-            Wake::Outbound => {
+            Wake::Outbound(Batch::Closed) => break Some(SLOW_CONSUMER),
+            Wake::Outbound(Batch::Frames) => {
                 // Everything queued goes out in one write: the frames gather in the library's write buffer
                 // (`WS_WRITE_BATCH_BYTES`) and the flush sends them with one syscall. A client that stops reading
-                // blocks this write once its socket buffers fill; the hub's kill signal and a stall timeout still end
-                // it, so a stalled connection is closed rather than kept forever.
+                // blocks this write once its socket buffers fill; the hub closing the queue and a stall timeout still
+                // end it, so a stalled connection is closed rather than kept forever.
                 let mut write = pin!(async {
                     for frame in batch.drain(..) {
                         socket.feed(text(frame)).await?;
@@ -184,7 +178,7 @@ async fn run(mut socket: Box<WebSocket>, state: AppState, admin: bool) {
                     Poll::Ready(written) => Some(written),
                     Poll::Pending => tokio::select! {
                         written = Box::pin(tokio::time::timeout(WRITE_STALL_TIMEOUT, write)) => written.ok(),
-                        () = killed.as_mut() => break Some(SLOW_CONSUMER),
+                        () = poll_fn(|cx| outbox.poll_closed(cx)) => break Some(SLOW_CONSUMER),
                     },
                 };
                 match written {
@@ -193,7 +187,6 @@ async fn run(mut socket: Box<WebSocket>, state: AppState, admin: bool) {
                     None => break Some(SLOW_CONSUMER),
                 }
             }
-            Wake::Kill => break Some(SLOW_CONSUMER),
             Wake::Ping => {
                 if last_seen.elapsed() >= options.idle_timeout {
                     break Some((CLOSE_IDLE_TIMEOUT, "idle timeout"));

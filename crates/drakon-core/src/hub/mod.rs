@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use drakon_protocol::{Action, encode_channel_message, encode_publication};
 use serde_json::{Map, Value as Json};
-use tokio::sync::Notify;
 
 use crate::outbox::{Outbox, Push};
 
@@ -39,12 +38,6 @@ pub struct RouteView {
     pub model: Arc<Model>,
     /// Indexes of `publish_fields` in the model.
     pub publish: Vec<usize>,
-}
-
-#[derive(Debug)]
-struct Conn {
-    outbox: Arc<Outbox>,
-    kill: Arc<Notify>,
 }
 
 /// The connections a delivery pushes into: their ids (to drop the ones that cannot keep up) and queues.
@@ -80,10 +73,12 @@ impl Subscribers {
 
     /// The queues of the subscribers that are still registered. A connection the hub gives up on stays listed until
     /// its session unsubscribes; its closed queue refuses the pushes meanwhile.
-    fn recipients(&mut self, conns: &HashMap<ConnId, Conn>) -> Recipients {
+    fn recipients(&mut self, conns: &HashMap<ConnId, Arc<Outbox>>) -> Recipients {
         let ids = &self.ids;
         self.recipients
-            .get_or_insert_with(|| ids.iter().filter_map(|id| conns.get(id).map(|c| (*id, c.outbox.clone()))).collect())
+            .get_or_insert_with(|| {
+                ids.iter().filter_map(|id| conns.get(id).map(|outbox| (*id, outbox.clone()))).collect()
+            })
             .clone()
     }
 }
@@ -107,7 +102,7 @@ struct ModelChannels {
 
 #[derive(Debug, Default)]
 struct State {
-    conns: HashMap<ConnId, Conn>,
+    conns: HashMap<ConnId, Arc<Outbox>>,
     models: HashMap<String, ModelChannels>,
     plain: HashMap<Arc<str>, Subscribers>,
 }
@@ -175,10 +170,11 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a connection's outbound queue; `kill` is notified when the hub gives up on it.
-    pub fn register(&self, outbox: Arc<Outbox>, kill: Arc<Notify>) -> ConnId {
+    /// Registers a connection's outbound queue. When the hub gives up on the connection it closes the queue
+    /// ([`Outbox::close`]), which tells the connection's task to close the socket.
+    pub fn register(&self, outbox: Arc<Outbox>) -> ConnId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        self.lock().conns.insert(id, Conn { outbox, kill });
+        self.lock().conns.insert(id, outbox);
         id
     }
 
@@ -347,9 +343,7 @@ impl Hub {
         }
         let mut state = self.lock();
         for conn in dead {
-            if let Some(c) = remove_conn(&mut state, conn) {
-                c.kill.notify_one();
-            }
+            remove_conn(&mut state, conn);
         }
     }
 }
@@ -443,14 +437,13 @@ fn drop_model_subscriber(models: &mut ModelChannels, name: &str, conn: ConnId) {
     }
 }
 
-/// Drops a connection's queue. Its channel memberships are removed by its session as it closes (it knows them, so
-/// nobody scans every channel), and deliveries to a removed connection are skipped until then: its queue is closed.
-fn remove_conn(state: &mut State, conn: ConnId) -> Option<Conn> {
-    let removed = state.conns.remove(&conn);
-    if let Some(c) = &removed {
-        c.outbox.close();
+/// Drops a connection's queue and closes it, which wakes the connection's task to close the socket. Its channel
+/// memberships are removed by its session as it closes (it knows them, so nobody scans every channel), and
+/// deliveries to a removed connection are skipped until then, by its closed queue.
+fn remove_conn(state: &mut State, conn: ConnId) {
+    if let Some(outbox) = state.conns.remove(&conn) {
+        outbox.close();
     }
-    removed
 }
 
 #[cfg(test)]
