@@ -15,54 +15,31 @@
 // Environment: DRAKON_BIN (default <repo>/target/debug/drakon), E2E_ARTIFACTS (screenshots, one or more per step;
 // default tests/e2e/artifacts), DRAKON_JS (optional: a client build the browsers get as /drakon.js instead of the copy
 // compiled into the binary, to try client changes without rebuilding drakon). Needs `apt-get install -y chromium` and
-// `npm ci` in tests/e2e.
+// `npm ci` in tests/e2e. The helpers it shares with nodes.e2e.mjs are in lib.mjs.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
+import {
+  CHROMIUM, HERE, LIVE_MS, ROOT, Session, UI_MS, check, expectChecked, expectHidden, expectText, expectVisible,
+  importPackages, itemId, log, onEach, probe, runMain, until, withTimeout,
+} from './lib.mjs';
 
-let chromium;
-let WebSocket;
-try {
-  ({ chromium } = await import('playwright-core'));
-  ({ default: WebSocket } = await import('ws'));
-} catch (err) {
-  console.error(`FAIL: cannot load playwright-core and ws (${err.message.split('\n')[0]}); run \`npm ci\` in ${HERE}`);
-  process.exit(1);
-}
+const [{ chromium }, { default: WebSocket }] = await importPackages('playwright-core', 'ws');
 
-const ROOT = path.resolve(HERE, '..', '..');
 const DRAKON_BIN = path.resolve(process.env.DRAKON_BIN || path.join(ROOT, 'target', 'debug', 'drakon'));
 const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS || path.join(HERE, 'artifacts'));
 const DRAKON_JS = process.env.DRAKON_JS ? path.resolve(process.env.DRAKON_JS) : null;
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
-/** "Appears within one second". */
-const LIVE_MS = 1000;
-/** Page loads, admin round trips and other things that are not the live path. */
-const UI_MS = 5000;
 /** From the server being back to every page showing current data, across the client's reconnect backoff. */
 const RECONNECT_MS = 20000;
 /** The whole run; it normally takes 10 to 15 seconds. */
 const RUN_MS = 90000;
 
-const started = Date.now();
-const log = (message) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${message}`);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const session = new Session({ artifacts: ARTIFACTS, drakonJs: DRAKON_JS });
+const { step, shot, newPage } = session;
 
 // ---- the drakon server ------------------------------------------------------------------------------------------
 
@@ -169,121 +146,6 @@ class Wire {
   }
 }
 
-// ---- waiting and looking ----------------------------------------------------------------------------------------
-
-function withTimeout(promise, ms, message) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${message} (after ${ms} ms)`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/** Polls `check` until it returns `true`; fails with `what` and the last thing it returned. Returns the ms taken. */
-async function until(what, check, timeout) {
-  const start = Date.now();
-  let last;
-  for (;;) {
-    try {
-      last = await withTimeout(Promise.resolve(check()), Math.max(timeout, 1000), 'a check hung');
-      if (last === true) return Date.now() - start;
-    } catch (err) {
-      last = `error: ${err.message.split('\n')[0]}`;
-    }
-    if (Date.now() - start >= timeout) {
-      throw new Error(`${what}: not so within ${timeout} ms (last seen: ${JSON.stringify(last)})`);
-    }
-    await sleep(20);
-  }
-}
-
-/** What one `data-testid` element looks like right now, without Playwright's auto-waiting. */
-function probe(page, testid) {
-  return page.evaluate((id) => {
-    const el = document.querySelector(`[data-testid="${CSS.escape(id)}"]`);
-    if (!el) return { exists: false, visible: false };
-    return {
-      exists: true,
-      visible: el.checkVisibility({ visibilityProperty: true }),
-      text: el.textContent.replace(/\s+/g, ' ').trim(),
-      checked: 'checked' in el ? el.checked : null,
-      value: 'value' in el ? el.value : null,
-    };
-  }, testid);
-}
-
-/** Runs one expectation on several pages at once. */
-const onEach = (pages, fn) => Promise.all(pages.map((page) => fn(page)));
-
-const expectText = (pages, testid, text, timeout = LIVE_MS) =>
-  onEach(pages, (page) =>
-    until(`${page.label}: ${testid} should read ${JSON.stringify(text)}`, async () => {
-      const p = await probe(page, testid);
-      return p.visible && p.text === text ? true : p;
-    }, timeout));
-
-const expectVisible = (pages, testid, timeout = LIVE_MS) =>
-  onEach(pages, (page) =>
-    until(`${page.label}: ${testid} should be visible`, async () => (await probe(page, testid)).visible, timeout));
-
-const expectHidden = (pages, testid, timeout = LIVE_MS) =>
-  onEach(pages, (page) =>
-    until(`${page.label}: ${testid} should not be visible`, async () => !(await probe(page, testid)).visible, timeout));
-
-const expectChecked = (pages, testid, checked, timeout = LIVE_MS) =>
-  onEach(pages, (page) =>
-    until(`${page.label}: ${testid} should be ${checked ? 'ticked' : 'unticked'}`, async () => {
-      const p = await probe(page, testid);
-      return p.visible && p.checked === checked ? true : p;
-    }, timeout));
-
-/** The id of the item whose text is `text` on `page`, once it is there. */
-async function itemId(page, text, timeout = LIVE_MS) {
-  let id = null;
-  await until(`${page.label}: an item reading ${JSON.stringify(text)} should be listed`, async () => {
-    id = await page.evaluate((wanted) => {
-      for (const el of document.querySelectorAll('[data-testid^="item-text-"]')) {
-        if (el.textContent.trim() === wanted) return Number(el.dataset.testid.slice('item-text-'.length));
-      }
-      return null;
-    }, text);
-    return id !== null;
-  }, timeout);
-  return id;
-}
-
-function check(condition, message) {
-  if (!condition) throw new Error(message);
-}
-
-// ---- steps and screenshots --------------------------------------------------------------------------------------
-
-let stepNumber = 0;
-let stepName = 'setup';
-let shotsThisStep = 0;
-let allPages = [];
-const pageErrors = [];
-
-const slug = (text) => text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
-
-async function shot(page, what = page.label) {
-  shotsThisStep++;
-  const file = path.join(ARTIFACTS, `${String(stepNumber).padStart(2, '0')}-${slug(stepName)}-${slug(what)}.png`);
-  await page.screenshot({ path: file, timeout: 5000, animations: 'disabled' });
-}
-
-async function step(name, fn, defaultShot) {
-  stepNumber++;
-  stepName = name;
-  shotsThisStep = 0;
-  const start = Date.now();
-  await fn();
-  check(pageErrors.length === 0, `uncaught error in a page: ${pageErrors.join(' | ')}`);
-  if (shotsThisStep === 0 && defaultShot) await shot(defaultShot);
-  log(`ok ${String(stepNumber).padStart(2, '0')} ${name} (${Date.now() - start} ms)`);
-}
 
 // ---- the admin page, through its test ids -----------------------------------------------------------------------
 
@@ -333,15 +195,13 @@ async function adminFormClosed(admin) {
 
 // ---- the run ----------------------------------------------------------------------------------------------------
 
-let browser = null;
 let tmp = null;
 
 async function run() {
   check(fs.existsSync(CHROMIUM), `Chromium is missing at ${CHROMIUM}; install it with: apt-get install -y chromium`);
   check(fs.existsSync(DRAKON_BIN), `no drakon binary at ${DRAKON_BIN}; build it with: cargo build -p drakon (or set DRAKON_BIN)`);
   check(!DRAKON_JS || fs.existsSync(DRAKON_JS), `DRAKON_JS names a missing file: ${DRAKON_JS}`);
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  for (const file of fs.readdirSync(ARTIFACTS)) if (file.endsWith('.png')) fs.rmSync(path.join(ARTIFACTS, file));
+  session.clearArtifacts();
 
   // A private copy of the example, so its relative database and static paths land in the temp dir.
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'drakon-e2e-'));
@@ -355,25 +215,7 @@ async function run() {
   let server = await Server.start(config, '127.0.0.1:0', 'server');
   log(`drakon at ${server.base}`);
 
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 20000 });
-
-  async function newPage(label, options) {
-    const context = await browser.newContext(options);
-    context.setDefaultTimeout(UI_MS);
-    if (DRAKON_JS) {
-      await context.route('**/drakon.js', (route) =>
-        route.fulfill({ contentType: 'text/javascript; charset=utf-8', body: fs.readFileSync(DRAKON_JS, 'utf8') }));
-    }
-    const page = await context.newPage();
-    page.label = label;
-    page.consoleErrors = [];
-    page.on('pageerror', (err) => pageErrors.push(`${label}: ${err.message}`));
-    page.on('console', (msg) => {
-      if (msg.type() === 'error') page.consoleErrors.push(msg.text());
-    });
-    allPages.push(page);
-    return page;
-  }
+  await session.launch(chromium);
 
   // Three browsers as in the talk (the third with a phone-sized screen), and the admin.
   const one = await newPage('browser 1', { viewport: { width: 1180, height: 760 } });
@@ -598,8 +440,7 @@ async function run() {
     const response = await outsider.goto(`${server.base}/admin`);
     check(response.status() === 401, `a browser without the cookie should get 401 at /admin, got ${response.status()}`);
     await shot(outsider);
-    await outsider.context().close();
-    allPages = allPages.filter((page) => page !== outsider);
+    await session.closePage(outsider);
   });
 
   await step('the admin shows validation errors by their field', async () => {
@@ -646,8 +487,7 @@ async function run() {
     await tampered.locator('#error-dismiss').click();
     await expectHidden([tampered], 'error-banner');
     check((await one.getByText('refused', { exact: true }).count()) === 0, 'browser 1: a refused item should not appear');
-    await tampered.context().close();
-    allPages = allPages.filter((page) => page !== tampered);
+    await session.closePage(tampered);
   });
 
   await step('the server stops', async () => {
@@ -711,49 +551,19 @@ async function run() {
 
 // ---- start, fail loudly, always clean up ------------------------------------------------------------------------
 
-async function cleanup() {
-  if (browser) await withTimeout(browser.close(), 5000, 'closing Chromium').catch(() => {});
-  for (const server of [...liveServers]) await server.stop(2000).catch(() => {});
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-}
-
-async function reportFailure(err) {
-  console.error(`\nFAIL in step ${String(stepNumber).padStart(2, '0')} "${stepName}": ${err.message}`);
-  for (const page of allPages) {
-    if (page.isClosed()) continue;
-    await shot(page, `FAIL ${page.label}`).catch(() => {});
-    if (page.consoleErrors.length) console.error(`  ${page.label} console errors:\n    ${page.consoleErrors.slice(-10).join('\n    ')}`);
-  }
-  for (const server of liveServers) console.error(`  ${server.label} output (last lines):\n${server.tail()}`);
-  console.error(`  screenshots: ${ARTIFACTS}`);
-}
-
 process.on('exit', () => {
   for (const server of liveServers) server.child.kill('SIGKILL');
 });
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, async () => {
-    console.error(`\ninterrupted by ${signal}`);
-    await cleanup();
-    process.exit(130);
-  });
-}
 
-const watchdog = setTimeout(async () => {
-  await reportFailure(new Error(`the run took longer than ${RUN_MS / 1000} s`));
-  await cleanup();
-  process.exit(1);
-}, RUN_MS);
-
-let failed = false;
-try {
-  await run();
-  log(`PASS: ${stepNumber} steps; screenshots in ${ARTIFACTS}`);
-} catch (err) {
-  failed = true;
-  await reportFailure(err);
-} finally {
-  clearTimeout(watchdog);
-  await cleanup();
-}
-process.exit(failed ? 1 : 0);
+await runMain({
+  session,
+  runMs: RUN_MS,
+  body: run,
+  cleanup: async () => {
+    for (const server of [...liveServers]) await server.stop(2000).catch(() => {});
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  },
+  report: () => {
+    for (const server of liveServers) console.error(`  ${server.label} output (last lines):\n${server.tail()}`);
+  },
+});
