@@ -24,7 +24,9 @@ use drakon_testkit::redis::TestRedis;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_drakon");
+mod common;
+
+use common::BIN;
 
 /// The whole browser run, as a last resort: the script stops itself after 120 s.
 const RUN: Duration = Duration::from_secs(180);
@@ -82,15 +84,7 @@ async fn refuses(addr: &str) {
 #[tokio::test]
 async fn todo_demo_is_live_across_three_nodes_in_three_browsers() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let e2e = root.join("tests/e2e");
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "the browser test needs Debian's Chromium: apt-get install -y chromium (scripts/test.sh does this)"
-    );
-    assert!(
-        e2e.join("node_modules/playwright-core").exists(),
-        "the browser test needs its packages: (cd tests/e2e && npm ci) (scripts/test.sh does this)"
-    );
+    let e2e = common::e2e_dir();
 
     let pg = TestPg::start();
     let database = pg.create_database("todo").await;

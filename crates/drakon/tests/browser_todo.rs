@@ -5,21 +5,13 @@
 //! Needs `/usr/bin/chromium` and `npm ci` in `tests/e2e`; `scripts/test.sh` (the README's test command) and
 //! `.ci/run` install both. The test fails, never skips, when they are missing.
 
-use std::path::Path;
+mod common;
+
 use std::process::Command;
 
 #[test]
 fn todo_demo_is_live_in_three_browsers_and_the_admin() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let e2e = root.join("tests/e2e");
-    assert!(
-        Path::new("/usr/bin/chromium").exists(),
-        "the browser test needs Debian's Chromium: apt-get install -y chromium (scripts/test.sh does this)"
-    );
-    assert!(
-        e2e.join("node_modules/playwright-core").exists(),
-        "the browser test needs its packages: (cd tests/e2e && npm ci) (scripts/test.sh does this)"
-    );
+    let e2e = common::e2e_dir();
     let output = Command::new("node")
         .arg(e2e.join("todo.e2e.mjs"))
         .env("DRAKON_BIN", env!("CARGO_BIN_EXE_drakon"))

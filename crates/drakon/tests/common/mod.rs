@@ -216,3 +216,18 @@ pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     frame
 }
+
+/// The `tests/e2e` directory, once Chromium and the scripts' npm packages are known to be there; the browser tests
+/// fail (never skip) when they are missing.
+pub fn e2e_dir() -> std::path::PathBuf {
+    let e2e = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e");
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "the browser tests need Debian's Chromium: apt-get install -y chromium (scripts/test.sh does this)"
+    );
+    assert!(
+        e2e.join("node_modules/playwright-core").exists(),
+        "the browser tests need their packages: (cd tests/e2e && npm ci) (scripts/test.sh does this)"
+    );
+    e2e
+}
