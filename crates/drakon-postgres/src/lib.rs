@@ -47,6 +47,18 @@ const WRITE_ATTEMPTS: usize = 3;
 /// Snapshot reads: the count, the rows and the log offset all see the same committed state.
 const SNAPSHOT: &str = "ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
+/// Whether the bus between nodes currently takes this node's messages.
+pub type BusHealthy = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// [`BusHealthy`], printable.
+struct Health(BusHealthy);
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Health({})", (self.0)())
+    }
+}
+
 /// The PostgreSQL store.
 #[derive(Debug)]
 pub struct PgStore {
@@ -64,6 +76,8 @@ struct Inner {
     relay: bool,
     /// Whether this node holds the relay lock now (always false without `relay`).
     relaying: std::sync::atomic::AtomicBool,
+    /// Whether the bus takes this node's messages (see `connect_relay`).
+    bus_healthy: Health,
     /// This node's id in `_drakon_nodes`.
     node: i64,
     /// References this node watches, to register again if the cluster took the node for dead.
@@ -133,7 +147,7 @@ impl PgStore {
     /// made elsewhere. Committed changes go to `sink`, starting with those committed after this call. Must run
     /// inside a tokio runtime.
     pub async fn connect(url: &str, sink: ChangeSink, retention: LogRetention) -> Result<PgStore, StoreError> {
-        PgStore::open(url, sink, retention, false).await
+        PgStore::open(url, sink, retention, None).await
     }
 
     /// Like [`PgStore::connect`], for nodes that share a bus (Redis): `sink` is the bus, and the nodes elect one
@@ -142,11 +156,24 @@ impl PgStore {
     /// node takes over from the cursor the relay recorded (publishing a few entries twice rather than skipping
     /// any: receivers drop duplicates by offset). Every second the relay also publishes each model's head, so a
     /// node that missed a message on the bus notices and reads it from the log.
-    pub async fn connect_relay(url: &str, bus: ChangeSink, retention: LogRetention) -> Result<PgStore, StoreError> {
-        PgStore::open(url, bus, retention, true).await
+    ///
+    /// `bus_healthy` says whether the bus currently takes this node's messages: a relay that cannot reach the bus
+    /// for a few seconds hands the relay over (others may still reach it) and stays out of the election a while.
+    pub async fn connect_relay(
+        url: &str,
+        bus: ChangeSink,
+        retention: LogRetention,
+        bus_healthy: BusHealthy,
+    ) -> Result<PgStore, StoreError> {
+        PgStore::open(url, bus, retention, Some(bus_healthy)).await
     }
 
-    async fn open(url: &str, sink: ChangeSink, retention: LogRetention, relay: bool) -> Result<PgStore, StoreError> {
+    async fn open(
+        url: &str,
+        sink: ChangeSink,
+        retention: LogRetention,
+        relay: Option<BusHealthy>,
+    ) -> Result<PgStore, StoreError> {
         let mut target = tls::Target::parse(url)?;
         if target.config.get_connect_timeout().is_none() {
             target.config.connect_timeout(CONNECT_TIMEOUT);
@@ -167,8 +194,9 @@ impl PgStore {
             sink,
             schema: RwLock::new(Arc::new(Schema::default())),
             published: tokio::sync::Mutex::new(log::Cursor { seq: published, heads: Default::default() }),
-            relay,
+            relay: relay.is_some(),
             relaying: std::sync::atomic::AtomicBool::new(false),
+            bus_healthy: Health(relay.unwrap_or_else(|| Arc::new(|| true))),
             node,
             watched: Mutex::new(BTreeSet::new()),
             retention,

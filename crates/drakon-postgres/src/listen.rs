@@ -34,6 +34,12 @@ const TRIM_PERIOD: Duration = Duration::from_secs(1);
 /// How often the node records that it is alive, well inside [`log::NODE_EXPIRY`].
 const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
 
+/// How long the relay keeps the lock while the bus refuses its messages before it hands the relay to another node.
+const RELAY_STEP_DOWN: Duration = Duration::from_secs(5);
+
+/// How long a node that handed the relay over stays out of the election, so that another node can win it.
+const RELAY_STAY_OUT: Duration = Duration::from_secs(10);
+
 /// Wait before connecting again after the listening connection failed.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
@@ -91,6 +97,10 @@ async fn listen(weak: &Weak<Inner>, target: &Target) -> Result<(), StoreError> {
     let mut last_trim = Instant::now();
     let mut last_heartbeat = Instant::now();
     let mut notified_only = false;
+    // Since when the bus has refused this relay's messages, and until when this node stays out of the election
+    // after handing the relay over for that reason.
+    let mut bus_failing_since: Option<Instant> = None;
+    let mut stay_out_until = Instant::now();
     loop {
         {
             let Some(inner) = weak.upgrade() else { return forget_node(&mut conn, node).await };
@@ -98,7 +108,21 @@ async fn listen(weak: &Weak<Inner>, target: &Target) -> Result<(), StoreError> {
                 return forget_node(&mut conn, node).await;
             }
             let hint = *notified.borrow_and_update();
-            if inner.relay && !inner.relaying.load(Ordering::Acquire) && take_relay(&inner, &mut conn).await? {
+            if inner.relaying.load(Ordering::Acquire) && !notified_only {
+                if (inner.bus_healthy.0)() {
+                    bus_failing_since = None;
+                } else if bus_failing_since.get_or_insert_with(Instant::now).elapsed() >= RELAY_STEP_DOWN {
+                    // This node cannot reach the bus, though others may: let one of them relay.
+                    step_down(&inner, &mut conn).await?;
+                    bus_failing_since = None;
+                    stay_out_until = Instant::now() + RELAY_STAY_OUT;
+                }
+            }
+            if inner.relay
+                && !inner.relaying.load(Ordering::Acquire)
+                && Instant::now() >= stay_out_until
+                && take_relay(&inner, &mut conn).await?
+            {
                 notified_only = false;
             }
             let publishes = inner.publishes();
@@ -162,6 +186,19 @@ async fn take_relay(inner: &Inner, conn: &mut Conn) -> Result<bool, StoreError> 
     inner.relaying.store(true, Ordering::Release);
     tracing::info!(from, head, "this node relays the change log to the bus");
     Ok(true)
+}
+
+/// Gives the relay up: releases the lock so another node takes it, from the cursor recorded last.
+async fn step_down(inner: &Inner, conn: &mut Conn) -> Result<(), StoreError> {
+    let seq = inner.published.lock().await.seq;
+    log::save_relay_cursor(conn, seq).await?;
+    inner.relaying.store(false, Ordering::Release);
+    conn.query_one("SELECT pg_advisory_unlock($1)", &[&RELAY_LOCK]).await.map_err(db_error)?;
+    tracing::warn!(
+        stay_out = ?RELAY_STAY_OUT,
+        "the bus has refused this node's messages for {RELAY_STEP_DOWN:?}: handing the relay to another node"
+    );
+    Ok(())
 }
 
 /// This node stops publishing: its cursor must stop holding back trimming, and its watches go with it.

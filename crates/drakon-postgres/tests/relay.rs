@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::TestPg;
@@ -19,8 +21,14 @@ fn schema() -> Schema {
 }
 
 async fn relay_node(url: &str) -> (PgStore, mpsc::Receiver<BusMessage>) {
+    relay_node_with(url, Arc::new(AtomicBool::new(true))).await
+}
+
+/// A node whose bus is healthy while `healthy` is true.
+async fn relay_node_with(url: &str, healthy: Arc<AtomicBool>) -> (PgStore, mpsc::Receiver<BusMessage>) {
     let (tx, rx) = mpsc::channel(1024);
-    let store = PgStore::connect_relay(url, tx, LogRetention::default()).await.unwrap();
+    let health = Arc::new(move || healthy.load(Ordering::Relaxed));
+    let store = PgStore::connect_relay(url, tx, LogRetention::default(), health).await.unwrap();
     store.migrate(&schema()).await.unwrap();
     (store, rx)
 }
@@ -83,4 +91,36 @@ async fn one_node_relays_each_change_once_and_another_takes_over_when_it_goes() 
     }
     // At least once: the new relay may repeat entries up to the old relay's last recorded cursor, never skip one.
     assert!(offsets.iter().all(|o| (2..=4).contains(o)), "{offsets:?}");
+}
+
+#[tokio::test]
+async fn a_relay_that_cannot_reach_the_bus_hands_over() {
+    let pg = TestPg::start();
+    let url = pg.create_database("t").await;
+    let a_healthy = Arc::new(AtomicBool::new(true));
+    let (a, mut bus_a) = relay_node_with(&url, a_healthy.clone()).await;
+    // A starts alone, so it relays.
+    let first = collect(&mut bus_a, Duration::from_millis(1500)).await;
+    assert!(first.heads.is_some(), "the first node relays: {first:?}");
+    let (_b, mut bus_b) = relay_node(&url).await;
+
+    // A's bus starts refusing its messages: within a few seconds A hands over, and B relays what follows.
+    a_healthy.store(false, Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "the relay was not handed over");
+        if collect(&mut bus_b, Duration::from_millis(500)).await.heads.is_some() {
+            break;
+        }
+    }
+    create(&a, "written on a").await;
+    let mut offsets = Vec::new();
+    while !offsets.contains(&1) {
+        assert!(Instant::now() < deadline, "b does not relay a's write: {offsets:?}");
+        offsets.extend(collect(&mut bus_b, Duration::from_millis(500)).await.offsets);
+    }
+    // And A, out of the election for a while, publishes nothing (once what it sent before handing over is read).
+    while bus_a.try_recv().is_ok() {}
+    let idle = collect(&mut bus_a, Duration::from_millis(1500)).await;
+    assert!(idle.offsets.is_empty() && idle.heads.is_none(), "{idle:?}");
 }

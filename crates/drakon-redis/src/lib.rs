@@ -99,6 +99,8 @@ pub struct RedisBus {
     relay: ChangeSink,
     /// Whether the subscriber currently holds its subscription, i.e. messages from other nodes arrive.
     subscribed: Arc<AtomicBool>,
+    /// Whether the last message this node tried to publish reached Redis.
+    publishing: Arc<AtomicBool>,
 }
 
 impl RedisBus {
@@ -106,6 +108,12 @@ impl RedisBus {
     /// Redis does not take is dropped with a warning: the nodes read it from the change log (see the module doc).
     pub fn relay(&self) -> ChangeSink {
         self.relay.clone()
+    }
+
+    /// Whether Redis took the last message this node tried to publish (a relay that keeps failing hands over).
+    pub fn publishing(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let publishing = self.publishing.clone();
+        move || publishing.load(Ordering::Relaxed)
     }
 }
 
@@ -139,13 +147,14 @@ pub async fn start(
     let (relay, relayed) = mpsc::channel(RELAY_QUEUE);
     let (done, stopped) = oneshot::channel::<()>();
     let subscribed = Arc::new(AtomicBool::new(false));
+    let publishing = Arc::new(AtomicBool::new(true));
     let inbound = Inbound { local, schema: schema.clone(), channels: backend.channels() };
     backend
         .subscribe(inbound, stopped, subscribed.clone())
         .await
         .map_err(|e| StartError(format!("cannot subscribe on Redis: {e}")))?;
-    tokio::spawn(publisher(backend, conn, rx, relayed, schema, done));
-    Ok(Arc::new(RedisBus { tx, relay, subscribed }))
+    tokio::spawn(publisher(backend, conn, rx, relayed, schema, done, publishing.clone()));
+    Ok(Arc::new(RedisBus { tx, relay, subscribed, publishing }))
 }
 
 /// Where messages from Redis go: decoded, into the node's local bus.
@@ -206,11 +215,19 @@ struct Connection {
     backoff: Backoff,
     retry_at: Instant,
     failed: u64,
+    /// Set after every attempt: whether it reached Redis.
+    publishing: Arc<AtomicBool>,
 }
 
 impl Connection {
     /// Publishes `payload` on `channel`: one try on the current connection, then one on a fresh one.
     async fn publish(&mut self, channel: &str, payload: &str) -> Result<(), String> {
+        let sent = self.try_publish(channel, payload).await;
+        self.publishing.store(sent.is_ok(), Ordering::Relaxed);
+        sent
+    }
+
+    async fn try_publish(&mut self, channel: &str, payload: &str) -> Result<(), String> {
         for _ in 0..2 {
             if self.conn.is_none() {
                 if Instant::now() < self.retry_at {
@@ -267,10 +284,17 @@ async fn publisher(
     mut relayed: mpsc::Receiver<BusMessage>,
     schema: Arc<Schema>,
     _done: oneshot::Sender<()>,
+    publishing: Arc<AtomicBool>,
 ) {
     let channels = backend.channels();
-    let mut conn =
-        Connection { backend, conn: Some(conn), backoff: Backoff::new(), retry_at: Instant::now(), failed: 0 };
+    let mut conn = Connection {
+        backend,
+        conn: Some(conn),
+        backoff: Backoff::new(),
+        retry_at: Instant::now(),
+        failed: 0,
+        publishing,
+    };
     let mut relay_open = true;
     loop {
         let job = tokio::select! {

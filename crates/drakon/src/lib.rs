@@ -107,7 +107,7 @@ impl App {
         };
         let store: Arc<dyn Store> = match (&server.database_url, &redis) {
             (Some(url), Some(redis)) => Arc::new(
-                PgStore::connect_relay(url, redis.relay(), server.log_retention)
+                PgStore::connect_relay(url, redis.relay(), server.log_retention, Arc::new(redis.publishing()))
                     .await
                     .context("connecting to PostgreSQL")?,
             ),
