@@ -1172,7 +1172,16 @@ async fn repair_gap(inner: &Inner, model: &Model, last: u64, next: u64) {
             }
         }
         Ok(LogRead::Gone { .. }) => {
-            tracing::error!(model = %model.name, last, next, "the change log no longer holds the skipped changes");
+            // Their subscribers cannot be repaired live: closed with the resumable code, they resume with `since`
+            // and, the log not reaching back, get a fresh snapshot (`reload`).
+            let closed = inner.hub.close_subscribers_of(
+                &model.name,
+                "missed changes the log no longer holds: reconnect and subscribe again",
+            );
+            tracing::error!(
+                model = %model.name, last, next, closed,
+                "the change log no longer holds the skipped changes; their subscribers were closed to reload"
+            );
         }
         Err(e) => tracing::error!(error = %e, model = %model.name, "could not read the skipped changes"),
     }

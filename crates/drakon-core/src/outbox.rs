@@ -35,6 +35,8 @@ struct State {
     waiting: Option<Waker>,
     /// Set once the hub has given up on the connection: later pushes are refused.
     closed: bool,
+    /// Why, when it is not the usual full queue (see [`Outbox::close_because`]).
+    reason: Option<&'static str>,
 }
 
 /// What the connection task finds when it polls its queue.
@@ -166,6 +168,17 @@ impl Outbox {
         let waiting = state.waiting.take();
         drop(state);
         wake(waiting);
+    }
+
+    /// Like [`Outbox::close`], with the reason the connection's close frame gives instead of the full queue's.
+    pub fn close_because(&self, reason: &'static str) {
+        self.lock().reason = Some(reason);
+        self.close();
+    }
+
+    /// The reason given to [`Outbox::close_because`], if any.
+    pub fn close_reason(&self) -> Option<&'static str> {
+        self.lock().reason
     }
 
     pub fn is_closed(&self) -> bool {

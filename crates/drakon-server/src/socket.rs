@@ -160,7 +160,9 @@ async fn run(mut socket: Box<WebSocket>, state: AppState, admin: bool) {
                     break None;
                 }
             }
-            Wake::Outbound(Batch::Closed) => break Some(SLOW_CONSUMER),
+            Wake::Outbound(Batch::Closed) => {
+                break Some((SLOW_CONSUMER.0, outbox.close_reason().unwrap_or(SLOW_CONSUMER.1)));
+            }
             Wake::Outbound(Batch::Frames) => {
                 // Everything queued goes out in one write: the frames gather in the library's write buffer
                 // (`WS_WRITE_BATCH_BYTES`) and the flush sends them with one syscall. A client that stops reading

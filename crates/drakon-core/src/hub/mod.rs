@@ -337,6 +337,24 @@ impl Hub {
     }
 
     /// Drops the connections whose queues were full and tells each to close.
+    /// Closes, with `reason` and the resumable close code, every connection subscribed to a channel of `model`: for
+    /// when this node lost changes of the model that the log no longer holds, so that those clients resume and,
+    /// the log not reaching back, take a fresh snapshot. Returns how many were closed.
+    pub fn close_subscribers_of(&self, model: &str, reason: &'static str) -> usize {
+        let mut state = self.lock();
+        let conns: HashSet<ConnId> = state
+            .models
+            .get(model)
+            .map(|m| m.channels.values().flat_map(|c| c.subscribers.ids.iter().copied()).collect())
+            .unwrap_or_default();
+        for conn in &conns {
+            if let Some(outbox) = state.conns.remove(conn) {
+                outbox.close_because(reason);
+            }
+        }
+        conns.len()
+    }
+
     fn give_up(&self, dead: Vec<ConnId>) {
         if dead.is_empty() {
             return;

@@ -215,3 +215,21 @@ fn a_full_queue_gets_the_connection_dropped_and_told_to_close() {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     assert_eq!(rx_slow.poll_batch(&mut cx, &mut Vec::new()), std::task::Poll::Ready(crate::outbox::Batch::Closed));
 }
+
+#[test]
+fn subscribers_of_a_model_that_lost_changes_are_closed_with_a_reason() {
+    let f = Fixture::new();
+    let (items_a, rx_a) = f.connect(4);
+    let (items_b, rx_b) = f.connect(4);
+    let (chat, rx_chat) = f.connect(4);
+    f.subscribe(items_a, json!({"todo_list": 1}));
+    f.subscribe(items_b, json!({"todo_list": 2}));
+    f.hub.subscribe_plain(chat, "room");
+    let reason = "missed changes: reconnect and subscribe again";
+    assert_eq!(f.hub.close_subscribers_of("todo_item", reason), 2);
+    assert!(rx_a.is_closed() && rx_b.is_closed());
+    assert_eq!((rx_a.close_reason(), rx_b.close_reason()), (Some(reason), Some(reason)));
+    assert!(!rx_chat.is_closed(), "only the model's subscribers");
+    assert!(!f.hub.is_registered(items_a) && f.hub.is_registered(chat));
+    assert_eq!(f.hub.close_subscribers_of("no_such_model", reason), 0);
+}
