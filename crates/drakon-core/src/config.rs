@@ -81,6 +81,9 @@ pub struct ServerConfig {
     /// Use a Redis Cluster's sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`). [`load`] lets [`REDIS_SHARDED_ENV`]
     /// override it.
     pub redis_sharded: bool,
+    /// The PEM file of the CA that signed the Redis server's certificate, for `rediss://` URLs (else the system's
+    /// trusted roots are used). Relative to the config file's directory.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -100,6 +103,7 @@ impl Default for ServerConfig {
             database_url: None,
             redis_url: None,
             redis_sharded: false,
+            redis_ca_file: None,
         }
     }
 }
@@ -122,6 +126,7 @@ impl fmt::Debug for ServerConfig {
             .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
             .field("redis_sharded", &self.redis_sharded)
+            .field("redis_ca_file", &self.redis_ca_file)
             .finish()
     }
 }
@@ -266,6 +271,7 @@ struct RawServer {
     database_url: Option<Spanned<String>>,
     redis_url: Option<Spanned<String>>,
     redis_sharded: Option<bool>,
+    redis_ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -411,16 +417,30 @@ impl Reader<'_> {
         }
         server.redis_sharded = raw.redis_sharded.unwrap_or(false);
         match raw.redis_url {
-            Some(url) if url.get_ref().split(',').any(|u| !u.trim().starts_with("redis://")) => self.problem(
-                url.span(),
-                "redis_url must be a Redis URL such as \"redis://127.0.0.1:6379\" (with redis_sharded, one or more, \
-                 comma-separated)",
-            ),
+            Some(url)
+                if url
+                    .get_ref()
+                    .split(',')
+                    .any(|u| !(u.trim().starts_with("redis://") || u.trim().starts_with("rediss://"))) =>
+            {
+                self.problem(
+                    url.span(),
+                    "redis_url must be a Redis URL such as \"redis://127.0.0.1:6379\" (rediss:// for TLS; with \
+                     redis_sharded, one or more, comma-separated)",
+                )
+            }
             Some(url) if url.get_ref().contains(',') && !server.redis_sharded => self.problem(
                 url.span(),
                 "several Redis URLs make sense only for a Redis Cluster: set redis_sharded = true, or give one URL",
             ),
             Some(url) => server.redis_url = Some(url.into_inner()),
+            None => {}
+        }
+        match raw.redis_ca_file {
+            Some(file) if file.get_ref().is_empty() => {
+                self.problem(file.span(), "redis_ca_file must name a PEM file of CA certificates")
+            }
+            Some(file) => server.redis_ca_file = Some(base_dir.join(file.get_ref())),
             None => {}
         }
         match raw.static_dir {
@@ -940,7 +960,7 @@ mod tests {
                 &[(
                     2,
                     "unknown field `port`, expected one of `bind`, `database`, `max_frame_bytes`, `max_subscriptions`, \
-                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`, `redis_url`, `redis_sharded`",
+                     `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`, `redis_url`, `redis_sharded`, `redis_ca_file`",
                 )],
             ),
             (
@@ -1126,8 +1146,8 @@ mod tests {
                 &["[server]", "", "redis_url = \"127.0.0.1:6379\""],
                 &[(
                     3,
-                    "redis_url must be a Redis URL such as \"redis://127.0.0.1:6379\" (with redis_sharded, one or \
-                     more, comma-separated)",
+                    "redis_url must be a Redis URL such as \"redis://127.0.0.1:6379\" (rediss:// for TLS; with \
+                     redis_sharded, one or more, comma-separated)",
                 )],
             ),
             (

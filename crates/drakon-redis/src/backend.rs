@@ -21,7 +21,7 @@ const PUSH_QUEUE: usize = 4096;
 #[derive(Clone)]
 pub enum Backend {
     Single(Arc<redis::Client>),
-    Cluster(Arc<Vec<String>>),
+    Cluster(Arc<Vec<String>>, Option<Arc<Vec<u8>>>),
 }
 
 /// A connection for publishing.
@@ -42,28 +42,43 @@ async fn bounded<T>(
     }
 }
 
-fn cluster_builder(nodes: &[String]) -> ClusterClientBuilder {
-    ClusterClientBuilder::new(nodes.to_vec())
+fn cluster_builder(nodes: &[String], ca: &Option<Arc<Vec<u8>>>) -> ClusterClientBuilder {
+    let builder = ClusterClientBuilder::new(nodes.to_vec())
         .use_protocol(redis::ProtocolVersion::RESP3)
         .connection_timeout(CONNECT_TIMEOUT)
-        .response_timeout(COMMAND_TIMEOUT)
+        .response_timeout(COMMAND_TIMEOUT);
+    match ca {
+        Some(ca) => builder.certs(certificates(ca)),
+        None => builder,
+    }
+}
+
+/// Trust `ca` (PEM) for the server's certificate instead of the system's roots.
+fn certificates(ca: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates { client_tls: None, root_cert: Some(ca.to_vec()) }
 }
 
 impl Backend {
-    /// Checks `url` (comma-separated node URLs for a cluster) without connecting.
-    pub fn open(url: &str, sharded: bool) -> Result<Backend, String> {
+    /// Checks `url` (comma-separated node URLs for a cluster) without connecting. With `rediss://` URLs the
+    /// connections use TLS, the server's certificate checked against `ca` (PEM) or else the system's roots.
+    pub fn open(url: &str, sharded: bool, ca: Option<Vec<u8>>) -> Result<Backend, String> {
         if !sharded {
-            return redis::Client::open(url).map(|c| Backend::Single(Arc::new(c))).map_err(|e| e.to_string());
+            let client = match &ca {
+                Some(ca) => redis::Client::build_with_tls(url, certificates(ca)),
+                None => redis::Client::open(url),
+            };
+            return client.map(|c| Backend::Single(Arc::new(c))).map_err(|e| e.to_string());
         }
         let nodes: Vec<String> = url.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect();
-        cluster_builder(&nodes).build().map_err(|e| e.to_string())?;
-        Ok(Backend::Cluster(Arc::new(nodes)))
+        let ca = ca.map(Arc::new);
+        cluster_builder(&nodes, &ca).build().map_err(|e| e.to_string())?;
+        Ok(Backend::Cluster(Arc::new(nodes), ca))
     }
 
     pub fn channels(&self) -> Channels {
         match self {
             Backend::Single(_) => Channels::SINGLE,
-            Backend::Cluster(_) => Channels::SHARDED,
+            Backend::Cluster(..) => Channels::SHARDED,
         }
     }
 
@@ -72,8 +87,8 @@ impl Backend {
             Backend::Single(client) => {
                 bounded(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await.map(PubConn::Single)
             }
-            Backend::Cluster(nodes) => {
-                let client = cluster_builder(nodes).build().map_err(|e| e.to_string())?;
+            Backend::Cluster(nodes, ca) => {
+                let client = cluster_builder(nodes, ca).build().map_err(|e| e.to_string())?;
                 bounded(CONNECT_TIMEOUT, client.get_async_connection()).await.map(PubConn::Cluster)
             }
         }
@@ -94,10 +109,10 @@ impl Backend {
                 subscribed.store(true, Ordering::Relaxed);
                 tokio::spawn(single_subscriber(client.clone(), pubsub, inbound, stopped, subscribed));
             }
-            Backend::Cluster(nodes) => {
+            Backend::Cluster(nodes, ca) => {
                 let (tx, rx) = mpsc::channel(PUSH_QUEUE);
                 let push = move |info: PushInfo| tx.try_send(info);
-                let client = cluster_builder(nodes).push_sender(push).build().map_err(|e| e.to_string())?;
+                let client = cluster_builder(nodes, ca).push_sender(push).build().map_err(|e| e.to_string())?;
                 let conn = cluster_subscription(&client, inbound.channels).await?;
                 subscribed.store(true, Ordering::Relaxed);
                 tokio::spawn(cluster_subscriber(conn, rx, inbound, stopped, subscribed));

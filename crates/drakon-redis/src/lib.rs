@@ -131,17 +131,24 @@ impl Publisher for RedisBus {
 }
 
 /// Connects to Redis at `url` (publisher and subscriber, so that the first message is already delivered) and
-/// starts both tasks. With `sharded`, `url` names one or more nodes of a Redis Cluster, comma-separated, and the
-/// bus uses sharded pub/sub. `local` is the node's bus (the sink its fan-out reads), into which the subscriber
+/// starts both tasks. With `options.sharded`, `url` names one or more nodes of a Redis Cluster, comma-separated,
+/// and the bus uses sharded pub/sub; `rediss://` URLs use TLS. `local` is the node's bus (the sink its fan-out reads), into which the subscriber
 /// feeds every message; `schema` types the row changes it receives. Both tasks end when the returned bus is
 /// dropped or the local bus closes.
 pub async fn start(
     url: &str,
-    sharded: bool,
+    options: Options,
     local: ChangeSink,
     schema: Arc<Schema>,
 ) -> Result<Arc<RedisBus>, StartError> {
-    let backend = Backend::open(url, sharded).map_err(|e| StartError(format!("bad Redis URL: {e}")))?;
+    let ca = match &options.ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| StartError(format!("cannot read the Redis CA file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let backend = Backend::open(url, options.sharded, ca).map_err(|e| StartError(format!("bad Redis URL: {e}")))?;
     let conn = backend.publisher().await.map_err(|e| StartError(format!("cannot connect to Redis: {e}")))?;
     let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
     let (relay, relayed) = mpsc::channel(RELAY_QUEUE);
@@ -155,6 +162,15 @@ pub async fn start(
         .map_err(|e| StartError(format!("cannot subscribe on Redis: {e}")))?;
     tokio::spawn(publisher(backend, conn, rx, relayed, schema, done, publishing.clone()));
     Ok(Arc::new(RedisBus { tx, relay, subscribed, publishing }))
+}
+
+/// How to reach Redis beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A Redis Cluster, with sharded pub/sub; the URL may name several nodes, comma-separated.
+    pub sharded: bool,
+    /// For `rediss://` URLs: the PEM file of the CA that signed the server's certificate (else the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Where messages from Redis go: decoded, into the node's local bus.

@@ -9,6 +9,7 @@ pub mod mirror;
 pub mod postgres;
 pub mod redis;
 pub mod store_suite;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

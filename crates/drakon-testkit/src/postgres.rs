@@ -160,49 +160,6 @@ fn launch(bin: &Path, dir: &Path, port: u16) -> Option<(Child, Option<ChildStdin
     None
 }
 
-/// Makes a throwaway certificate authority and a server certificate for 127.0.0.1 and localhost in `dir`:
-/// `ca.pem` (what a client trusts), `server.crt` and `server.key`.
-fn make_certificates(dir: &Path) {
-    let openssl = |args: &[&str]| {
-        let mut command = Command::new("openssl");
-        command.current_dir(dir).args(args);
-        run(command, &format!("openssl {}", args[0]));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=drakon test CA"],
-            &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
-        ]
-        .concat(),
-    );
-    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write the certificate extensions");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-}
-
 impl TestPg {
     /// Initializes and starts a server; panics with the server's log if it does not come up.
     pub fn start() -> TestPg {
@@ -240,7 +197,7 @@ impl TestPg {
         if tls {
             let certs = dir.path().join("tls");
             std::fs::create_dir(&certs).expect("create the certificates' directory");
-            make_certificates(&certs);
+            crate::tls::make_certificates(&certs);
             let conf = format!(
                 "\nssl = on\nssl_cert_file = '{0}/server.crt'\nssl_key_file = '{0}/server.key'\n",
                 certs.display()

@@ -21,6 +21,8 @@ const DEFAULT_BIN: &str = "/usr/bin/redis-server";
 pub struct TestRedis {
     dir: tempfile::TempDir,
     port: u16,
+    /// With TLS: the port that speaks it (`port` stays plain, for readiness checks).
+    tls_port: Option<u16>,
     child: Option<Child>,
 }
 
@@ -42,9 +44,29 @@ impl TestRedis {
     /// Starts a server and waits until it answers.
     pub fn start() -> TestRedis {
         let dir = tempfile::tempdir().expect("temporary directory for redis");
-        let mut redis = TestRedis { dir, port: free_port(), child: None };
+        let mut redis = TestRedis { dir, port: free_port(), tls_port: None, child: None };
         redis.spawn();
         redis
+    }
+
+    /// Like [`TestRedis::start`], also listening for TLS on another port ([`TestRedis::tls_url`]) with a
+    /// certificate for 127.0.0.1 signed by a throwaway CA ([`TestRedis::ca_file`]); clients need no certificate.
+    pub fn start_with_tls() -> TestRedis {
+        let dir = tempfile::tempdir().expect("temporary directory for redis");
+        crate::tls::make_certificates(dir.path());
+        let mut redis = TestRedis { dir, port: free_port(), tls_port: Some(free_port()), child: None };
+        redis.spawn();
+        redis
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` (after [`TestRedis::start_with_tls`]).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls_port.expect("started with TLS"))
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (after [`TestRedis::start_with_tls`]).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -71,7 +93,24 @@ impl TestRedis {
     }
 
     fn spawn(&mut self) {
-        self.child = Some(spawn_server(self.dir.path(), self.port, &[]));
+        let dir = self.dir.path().display().to_string();
+        let tls: Vec<String> = match self.tls_port {
+            Some(port) => vec![
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                format!("{dir}/server.crt"),
+                "--tls-key-file".into(),
+                format!("{dir}/server.key"),
+                "--tls-ca-cert-file".into(),
+                format!("{dir}/ca.pem"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            None => Vec::new(),
+        };
+        let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+        self.child = Some(spawn_server(self.dir.path(), self.port, &tls));
     }
 }
 

@@ -78,6 +78,9 @@ impl App {
     /// Opens the store, applies safe migrations, and starts serving on `bind` (or the configured address, or
     /// `127.0.0.1:8000`).
     pub async fn start(self, bind: Option<SocketAddr>) -> anyhow::Result<Running> {
+        // TLS (to PostgreSQL and Redis) uses rustls with ring; name it the process default once, so no library
+        // has to guess. A second App in the same process finds it installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut schema = self.config.schema;
         let problems = schema.finish();
         if !problems.is_empty() {
@@ -100,7 +103,9 @@ impl App {
         // drakon_redis and PgStore::connect_relay). With SQLite there is one node, and changes stay in-process.
         let redis = match &server.redis_url {
             Some(url) => {
-                let bus = drakon_redis::start(url, server.redis_sharded, sink.clone(), schema.clone());
+                let options =
+                    drakon_redis::Options { sharded: server.redis_sharded, ca_file: server.redis_ca_file.clone() };
+                let bus = drakon_redis::start(url, options, sink.clone(), schema.clone());
                 Some(bus.await.context("starting the Redis bus")?)
             }
             None => None,

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{BIN, QUIET, http, publish, todo_with_server};
+use common::{BIN, QUIET, TODO, http, publish, todo_with_server};
 use drakon_testkit::postgres::TestPg;
 use drakon_testkit::redis::{TestRedis, TestRedisCluster};
 use drakon_testkit::{Client, PATIENCE, TestServer};
@@ -234,4 +234,42 @@ async fn a_redis_cluster_with_sharded_pub_sub_carries_changes_and_messages() {
     create_items(&mut writer, &list, 5..10, &mut created).await;
     on_b.receive(created.len(), "node B").await;
     assert_eq!(on_b.ids, created);
+}
+
+#[tokio::test]
+async fn the_bus_runs_over_tls_to_redis() {
+    let pg = TestPg::start();
+    let url = pg.create_database("todo").await;
+    let redis = TestRedis::start_with_tls();
+    let ca = redis.ca_file();
+    let config = todo_with_server(&format!("redis_ca_file = \"{}\"", ca.display()));
+    let env = [("DRAKON_DATABASE_URL", url.as_str()), ("DRAKON_REDIS_URL", &redis.tls_url())];
+    let (a, b) = (TestServer::spawn_with(BIN, &config, &env).await, TestServer::spawn_with(BIN, &config, &env).await);
+    let mut writer = a.client().await;
+    let list = writer.ok("todo-list", "create", json!({"name": "Groceries"})).await;
+    let mut on_b = Watcher::subscribe(&b, &list).await;
+    let mut created = Vec::new();
+    create_items(&mut writer, &list, 0..3, &mut created).await;
+    on_b.receive(created.len(), "node B").await;
+    assert_eq!(on_b.ids, created);
+}
+
+#[tokio::test]
+async fn a_redis_certificate_no_trusted_ca_signed_is_refused_at_start() {
+    let pg = TestPg::start();
+    let url = pg.create_database("todo").await;
+    let redis = TestRedis::start_with_tls();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("drakon.toml"), TODO).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("drakon.toml"))
+        .args(["--bind", "127.0.0.1:0"])
+        .env("DRAKON_DATABASE_URL", &url)
+        .env("DRAKON_REDIS_URL", redis.tls_url())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a node must not start on an untrusted Redis: {stderr}");
+    assert!(stderr.contains("Redis") && stderr.to_lowercase().contains("certificate"), "{stderr}");
 }
