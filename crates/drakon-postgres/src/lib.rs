@@ -72,12 +72,11 @@ struct Inner {
     schema: RwLock<Arc<Schema>>,
     /// This node's publish cursor: the last global sequence number handed to the sink.
     published: tokio::sync::Mutex<log::Cursor>,
-    /// With a bus between nodes (`connect_relay`), only the node holding the relay lock publishes, to the bus.
-    relay: bool,
+    /// With a bus between nodes (`connect_relay`), only the node holding the relay lock publishes, to the bus;
+    /// this says whether the bus takes this node's messages.
+    relay: Option<Health>,
     /// Whether this node holds the relay lock now (always false without `relay`).
     relaying: std::sync::atomic::AtomicBool,
-    /// Whether the bus takes this node's messages (see `connect_relay`).
-    bus_healthy: Health,
     /// This node's id in `_drakon_nodes`.
     node: i64,
     /// References this node watches, to register again if the cluster took the node for dead.
@@ -194,9 +193,8 @@ impl PgStore {
             sink,
             schema: RwLock::new(Arc::new(Schema::default())),
             published: tokio::sync::Mutex::new(log::Cursor { seq: published, heads: Default::default() }),
-            relay: relay.is_some(),
+            relay: relay.map(Health),
             relaying: std::sync::atomic::AtomicBool::new(false),
-            bus_healthy: Health(relay.unwrap_or_else(|| Arc::new(|| true))),
             node,
             watched: Mutex::new(BTreeSet::new()),
             retention,
@@ -240,7 +238,7 @@ impl Inner {
 
     /// Whether this node publishes the log: always without a shared bus, only as the relay with one.
     fn publishes(&self) -> bool {
-        !self.relay || self.relaying.load(std::sync::atomic::Ordering::Acquire)
+        self.relay.is_none() || self.relaying.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Publishes every entry past this node's cursor, on `conn`.

@@ -7,7 +7,7 @@
 //! heartbeat and trims the log. It ends, removing the node's row, once the store is dropped or the sink closed.
 //!
 //! With a shared bus (`PgStore::connect_relay`) the task also runs the relay election: it tries the relay lock on
-//! every pass, and only while it holds it does it publish (to the bus), record the relay's cursor and announce the
+//! every tick, and only while it holds it does it publish (to the bus), record the relay's cursor and announce the
 //! heads. A lost connection ends the term: the lock is released with the session, and this node stops
 //! publishing until it wins the lock again.
 
@@ -22,7 +22,7 @@ use tokio_postgres::AsyncMessage;
 use crate::migrate::{CHANNEL, RELAY_LOCK};
 use crate::pool::Conn;
 use crate::tls::Target;
-use crate::{Inner, db_error, log};
+use crate::{Health, Inner, db_error, log};
 
 /// How often the listener looks even without a notification: notifications sent while its connection was down are
 /// lost, and this bounds the delay (invariant: outside writes reach subscribers within a second).
@@ -108,8 +108,15 @@ async fn listen(weak: &Weak<Inner>, target: &Target) -> Result<(), StoreError> {
                 return forget_node(&mut conn, node).await;
             }
             let hint = *notified.borrow_and_update();
-            if inner.relaying.load(Ordering::Acquire) && !notified_only {
-                if (inner.bus_healthy.0)() {
+            // The election runs on ticks: a notification need not cost every other node a lock query.
+            if let Some(Health(bus_healthy)) = &inner.relay
+                && !notified_only
+            {
+                if !inner.relaying.load(Ordering::Acquire) {
+                    if Instant::now() >= stay_out_until {
+                        take_relay(&inner, &mut conn).await?;
+                    }
+                } else if bus_healthy() {
                     bus_failing_since = None;
                 } else if bus_failing_since.get_or_insert_with(Instant::now).elapsed() >= RELAY_STEP_DOWN {
                     // This node cannot reach the bus, though others may: let one of them relay.
@@ -117,13 +124,6 @@ async fn listen(weak: &Weak<Inner>, target: &Target) -> Result<(), StoreError> {
                     bus_failing_since = None;
                     stay_out_until = Instant::now() + RELAY_STAY_OUT;
                 }
-            }
-            if inner.relay
-                && !inner.relaying.load(Ordering::Acquire)
-                && Instant::now() >= stay_out_until
-                && take_relay(&inner, &mut conn).await?
-            {
-                notified_only = false;
             }
             let publishes = inner.publishes();
             // The first pass after (re)connecting always looks: entries may have committed before LISTEN.
@@ -135,7 +135,7 @@ async fn listen(weak: &Weak<Inner>, target: &Target) -> Result<(), StoreError> {
                 // heartbeat and trimming (and is replaced when it becomes the relay).
                 inner.published.lock().await.seq = log::current_seq(&mut conn).await?;
             }
-            if publishes && inner.relay && !notified_only {
+            if publishes && inner.relay.is_some() && !notified_only {
                 // Each tick: the heads, so that a node that missed a message notices, and the cursor, so that the
                 // next relay starts where this one stopped. A full bus skips the heads; the next tick sends them.
                 let cursor = inner.published.lock().await;
@@ -175,17 +175,17 @@ async fn listen(weak: &Weak<Inner>, target: &Target) -> Result<(), StoreError> {
 
 /// Tries to become the relay; on success, continues from the previous relay's cursor (or from the log's head,
 /// on a database that never had one).
-async fn take_relay(inner: &Inner, conn: &mut Conn) -> Result<bool, StoreError> {
+async fn take_relay(inner: &Inner, conn: &mut Conn) -> Result<(), StoreError> {
     let won: bool = conn.query_one("SELECT pg_try_advisory_lock($1)", &[&RELAY_LOCK]).await.map_err(db_error)?.get(0);
     if !won {
-        return Ok(false);
+        return Ok(());
     }
     let head = log::current_seq(conn).await?;
     let from = log::relay_cursor(conn).await?.filter(|&seq| seq <= head).unwrap_or(head);
     *inner.published.lock().await = log::Cursor::at(conn, from).await?;
     inner.relaying.store(true, Ordering::Release);
     tracing::info!(from, head, "this node relays the change log to the bus");
-    Ok(true)
+    Ok(())
 }
 
 /// Gives the relay up: releases the lock so another node takes it, from the cursor recorded last.

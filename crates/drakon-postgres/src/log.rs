@@ -40,17 +40,9 @@ pub async fn current_seq(conn: &mut Conn) -> Result<u64, StoreError> {
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-/// A change from its log columns.
-fn change(
-    schema: &Schema,
-    model: &Model,
-    offset: i64,
-    id: i64,
-    action: &str,
-    old: Option<serde_json::Value>,
-    new: Option<serde_json::Value>,
-) -> Change {
-    change_from_images(schema, model, offset as u64, id, action, old, new)
+/// The offset (a `bigint`) in column `i` of a log row.
+fn offset_at(row: &tokio_postgres::Row, i: usize) -> u64 {
+    row.get::<_, i64>(i) as u64
 }
 
 /// Up to `limit` entries after global sequence `seq`, in order, each with its sequence number. Entries of models
@@ -72,9 +64,9 @@ pub async fn read_entries(
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let model_name: String = row.get(0);
-        let change = schema
-            .get_model(&model_name)
-            .map(|model| change(schema, model, row.get(1), row.get(3), row.get(4), row.get(5), row.get(6)));
+        let change = schema.get_model(&model_name).map(|model| {
+            change_from_images(schema, model, offset_at(&row, 1), row.get(3), row.get(4), row.get(5), row.get(6))
+        });
         out.push((row.get::<_, i64>(2) as u64, change));
     }
     Ok(out)
@@ -184,7 +176,9 @@ pub async fn model_since(
         .map_err(db_error)?;
     let changes = rows
         .into_iter()
-        .map(|row| change(schema, model, row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+        .map(|row| {
+            change_from_images(schema, model, offset_at(&row, 0), row.get(1), row.get(2), row.get(3), row.get(4))
+        })
         .collect();
     Ok(LogRead::Changes { changes, head })
 }
