@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::json;
 
-use super::{Context, Name, own_cpu, per};
+use super::{Context, Name, own_cpu};
 use crate::fleet::Fleet;
 use crate::publish::Publisher;
-use crate::report::{self, Latency, Step, Table, fmt, ms};
+use crate::report::{self, Step, Table, fmt, ms};
 use crate::svg::Scale;
 use crate::target::{Kind, Target};
 use crate::wire::Subscribe;
@@ -166,48 +166,16 @@ async fn step(ctx: &Context, kind: Kind, n: usize, rate: f64, duration: Duration
 
     let delivered = counted.stamped;
     let generator_cpu = counted.cpu_secs + own;
-    let mut notes = Vec::new();
+    let mut step = super::broadcast_step(kind.name(), n, &ready, rate, &published, &counted, server_cpu, generator_cpu);
     let (other, disturbed) = super::other_cpu(machine, server_cpu, generator_cpu, window);
-    notes.extend(disturbed);
-    if let Some(e) = &ready.first_error {
-        notes.push(format!("first connection error: {e}"));
-    }
-    if let Some(c) = &counted.first_close {
-        notes.push(format!("first close during the run: {c}"));
-    }
+    step.other_cpu_secs = Some(other);
+    step.notes.splice(0..0, disturbed);
     if published.secs > duration.as_secs_f64() * 1.1 {
-        notes.push(format!(
+        step.notes.push(format!(
             "the publisher fell behind: {} messages took {:.1}s (each waits for the previous reply)",
             published.ok, published.secs
         ));
     }
-    let step = Step {
-        target: kind.name().to_owned(),
-        connections: n,
-        connected: ready.connected,
-        failed_connections: ready.failed,
-        subscriptions: ready.subscriptions,
-        connect_secs: ready.secs,
-        connects_per_sec: ready.connected as f64 / ready.secs.max(1e-9),
-        connect_latency: Latency::of(&ready.connect_latency),
-        rate: Some(rate),
-        duration_secs: Some(published.secs),
-        published: Some(published.ok),
-        publish_failed: Some(published.failed),
-        expected: Some(expected),
-        delivered: Some(delivered),
-        losses: Some(expected.saturating_sub(delivered)),
-        closed_connections: Some(counted.closed),
-        deliveries_per_sec: Some(delivered as f64 / published.secs.max(1e-9)),
-        latency: Latency::of(&counted.latency),
-        server_cpu_secs: Some(server_cpu),
-        generator_cpu_secs: Some(generator_cpu),
-        server_cpu_us_per_delivery: per(server_cpu, delivered),
-        generator_cpu_us_per_delivery: per(generator_cpu, delivered),
-        other_cpu_secs: Some(other),
-        notes,
-        ..Step::default()
-    };
     let l = step.latency.clone().unwrap_or_default();
     println!(
         "  {:>8} {:>6} subs × {:.0} msg/s: {} delivered of {}, p50 {:.2} ms, p99 {:.2} ms, server {:.2} µs/delivery, generator {:.2} µs/delivery",

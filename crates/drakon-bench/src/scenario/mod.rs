@@ -265,3 +265,54 @@ pub async fn publish_counting(
         }
     }
 }
+
+/// The figures of a broadcast step (`fanout`, `nodes`): `n` connections asked for, `ready` once connected,
+/// `published` at `rate`, `counted` by the fleet, and the CPU the servers and the generator spent meanwhile. Notes
+/// say how the first connection failed or closed, if any did.
+#[allow(clippy::too_many_arguments)]
+pub fn broadcast_step(
+    target: &str,
+    n: usize,
+    ready: &crate::fleet::Ready,
+    rate: f64,
+    published: &crate::publish::Published,
+    counted: &crate::fleet::Counted,
+    server_cpu: f64,
+    generator_cpu: f64,
+) -> Step {
+    let expected = published.ok * ready.connected as u64;
+    let delivered = counted.stamped;
+    let mut notes = Vec::new();
+    if let Some(e) = &ready.first_error {
+        notes.push(format!("first connection error: {e}"));
+    }
+    if let Some(c) = &counted.first_close {
+        notes.push(format!("first close during the run: {c}"));
+    }
+    Step {
+        target: target.to_owned(),
+        connections: n,
+        connected: ready.connected,
+        failed_connections: ready.failed,
+        subscriptions: ready.subscriptions,
+        connect_secs: ready.secs,
+        connects_per_sec: ready.connected as f64 / ready.secs.max(1e-9),
+        connect_latency: report::Latency::of(&ready.connect_latency),
+        rate: Some(rate),
+        duration_secs: Some(published.secs),
+        published: Some(published.ok),
+        publish_failed: Some(published.failed),
+        expected: Some(expected),
+        delivered: Some(delivered),
+        losses: Some(expected.saturating_sub(delivered)),
+        closed_connections: Some(counted.closed),
+        deliveries_per_sec: Some(delivered as f64 / published.secs.max(1e-9)),
+        latency: report::Latency::of(&counted.latency),
+        server_cpu_secs: Some(server_cpu),
+        generator_cpu_secs: Some(generator_cpu),
+        server_cpu_us_per_delivery: per(server_cpu, delivered),
+        generator_cpu_us_per_delivery: per(generator_cpu, delivered),
+        notes,
+        ..Step::default()
+    }
+}

@@ -11,11 +11,11 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::json;
 
-use super::{Context, Name, own_cpu, per};
+use super::{Context, Name, own_cpu};
 use crate::fleet::{DEFAULT_PER_WORKER, Fleet};
 use crate::publish::Publisher;
 use crate::redis::Redis;
-use crate::report::{Latency, Step, Table, fmt, ms};
+use crate::report::{Step, Table, fmt, ms};
 use crate::target::{Kind, Target};
 use crate::wire::Subscribe;
 
@@ -133,43 +133,13 @@ async fn step(ctx: &Context, n: usize, nodes: usize, rate: f64, duration: Durati
 
     let delivered = counted.stamped;
     let generator_cpu = counted.cpu_secs + own;
-    let mut notes = Vec::new();
-    if let Some(e) = &ready.first_error {
-        notes.push(format!("first connection error: {e}"));
-    }
-    if let Some(c) = &counted.first_close {
-        notes.push(format!("first close during the run: {c}"));
-    }
     let step = Step {
-        target: "drakon".to_owned(),
         nodes: Some(nodes),
-        connections: n,
-        connected: ready.connected,
-        failed_connections: ready.failed,
-        subscriptions: ready.subscriptions,
-        connect_secs: ready.secs,
-        connects_per_sec: ready.connected as f64 / ready.secs.max(1e-9),
-        connect_latency: Latency::of(&ready.connect_latency),
         rss_before_bytes: Some(rss_before),
         rss_after_bytes: Some(rss_after),
         rss_per_connection_bytes: (ready.connected > 0)
             .then(|| rss_after.saturating_sub(rss_before) as f64 / ready.connected as f64),
-        rate: Some(rate),
-        duration_secs: Some(published.secs),
-        published: Some(published.ok),
-        publish_failed: Some(published.failed),
-        expected: Some(expected),
-        delivered: Some(delivered),
-        losses: Some(expected.saturating_sub(delivered)),
-        closed_connections: Some(counted.closed),
-        deliveries_per_sec: Some(delivered as f64 / published.secs.max(1e-9)),
-        latency: Latency::of(&counted.latency),
-        server_cpu_secs: Some(server_cpu),
-        generator_cpu_secs: Some(generator_cpu),
-        server_cpu_us_per_delivery: per(server_cpu, delivered),
-        generator_cpu_us_per_delivery: per(generator_cpu, delivered),
-        notes,
-        ..Step::default()
+        ..super::broadcast_step("drakon", n, &ready, rate, &published, &counted, server_cpu, generator_cpu)
     };
     let l = step.latency.clone().unwrap_or_default();
     println!(
