@@ -63,15 +63,13 @@ pub const DEFAULT_LOG_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 360
 /// Change-log entries removed per model per trimming pass, so trimming never holds the writer for long.
 pub const LOG_TRIM_BATCH: u64 = 10_000;
 
-/// WebSocket read buffer per connection. The library zero-fills all of it at the first read, so every subscribed
-/// connection pays for it in full even while idle; client requests are mostly a few hundred bytes, and a larger frame
-/// still arrives (the buffer grows to hold it), in several reads.
-pub const WS_READ_BUFFER_BYTES: usize = 512;
+/// Bytes read from a WebSocket at a time, into a buffer on the stack: what a read leaves unparsed (the start of a
+/// frame) is all the inbound data a connection keeps between reads, so an idle connection holds no read buffer.
+pub const WS_READ_CHUNK_BYTES: usize = 4096;
 
-/// Bytes of queued frames the WebSocket library gathers before writing while a batch is fed; the flush at the end of
-/// the batch writes the rest. A connection that receives one event at a time keeps no more than that frame, while a
-/// backlog leaves in writes this large: one syscall for a few dozen events, not one each.
-pub const WS_WRITE_BATCH_BYTES: usize = 8 * 1024;
+/// Frames gathered into one `writev` when a connection has several queued: a backlog leaves in a few syscalls, not
+/// one per event, and the frames are the hub's shared payloads behind headers made on the spot, never copied.
+pub const WS_FRAMES_PER_WRITE: usize = 32;
 
 /// How long one flush to a client may block before the connection counts as stalled and is closed (4008): long
 /// enough for a slow mobile link to drain a batch, short enough that a dead reader does not hold its slot.

@@ -9,6 +9,7 @@ pub mod error_code;
 pub mod frame;
 pub mod publication;
 pub mod reply;
+pub mod websocket;
 
 pub use channel::{ChannelNameError, model_channel_name, parse_model_channel_name};
 pub use error_code::ErrorCode;

@@ -8,6 +8,7 @@
 mod admin;
 mod http;
 mod socket;
+mod wire;
 
 use std::future::Future;
 use std::path::PathBuf;
