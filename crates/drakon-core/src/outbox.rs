@@ -6,6 +6,13 @@
 //! subscriber skips an intermediate state but loses nothing, and offsets in the queue stay in order. When nothing
 //! can be conflated the push fails and the hub closes the connection with a resumable close code: memory per
 //! connection never grows past the capacity.
+//!
+//! A connection whose socket can be written without waiting gives its queue a [`Direct`] writer. A push that finds
+//! the queue empty and the connection task not writing hands the frame straight to the socket, under the queue's
+//! lock, and wakes nobody: fan-out to an idle subscriber costs one non-blocking write. Whenever the task has bytes
+//! of its own in flight (a reply, a pong, a batch it took, the rest of a frame the socket took only part of) it
+//! *holds* the queue, and pushes queue up behind it, so that frames never interleave on the wire and a reply always
+//! precedes the events published while its request was handled.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,6 +44,29 @@ struct State {
     closed: bool,
     /// Why, when it is not the usual full queue (see [`Outbox::close_because`]).
     reason: Option<&'static str>,
+    /// The connection task holds the socket: it has output of its own or took frames it has not finished writing.
+    /// Pushes queue up instead of writing straight to the socket.
+    held: bool,
+    /// The rest of a frame that a direct write put on the socket only in part; it goes before anything else.
+    rest: Vec<u8>,
+}
+
+/// Writes a frame to a connection's socket without waiting: the fast path of a push to a connection that has nothing
+/// queued and nothing in flight (see the module docs).
+pub trait Direct: Send + Sync + std::fmt::Debug {
+    /// Tries to put the whole frame on the socket now.
+    fn try_send(&self, frame: &Bytes) -> Sent;
+}
+
+/// What became of a direct write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    /// All of it.
+    All,
+    /// Only the start: these are the rest of the encoded frame, which must go before any other byte.
+    Part(Vec<u8>),
+    /// Nothing (the socket is full, or failed): the frame is queued for the task, which finds out which.
+    Nothing,
 }
 
 /// What the connection task finds when it polls its queue.
@@ -51,6 +81,8 @@ pub enum Batch {
 /// What became of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
+    /// Written straight to the socket.
+    Sent,
     Queued,
     /// Merged into a pending update of the same row.
     Conflated,
@@ -65,6 +97,7 @@ pub enum Push {
 pub struct Outbox {
     state: Mutex<State>,
     capacity: usize,
+    direct: Option<Box<dyn Direct>>,
 }
 
 fn register(waiting: &mut Option<Waker>, cx: &Context<'_>) {
@@ -83,7 +116,12 @@ fn wake(waiting: Option<Waker>) {
 
 impl Outbox {
     pub fn new(capacity: usize) -> Arc<Outbox> {
-        Arc::new(Outbox { state: Mutex::default(), capacity })
+        Arc::new(Outbox { state: Mutex::default(), capacity, direct: None })
+    }
+
+    /// A queue whose pushes may write straight to the socket through `direct`.
+    pub fn with_direct(capacity: usize, direct: Box<dyn Direct>) -> Arc<Outbox> {
+        Arc::new(Outbox { state: Mutex::default(), capacity, direct: Some(direct) })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -94,6 +132,23 @@ impl Outbox {
         let mut state = self.lock();
         if state.closed {
             return Push::Closed;
+        }
+        if let Some(direct) = &self.direct
+            && !state.held
+            && state.queue.is_empty()
+        {
+            match direct.try_send(&entry.frame) {
+                Sent::All => return Push::Sent,
+                Sent::Part(rest) => {
+                    state.rest = rest;
+                    state.held = true;
+                    let waiting = state.waiting.take();
+                    drop(state);
+                    wake(waiting);
+                    return Push::Sent;
+                }
+                Sent::Nothing => {}
+            }
         }
         if state.queue.len() < self.capacity {
             state.queue.push_back(entry);
@@ -133,20 +188,42 @@ impl Outbox {
         self.push(Entry { frame, row: Some(row), update: Some((data, offset)) })
     }
 
-    /// Moves every queued frame into `out`, or tells that the queue is closed, or, when there is neither, registers
-    /// the task to be woken by the next push or by [`Outbox::close`]. A poll function rather than a future, so that
-    /// the connection task's loop keeps no future per wake-up, and the one check covers the hub giving up too.
-    pub fn poll_batch(&self, cx: &mut Context<'_>, out: &mut Vec<Bytes>) -> Poll<Batch> {
+    /// For a connection task with nothing left to write: moves every queued frame into `out` (and into `rest` the rest
+    /// of a frame a direct write left), holding the queue until the task comes back for more; or tells that the queue
+    /// is closed; or, when there is neither, releases the queue to direct writes and registers the task to be woken
+    /// by the next queued push or by [`Outbox::close`]. A poll function rather than a future, so that the connection
+    /// task's loop keeps no future per wake-up, and the one check covers the hub giving up too.
+    pub fn poll_batch(&self, cx: &mut Context<'_>, out: &mut Vec<Bytes>, rest: &mut Vec<u8>) -> Poll<Batch> {
         let mut state = self.lock();
         if state.closed {
+            // Even then the rest of a torn frame must go out, or the close frame would land inside it.
+            rest.append(&mut state.rest);
             return Poll::Ready(Batch::Closed);
         }
-        if state.queue.is_empty() {
+        if state.queue.is_empty() && state.rest.is_empty() {
+            state.held = false;
             register(&mut state.waiting, cx);
             return Poll::Pending;
         }
+        state.held = true;
+        rest.append(&mut state.rest);
         out.extend(state.queue.drain(..).map(|e| e.frame));
         Poll::Ready(Batch::Frames)
+    }
+
+    /// For a connection task that is ending: refuses every later push (so nothing more is written to the socket,
+    /// directly or not) and moves into `rest` the rest of a frame a direct write left, which must precede the close
+    /// frame.
+    pub fn close_for_writer(&self, rest: &mut Vec<u8>) {
+        let mut state = self.lock();
+        state.closed = true;
+        rest.append(&mut state.rest);
+    }
+
+    /// Holds the queue for the connection task, which is about to write bytes of its own: later pushes queue up
+    /// until its next [`Outbox::poll_batch`].
+    pub fn hold(&self) {
+        self.lock().held = true;
     }
 
     /// Ready once the queue is closed; for a task that is busy writing and not draining.
@@ -257,17 +334,18 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let outbox = Outbox::new(8);
         let mut out = Vec::new();
-        assert_eq!(outbox.poll_batch(&mut cx, &mut out), Poll::Pending);
+        let mut rest = Vec::new();
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
         for _ in 0..3 {
             assert_eq!(outbox.push_frame(Bytes::from_static(b"{}"), None), Push::Queued);
         }
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the first push wakes the task, the others find it awake");
-        assert_eq!(outbox.poll_batch(&mut cx, &mut out), Poll::Ready(Batch::Frames));
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
         assert_eq!(out.len(), 3);
-        assert_eq!(outbox.poll_batch(&mut cx, &mut out), Poll::Pending);
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
         outbox.close();
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2, "closing wakes the waiting task");
-        assert_eq!(outbox.poll_batch(&mut cx, &mut out), Poll::Ready(Batch::Closed));
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Closed));
         assert_eq!(outbox.poll_closed(&mut cx), Poll::Ready(()));
         assert_eq!(outbox.push_frame(Bytes::from_static(b"{}"), None), Push::Closed);
     }
@@ -280,5 +358,97 @@ mod tests {
         let deleted = encode_publication(&channel, Action::Deleted, &json!({"id": 1}), 2);
         assert_eq!(outbox.push_frame(deleted, Some((channel, 1))), Push::Queued);
         assert_eq!(update(&outbox, 1, json!({"id": 1, "text": "b"}), 3), Push::Full);
+    }
+
+    /// A socket in memory: takes `room` bytes in all, then nothing more.
+    #[derive(Debug)]
+    struct Socket {
+        room: Mutex<usize>,
+        written: Mutex<Vec<u8>>,
+    }
+
+    impl Direct for Arc<Socket> {
+        fn try_send(&self, frame: &Bytes) -> Sent {
+            let mut room = self.room.lock().unwrap();
+            let n = frame.len().min(*room);
+            *room -= n;
+            self.written.lock().unwrap().extend_from_slice(&frame[..n]);
+            match n {
+                0 => Sent::Nothing,
+                n if n == frame.len() => Sent::All,
+                n => Sent::Part(frame[n..].to_vec()),
+            }
+        }
+    }
+
+    fn socket(room: usize) -> Arc<Socket> {
+        Arc::new(Socket { room: Mutex::new(room), written: Mutex::default() })
+    }
+
+    #[test]
+    fn an_idle_connection_gets_frames_straight_on_its_socket_and_a_holding_task_gets_them_queued() {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let sock = socket(1000);
+        let outbox = Outbox::with_direct(8, Box::new(sock.clone()));
+        let (mut out, mut rest) = (Vec::new(), Vec::new());
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"a"), None), Push::Sent);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "a direct write wakes nobody");
+        // The task is about to write a reply: pushes queue up behind it, in order.
+        outbox.hold();
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"b"), None), Push::Queued);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"c"), None), Push::Queued);
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
+        assert_eq!(out, [Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
+        // Until the task has written the batch and comes back, the queue stays held.
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"d"), None), Push::Queued);
+        out.clear();
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
+        out.clear();
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"e"), None), Push::Sent);
+        assert_eq!(*sock.written.lock().unwrap(), b"ae");
+        outbox.close();
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"f"), None), Push::Closed);
+        assert_eq!(*sock.written.lock().unwrap(), b"ae", "nothing is written once the queue is closed");
+    }
+
+    #[test]
+    fn the_rest_of_a_frame_the_socket_took_in_part_goes_before_anything_queued_after_it() {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let sock = socket(4);
+        let outbox = Outbox::with_direct(8, Box::new(sock.clone()));
+        let (mut out, mut rest) = (Vec::new(), Vec::new());
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"abcdef"), None), Push::Sent);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task is woken to write the rest");
+        // The socket is full now and the queue is held: the next frame waits behind the rest.
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"gh"), None), Push::Queued);
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
+        assert_eq!((rest.as_slice(), out.as_slice()), (&b"ef"[..], &[Bytes::from_static(b"gh")][..]));
+        // A socket with no room at all: the frame is queued and the task woken to wait for the socket.
+        let full = Outbox::with_direct(8, Box::new(socket(0)));
+        assert_eq!(full.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
+        assert_eq!(full.push_frame(Bytes::from_static(b"x"), None), Push::Queued);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        // When the hub gives up on a connection whose socket took a frame in part, the rest still reaches the
+        // task: its close frame must not land inside the torn frame.
+        let torn = Outbox::with_direct(1, Box::new(socket(2)));
+        assert_eq!(torn.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
+        assert_eq!(torn.push_frame(Bytes::from_static(b"abc"), None), Push::Sent);
+        torn.close();
+        let mut rest = Vec::new();
+        assert_eq!(torn.poll_batch(&mut cx, &mut Vec::new(), &mut rest), Poll::Ready(Batch::Closed));
+        assert_eq!(rest, b"c");
+        let ending = Outbox::with_direct(1, Box::new(socket(2)));
+        assert_eq!(ending.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
+        assert_eq!(ending.push_frame(Bytes::from_static(b"xyz"), None), Push::Sent);
+        let mut rest = Vec::new();
+        ending.close_for_writer(&mut rest);
+        assert_eq!((rest.as_slice(), ending.push_frame(Bytes::from_static(b"!"), None)), (&b"z"[..], Push::Closed));
     }
 }

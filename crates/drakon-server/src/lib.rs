@@ -133,6 +133,10 @@ fn router_with(
 
 /// Serves until `shutdown` resolves, then stops accepting, closes every connection with 1001 after its in-flight
 /// request completes, and returns.
+///
+/// drakon runs its own accept loop (hyper's HTTP/1 connection, with upgrades) rather than `axum::serve`, so that an
+/// upgraded WebSocket is still a plain `TcpStream` underneath: its queue can then write to it directly (see
+/// `outbox::Direct`). [`router`] embedded in another server still works, through the generic upgraded stream.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
@@ -141,17 +145,63 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
     let connections = Arc::<Connections>::default();
-    let app = router_with(engine, options, rx, connections.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = tx.send(true);
-        })
-        .await?;
-    // Upgraded connections live outside axum's tracking: wait until each has sent its close frame.
+    let app = router_with(engine, options, rx.clone(), connections.clone());
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    // Every HTTP connection task holds a receiver; shutdown waits until all are gone.
+    let (open_tx, open_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone())
+            .with_upgrades();
+        let (mut stopping, open) = (rx.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
+                    // Finishes the request in flight, if any, then closes; an upgrade already done is unaffected.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::trace!(error = %e, "http connection ended with an error");
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_rx);
+    let _ = tx.send(true);
     let grace = drakon_core::limits::SHUTDOWN_GRACE;
+    if tokio::time::timeout(grace, open_tx.closed()).await.is_err() {
+        tracing::warn!("some HTTP requests did not finish within {grace:?}");
+    }
+    // Upgraded connections live outside hyper's tracking: wait until each has sent its close frame.
     if tokio::time::timeout(grace, connections.all_closed()).await.is_err() {
         tracing::warn!("some connections did not close within {grace:?}");
     }
     Ok(())
+}
+
+/// A failed `accept`: a peer that gave up in the backlog is nothing; running out of file descriptors is worth saying,
+/// and a pause lets connections close before the next try.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed; retrying in 100 ms");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }

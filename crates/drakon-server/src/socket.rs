@@ -13,17 +13,20 @@ use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::Response;
+use bytes::Bytes;
 use drakon_core::limits::{CLOSE_GRACE, OUTBOUND_QUEUE_FRAMES, WRITE_STALL_TIMEOUT};
 use drakon_core::outbox::{Batch, Outbox};
 use drakon_core::{CLOSE_GOING_AWAY, CLOSE_IDLE_TIMEOUT, SLOW_CONSUMER_CLOSE_CODE};
 use drakon_protocol::websocket::{Message, Opcode};
 use drakon_protocol::{ClientFrame, ErrorBody, ErrorCode, encode_error, encode_heartbeat, parse_frame};
 use hyper_util::rt::TokioIo;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, Sleep, interval};
 
 use crate::AppState;
-use crate::wire::{Inbound, Wire, accept, refuse};
+use crate::wire::{Inbound, SharedTcp, Wire, accept, refuse};
 
 /// Messages beyond this size are not even buffered: the connection closes with 1009. Between the configured limit
 /// and this cap a frame is read and answered with `frame_too_large`, so an honest mistake does not cost the
@@ -39,12 +42,23 @@ pub async fn upgrade(State(state): State<AppState>, mut request: Request) -> Res
     };
     let admin = crate::admin::is_admin(&state.options, request.headers());
     tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let wire = Wire::new(TokioIo::new(upgraded), hard_cap(state.options.max_frame_bytes));
-                run(Box::new(wire), state, admin).await;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "websocket upgrade failed"),
+        };
+        let cap = hard_cap(state.options.max_frame_bytes);
+        // Served by drakon's own accept loop, the stream is a `TcpStream` that the queue can write to directly;
+        // embedded in another server, it is whatever that server upgraded.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let tcp = SharedTcp(Arc::new(parts.io.into_inner()));
+                let outbox = Outbox::with_direct(OUTBOUND_QUEUE_FRAMES, Box::new(tcp.clone()));
+                run(Box::new(Wire::new(tcp, cap, parts.read_buf)), outbox, state, admin).await;
             }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            Err(upgraded) => {
+                let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES);
+                run(Box::new(Wire::new(TokioIo::new(upgraded), cap, Bytes::new())), outbox, state, admin).await;
+            }
         }
     });
     response
@@ -84,9 +98,13 @@ const SLOW_CONSUMER: &str = "slow consumer: reconnect and subscribe again";
 
 /// The connection task. `wire` comes boxed: the task lives as long as the connection, and an argument of an
 /// `async fn` is kept twice in its future.
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut wire: Box<Wire<S>>, state: AppState, admin: bool) {
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut wire: Box<Wire<S>>,
+    outbox: Arc<Outbox>,
+    state: AppState,
+    admin: bool,
+) {
     let _open = state.connections.enter();
-    let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES);
     let engine = state.engine.clone();
     let conn = engine.hub().register(outbox.clone());
     let mut session = engine.open_session(conn, admin);
@@ -126,7 +144,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut wire: Box<Wire<S>>, state: A
                         }
                     }
                 }
-                match outbox.poll_batch(cx, &mut wire.outbound) {
+                match wire.poll_batch(cx, &outbox) {
                     Poll::Ready(Batch::Frames) => continue,
                     Poll::Ready(Batch::Closed) => return Poll::Ready(Wake::Dropped),
                     Poll::Pending => break,
@@ -161,16 +179,21 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut wire: Box<Wire<S>>, state: A
                 if last_seen.elapsed() >= options.idle_timeout {
                     break End::Close(CLOSE_IDLE_TIMEOUT, "idle timeout", false);
                 }
+                outbox.hold();
                 wire.push_control(Opcode::Ping, b"");
                 continue;
             }
             Wake::Heartbeat => {
+                outbox.hold();
                 wire.outbound.push(encode_heartbeat());
                 continue;
             }
             Wake::Shutdown => break End::Close(CLOSE_GOING_AWAY, "server shutting down", false),
         };
         last_seen = Instant::now();
+        // From here until this task has written its answer, events queue up: a reply goes before the events
+        // published while its request was handled (a subscription's first events follow its snapshot).
+        outbox.hold();
         let reply = match message {
             Message::Text(t) if t.len() > options.max_frame_bytes => Some(encode_error(
                 &ErrorBody::new(
@@ -202,8 +225,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(mut wire: Box<Wire<S>>, state: A
             wire.outbound.push(reply);
         }
     };
+    // No more direct writes: the close frame must be the last frame on the wire.
+    wire.close_queue(&outbox);
     engine.close_session(session);
-    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+    // A client that fell behind has a full socket: our close frame leaves only once it reads again, so it gets as long
+    // as a stalled write does. Any other close is quick, or not worth waiting for.
+    let grace = match end {
+        End::Close(SLOW_CONSUMER_CLOSE_CODE, ..) => WRITE_STALL_TIMEOUT,
+        _ => CLOSE_GRACE,
+    };
+    let _ = tokio::time::timeout(grace, async {
         match end {
             End::Gone => {}
             End::Answer(code) => wire.answer_close(code).await,

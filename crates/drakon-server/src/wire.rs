@@ -8,6 +8,7 @@
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
@@ -16,8 +17,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use drakon_core::limits::{WS_FRAMES_PER_WRITE as FRAMES_PER_WRITE, WS_READ_CHUNK_BYTES as READ_CHUNK};
+use drakon_core::outbox::{Batch, Direct, Outbox, Sent};
 use drakon_protocol::websocket::{self, Decoder, Header, Message, Opcode, WsError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
@@ -94,15 +97,27 @@ pub struct Wire<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
-    /// `max_message` is the largest message read; a larger one ends the connection with 1009.
-    pub fn new(io: S, max_message: usize) -> Wire<S> {
+    /// `max_message` is the largest message read; a larger one ends the connection with 1009. `read_ahead` is what
+    /// the HTTP server read past the handshake: the start of the first frames.
+    pub fn new(io: S, max_message: usize, read_ahead: Bytes) -> Wire<S> {
         Wire {
             io,
             decoder: Decoder::new(max_message),
-            inbound: BytesMut::new(),
+            inbound: BytesMut::from(&read_ahead[..]),
             outbound: Vec::new(),
             spill: Vec::new(),
         }
+    }
+
+    /// Takes what the connection's queue holds, for a connection with nothing left to write (see
+    /// [`Outbox::poll_batch`]).
+    pub fn poll_batch(&mut self, cx: &mut Context<'_>, outbox: &Outbox) -> Poll<Batch> {
+        outbox.poll_batch(cx, &mut self.outbound, &mut self.spill)
+    }
+
+    /// Ends the connection's queue (see [`Outbox::close_for_writer`]): from now on only this task writes.
+    pub fn close_queue(&mut self, outbox: &Outbox) {
+        outbox.close_for_writer(&mut self.spill);
     }
 
     /// Whether frames are waiting to be written.
@@ -244,5 +259,80 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
         if self.write_all_out().await.is_ok() {
             let _ = std::future::poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await;
         }
+    }
+}
+
+/// A WebSocket's TCP stream, shared by its connection task (which reads, and writes while it holds the queue) and its
+/// queue's direct writes (see [`drakon_core::outbox`]). Every operation is non-blocking on `&TcpStream`.
+#[derive(Debug, Clone)]
+pub struct SharedTcp(pub Arc<TcpStream>);
+
+impl Direct for SharedTcp {
+    fn try_send(&self, frame: &Bytes) -> Sent {
+        let header = Header::new(Opcode::Text, frame.len());
+        let header = header.as_bytes();
+        // `sendmsg` on the socket itself, past tokio's readiness bookkeeping: a fan-out makes thousands of these in a
+        // row, each to a different socket. A full socket only means the task takes over, and its own writes wait on
+        // readiness the usual way (a stale "writable" costs it one `EAGAIN`).
+        match socket2::SockRef::from(&*self.0).send_vectored(&[IoSlice::new(header), IoSlice::new(frame)]) {
+            Ok(n) if n == header.len() + frame.len() => Sent::All,
+            Ok(0) | Err(_) => Sent::Nothing,
+            Ok(n) if n < header.len() => Sent::Part([&header[n..], &frame[..]].concat()),
+            Ok(n) => Sent::Part(frame[n - header.len()..].to_vec()),
+        }
+    }
+}
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(std::net::Shutdown::Write))
     }
 }

@@ -56,7 +56,8 @@ impl TestServer {
             .arg(dir.path().join("drakon.toml"))
             .arg("--bind")
             .arg("127.0.0.1:0")
-            .env("DRAKON_LOG", "warn")
+            // `DRAKON_TEST_LOG` (e.g. `drakon_server=debug`) shows more of what the servers under test do.
+            .env("DRAKON_LOG", std::env::var("DRAKON_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);

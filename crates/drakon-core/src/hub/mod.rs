@@ -303,7 +303,7 @@ impl Hub {
                     _ => outbox.push_frame(frame.clone(), Some(row.clone())),
                 };
                 match pushed {
-                    Push::Queued | Push::Conflated => queued += 1,
+                    Push::Sent | Push::Queued | Push::Conflated => queued += 1,
                     Push::Full => dead.push(*conn),
                     Push::Closed => {}
                 }
@@ -327,7 +327,7 @@ impl Hub {
         let mut dead = Vec::new();
         for (conn, outbox) in recipients.iter() {
             match outbox.push_frame(frame.clone(), None) {
-                Push::Queued | Push::Conflated => queued += 1,
+                Push::Sent | Push::Queued | Push::Conflated => queued += 1,
                 Push::Full => dead.push(*conn),
                 Push::Closed => {}
             }

@@ -213,7 +213,10 @@ fn a_full_queue_gets_the_connection_dropped_and_told_to_close() {
     // Its queue is closed: the connection's task finds that before the frame still queued, and closes with 4008.
     assert!(rx_slow.is_closed());
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    assert_eq!(rx_slow.poll_batch(&mut cx, &mut Vec::new()), std::task::Poll::Ready(crate::outbox::Batch::Closed));
+    assert_eq!(
+        rx_slow.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()),
+        std::task::Poll::Ready(crate::outbox::Batch::Closed)
+    );
 }
 
 #[test]
