@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, MissedTickBehavior, Sleep, interval};
+use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at};
 
 use crate::AppState;
 use crate::wire::{Inbound, SharedTcp, Wire, accept, refuse};
@@ -64,8 +64,9 @@ pub async fn upgrade(State(state): State<AppState>, mut request: Request) -> Res
     response
 }
 
+/// Ticks every `period`, the first time one period from now (a fresh connection needs no ping).
 fn ticker(period: Duration) -> tokio::time::Interval {
-    let mut t = interval(period);
+    let mut t = interval_at(Instant::now() + period, period);
     t.set_missed_tick_behavior(MissedTickBehavior::Delay);
     t
 }

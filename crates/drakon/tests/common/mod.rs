@@ -54,6 +54,8 @@ pub async fn next_non_heartbeat(client: &mut Client, wait: Duration) -> Option<V
 #[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
+    /// The status line and headers.
+    pub head: String,
     pub body: String,
 }
 
@@ -85,7 +87,7 @@ pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]
         !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
         "this helper reads plain bodies only: {head}"
     );
-    HttpResponse { status, body: body.to_owned() }
+    HttpResponse { status, head: head.to_owned(), body: body.to_owned() }
 }
 
 /// `POST /api/publish` with `Authorization: Bearer <key>` when a key is given.
@@ -159,6 +161,16 @@ impl RawWs {
 
     pub async fn send_json(&mut self, value: &Value) {
         self.send(OP_TEXT, value.to_string().as_bytes()).await.expect("send");
+    }
+
+    /// Writes bytes as they are: for frames no well-behaved client sends.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.writer.as_mut().expect("writer").write_all(bytes).await
+    }
+
+    /// The next frame of any kind, pings and pongs included; `None` on timeout or when the socket ends.
+    pub async fn next_frame(&mut self, wait: Duration) -> Option<RawFrame> {
+        tokio::time::timeout(wait, self.read_frame()).await.ok()?.ok()
     }
 
     /// Takes the write half, for a writer task that may fail while the test reads.
