@@ -10,12 +10,15 @@ use serde_json::json;
 const OP_PING: u8 = 0x9;
 const OP_PONG: u8 = 0xA;
 
+/// Request headers, then the expected status and a phrase of the body.
+type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+
 #[tokio::test]
 async fn handshakes_drakon_cannot_accept_are_refused_with_what_to_fix() {
     let server = spawn(common::TODO).await;
     let upgrade = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13")];
     let key = ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
-    let cases: [(Vec<(&str, &str)>, u16, &str); 4] = [
+    let cases: [Case; 4] = [
         (vec![], 426, "send an upgrade request"),
         (vec![upgrade[0], upgrade[1], ("Sec-WebSocket-Version", "8"), key], 426, "version 13"),
         (vec![upgrade[0], upgrade[1], upgrade[2]], 400, "Sec-WebSocket-Key"),
