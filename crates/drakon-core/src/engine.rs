@@ -147,9 +147,29 @@ pub struct Session {
     pub conn: ConnId,
     /// Admin sessions may use the `admin:<model>` routes, which see and write every field.
     pub admin: bool,
-    /// Server channel → (model for model channels, the client's local channel names).
-    subs: BTreeMap<String, (Option<String>, BTreeSet<String>)>,
+    /// The server channels this connection holds. A list, not a tree: a connection holds a handful, and a B-tree's
+    /// first node alone would cost most of an idle connection's memory.
+    subs: Vec<Subscription>,
     count: usize,
+}
+
+/// One server channel a connection holds, and the client's local channel names for it.
+#[derive(Debug)]
+struct Subscription {
+    remote: String,
+    /// For model channels.
+    model: Option<String>,
+    locals: Vec<String>,
+}
+
+impl Session {
+    fn sub(&self, remote: &str) -> Option<&Subscription> {
+        self.subs.iter().find(|s| s.remote == remote)
+    }
+
+    fn holds(&self, local: &str, remote: &str) -> bool {
+        self.sub(remote).is_some_and(|s| s.locals.iter().any(|l| l == local))
+    }
 }
 
 impl Session {
@@ -323,16 +343,16 @@ impl Engine {
 
     /// Opens a session for a connection registered with the hub; `admin` unlocks the `admin:<model>` routes.
     pub fn open_session(&self, conn: ConnId, admin: bool) -> Session {
-        Session { conn, admin, subs: BTreeMap::new(), count: 0 }
+        Session { conn, admin, subs: Vec::new(), count: 0 }
     }
 
     /// Drops every subscription of the session and its hub registration.
     pub fn close_session(&self, session: Session) {
         let hub = &self.inner.hub;
-        for (remote, (model, _)) in session.subs {
-            match model {
-                Some(model) => hub.unsubscribe_model(session.conn, &model, &remote),
-                None => hub.unsubscribe_plain(session.conn, &remote),
+        for sub in session.subs {
+            match sub.model {
+                Some(model) => hub.unsubscribe_model(session.conn, &model, &sub.remote),
+                None => hub.unsubscribe_plain(session.conn, &sub.remote),
             }
         }
         hub.unregister(session.conn);
@@ -738,7 +758,7 @@ impl Engine {
         let (filter, normalized) = self.route_filter(route, args)?;
         let remote = model_channel_name(&route.name, &normalized);
         let channel = Some((local.clone(), vec![remote.clone()], ChannelAction::Subscribe));
-        let fresh = !session.subs.get(&remote).is_some_and(|(_, locals)| locals.contains(&local));
+        let fresh = !session.holds(&local, &remote);
         // Before anything can be missed: renames of referenced rows must log touches for this filter's references.
         for lookup in filter.remote_lookups() {
             self.watch_reference(&route.view.model.name, &lookup.hops[0].field).await?;
@@ -915,8 +935,7 @@ impl Engine {
         remote: &str,
         model: Option<&str>,
     ) -> Result<(), VerbError> {
-        let entry = session.subs.get(remote);
-        if entry.is_some_and(|(_, locals)| locals.contains(local)) {
+        if session.holds(local, remote) {
             return Ok(());
         }
         if session.count >= self.inner.limits.max_subscriptions {
@@ -928,33 +947,30 @@ impl Engine {
                 ),
             ));
         }
-        session
-            .subs
-            .entry(remote.to_owned())
-            .or_insert_with(|| (model.map(str::to_owned), BTreeSet::new()))
-            .1
-            .insert(local.to_owned());
+        match session.subs.iter_mut().find(|s| s.remote == remote) {
+            Some(sub) => sub.locals.push(local.to_owned()),
+            None => session.subs.push(Subscription {
+                remote: remote.to_owned(),
+                model: model.map(str::to_owned),
+                locals: vec![local.to_owned()],
+            }),
+        }
         session.count += 1;
         Ok(())
     }
 
     /// Removes one (local, remote) pair; true when the connection no longer needs `remote` at all.
     fn drop_subscription(&self, session: &mut Session, local: &str, remote: &str) -> Result<bool, VerbError> {
-        let Some((_, locals)) = session.subs.get_mut(remote) else {
-            return Err(VerbError::new(
-                ErrorCode::NotSubscribed,
-                format!("local channel `{local}` is not subscribed to `{remote}`"),
-            ));
+        let not_subscribed = || {
+            VerbError::new(ErrorCode::NotSubscribed, format!("local channel `{local}` is not subscribed to `{remote}`"))
         };
-        if !locals.remove(local) {
-            return Err(VerbError::new(
-                ErrorCode::NotSubscribed,
-                format!("local channel `{local}` is not subscribed to `{remote}`"),
-            ));
-        }
+        let at = session.subs.iter().position(|s| s.remote == remote).ok_or_else(not_subscribed)?;
+        let locals = &mut session.subs[at].locals;
+        let held = locals.iter().position(|l| l == local).ok_or_else(not_subscribed)?;
+        locals.swap_remove(held);
         session.count -= 1;
         if locals.is_empty() {
-            session.subs.remove(remote);
+            session.subs.swap_remove(at);
             return Ok(true);
         }
         Ok(false)
