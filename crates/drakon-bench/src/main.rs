@@ -1,25 +1,29 @@
 //! `drakon-bench`: drakon's load generator. Each scenario starts its own servers (drakon, and the Node `ws`
-//! baseline where there is an equivalent), drives them from worker processes over loopback, and reports a table on
-//! the terminal, JSON and an SVG chart. See `bench/README.md` for the commands and what each figure means.
+//! baseline and the floor where there is an equivalent), drives them from worker processes over loopback, and
+//! reports a table on the terminal, JSON and an SVG chart. See `bench/README.md` for the commands and what each
+//! figure means.
 
 mod fleet;
+mod floor;
 mod procfs;
 mod publish;
 mod redis;
 mod report;
 mod scenario;
 mod stamp;
+mod steer;
 mod svg;
 mod target;
 mod verbs;
 mod wire;
 mod worker;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -53,6 +57,12 @@ enum Command {
         #[arg(long)]
         plan: String,
     },
+    /// The floor server of `fanout` and `idle` (started by the controller; not for direct use).
+    #[command(hide = true)]
+    FloorServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: SocketAddr,
+    },
 }
 
 /// Options every scenario takes. Lists are comma-separated; each value is one step of the run.
@@ -77,9 +87,13 @@ pub struct Common {
     /// The Node baseline server (run with `node`; its `ws` package must be installed: `npm ci` in its folder).
     #[arg(long, default_value = "bench/peers/broadcast.mjs")]
     pub baseline: PathBuf,
-    /// Measure drakon alone.
+    /// Leave out the Node baseline.
     #[arg(long)]
     pub no_baseline: bool,
+    /// Leave out the floor: the least any server can do (one encode per message, one non-blocking write per
+    /// subscriber), measured next to drakon in `fanout` and `idle`.
+    #[arg(long)]
+    pub no_floor: bool,
     /// Directory for `<scenario>.json` and `<scenario>.svg`.
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
@@ -108,6 +122,11 @@ pub struct Common {
     /// Do not pin the server and the generator to separate cores with `taskset`.
     #[arg(long)]
     pub no_pin: bool,
+    /// For the length of the run, steer loopback's receive processing to the generator's core (writes its CPU mask
+    /// to /sys/class/net/lo/queues/rx-0/rps_cpus and raises net.core.netdev_max_backlog; needs root and pinning), so
+    /// that the server's core no longer runs its clients' kernel receive path. Both are restored when the run ends.
+    #[arg(long)]
+    pub steer_receive: bool,
     /// The whole run stops after this many seconds, whatever state it is in.
     #[arg(long, default_value_t = 1800)]
     pub time_limit: u64,
@@ -127,6 +146,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("drakon-bench worker: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::FloorServer { bind } = &cli.command {
+        return match floor::run(*bind) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("drakon-bench floor-server: {e:#}");
                 ExitCode::FAILURE
             }
         };
@@ -155,11 +183,12 @@ async fn run(command: Command) -> Result<()> {
         Command::Selective(c) => (vec![scenario::Name::Selective], c),
         Command::Nodes(c) => (vec![scenario::Name::Nodes], c),
         Command::All(c) => (scenario::Name::ALL.to_vec(), c),
-        Command::Worker { .. } => unreachable!("handled in main"),
+        Command::Worker { .. } | Command::FloorServer { .. } => unreachable!("handled in main"),
     };
     let limit = Duration::from_secs(common.time_limit);
+    // Dropped when this function returns, however the run ends: receive steering is undone then.
     let ctx = scenario::Context::new(common)?;
-    tokio::time::timeout(limit, async {
+    let work = tokio::time::timeout(limit, async {
         let mut summary = Vec::new();
         for name in which {
             summary.push(scenario::run(&ctx, name).await.with_context(|| format!("scenario {}", name.as_str()))?);
@@ -171,7 +200,22 @@ async fn run(command: Command) -> Result<()> {
             }
         }
         Ok::<_, anyhow::Error>(())
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("the run passed its time limit of {limit:?} and was stopped"))?
+    });
+    tokio::select! {
+        done = work => done.map_err(|_| anyhow::anyhow!("the run passed its time limit of {limit:?} and was stopped"))?,
+        signal = stop_signal() => bail!("stopped by {signal}"),
+    }
+}
+
+/// Waits for SIGINT or SIGTERM (`timeout` in bench/run.sh sends SIGTERM), so that the run ends through its
+/// destructors (servers and workers killed, receive steering undone) rather than at the kernel's hands.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }

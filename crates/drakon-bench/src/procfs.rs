@@ -62,6 +62,17 @@ fn parse_tcp_ext(netstat: &str, name: &str) -> Option<u64> {
     values.split_whitespace().nth(at)?.parse().ok()
 }
 
+/// Packets the kernel dropped, over all CPUs, because a CPU's receive backlog was full (`net.core.netdev_max_backlog`),
+/// from the second column of `/proc/net/softnet_stat`. Loopback queues there only when its receive work is steered to
+/// another CPU (`--steer-receive`); TCP then retransmits, at least 200 ms later.
+pub fn backlog_drops() -> Option<u64> {
+    parse_softnet_drops(&std::fs::read_to_string("/proc/net/softnet_stat").ok()?)
+}
+
+fn parse_softnet_drops(softnet: &str) -> Option<u64> {
+    softnet.lines().map(|l| u64::from_str_radix(l.split_whitespace().nth(1)?, 16).ok()).sum()
+}
+
 /// Resident set size in bytes (`VmRSS`).
 pub fn rss_bytes(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
@@ -117,6 +128,13 @@ mod tests {
             "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 1 644 650\nIpExt: InNoRoutes\nIpExt: 0\n";
         assert_eq!(parse_tcp_ext(netstat, "ListenOverflows"), Some(644));
         assert_eq!(parse_tcp_ext(netstat, "Nope"), None);
+    }
+
+    #[test]
+    fn reads_backlog_drops_of_every_cpu() {
+        let softnet = "08b94ae2 000021b2 00000001 00000000\n0595be40 00054665 00000000 00000000\n";
+        assert_eq!(parse_softnet_drops(softnet), Some(0x21b2 + 0x54665));
+        assert_eq!(parse_softnet_drops("08b94ae2\n"), None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::steer::ReceiveSteering;
 use crate::svg::{self, Chart, Scale, Series};
 
 /// Latency summary in microseconds, with the percentile curve the chart draws.
@@ -53,7 +54,7 @@ impl Latency {
 /// One measured configuration against one server.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Step {
-    /// `drakon` or `node-ws`.
+    /// `drakon`, `node-ws` or `floor`.
     pub target: String,
     /// drakon nodes behind one Redis (`nodes` scenario).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,6 +128,10 @@ pub struct Step {
     /// (`ListenOverflows`, machine-wide); each such client waits a second before it retries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen_overflows: Option<u64>,
+    /// Packets dropped at a full receive backlog during the measured window (machine-wide, `/proc/net/softnet_stat`);
+    /// each is retransmitted by TCP at least 200 ms later.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog_drops: Option<u64>,
     /// Server CPU spent accepting, upgrading and subscribing, per connection.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_cpu_us_per_connection: Option<f64>,
@@ -134,15 +139,24 @@ pub struct Step {
     pub notes: Vec<String>,
 }
 
-/// One figure of drakon next to the baseline's, measured back to back.
+/// One figure of drakon next to the Node baseline's and the floor's of the same step, measured back to back.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     pub metric: String,
     pub connections: usize,
     pub drakon: f64,
-    pub baseline: f64,
+    /// The Node baseline's figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<f64>,
     /// drakon ÷ baseline.
-    pub ratio: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// The floor's figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<f64>,
+    /// drakon ÷ floor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor_ratio: Option<f64>,
     /// Whether a lower or a higher figure is the better one.
     pub better: &'static str,
 }
@@ -154,6 +168,8 @@ pub struct Machine {
     pub server_core: Option<usize>,
     pub generator_core: Option<usize>,
     pub pinned_with: Option<&'static str>,
+    /// Whether loopback's receive processing ran on the generator's core (`--steer-receive`).
+    pub receive_steering: ReceiveSteering,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -171,26 +187,32 @@ pub struct Report {
 /// A compared figure: its name, whether lower or higher is better, and how to read it from a step.
 pub type Metric<'a> = (&'a str, &'static str, fn(&Step) -> Option<f64>);
 
-/// Pairs each drakon step with the baseline step of the same size and compares `metrics`.
+/// Pairs each drakon step with the baseline's and the floor's steps of the same size and rate, and compares
+/// `metrics`.
 pub fn compare(steps: &[Step], metrics: &[Metric<'_>]) -> Vec<Comparison> {
     let mut out = Vec::new();
     for d in steps.iter().filter(|s| s.target == "drakon") {
-        let Some(b) =
-            steps.iter().find(|s| s.target == "node-ws" && s.connections == d.connections && s.rate == d.rate)
-        else {
-            continue;
+        let peer = |target: &str| {
+            steps.iter().find(|s| s.target == target && s.connections == d.connections && s.rate == d.rate)
         };
+        let (baseline, floor) = (peer("node-ws"), peer("floor"));
         for (metric, better, get) in metrics {
-            if let (Some(dv), Some(bv)) = (get(d), get(b)) {
-                out.push(Comparison {
-                    metric: (*metric).to_owned(),
-                    connections: d.connections,
-                    drakon: dv,
-                    baseline: bv,
-                    ratio: if bv == 0.0 { f64::NAN } else { dv / bv },
-                    better,
-                });
+            let Some(dv) = get(d) else { continue };
+            let (bv, fv) = (baseline.and_then(get), floor.and_then(get));
+            if bv.is_none() && fv.is_none() {
+                continue;
             }
+            let ratio = |other: f64| if other == 0.0 { f64::NAN } else { dv / other };
+            out.push(Comparison {
+                metric: (*metric).to_owned(),
+                connections: d.connections,
+                drakon: dv,
+                baseline: bv,
+                ratio: bv.map(ratio),
+                floor: fv,
+                floor_ratio: fv.map(ratio),
+                better,
+            });
         }
     }
     out
@@ -250,20 +272,32 @@ pub fn ms(us: Option<u64>) -> String {
     us.map_or_else(|| "—".to_owned(), |us| format!("{:.2}", us as f64 / 1000.0))
 }
 
+/// drakon's figures next to the others', with a column pair (figure, drakon ÷ figure) for each server that ran.
 pub fn comparison_table(comparison: &[Comparison]) -> Table {
-    let mut t = Table::new(
-        "drakon next to the Node ws baseline (ratio = drakon ÷ baseline)",
-        &["metric", "conns", "drakon", "node-ws", "ratio", "better"],
-    );
+    let with_baseline = comparison.iter().any(|c| c.baseline.is_some());
+    let with_floor = comparison.iter().any(|c| c.floor.is_some());
+    let mut headers = vec!["metric", "conns", "drakon"];
+    let mut others = Vec::new();
+    if with_baseline {
+        headers.extend(["node-ws", "÷ node-ws"]);
+        others.push("the Node ws baseline");
+    }
+    if with_floor {
+        headers.extend(["floor", "÷ floor"]);
+        others.push("the floor");
+    }
+    headers.push("better");
+    let mut t = Table::new(format!("drakon next to {} (÷ = drakon's figure ÷ theirs)", others.join(" and ")), &headers);
     for c in comparison {
-        t.row(vec![
-            c.metric.clone(),
-            c.connections.to_string(),
-            format!("{:.2}", c.drakon),
-            format!("{:.2}", c.baseline),
-            format!("{:.2}", c.ratio),
-            c.better.to_owned(),
-        ]);
+        let mut row = vec![c.metric.clone(), c.connections.to_string(), format!("{:.2}", c.drakon)];
+        if with_baseline {
+            row.extend([fmt(c.baseline, 2), fmt(c.ratio, 2)]);
+        }
+        if with_floor {
+            row.extend([fmt(c.floor, 2), fmt(c.floor_ratio, 2)]);
+        }
+        row.push(c.better.to_owned());
+        t.row(row);
     }
     t
 }
@@ -362,11 +396,28 @@ mod tests {
             rss_per_connection_bytes: Some(kib * 1024.0),
             ..Step::default()
         };
-        let steps = [step("drakon", 10, 2.0), step("node-ws", 10, 8.0), step("drakon", 20, 2.0)];
+        let steps = [
+            step("drakon", 10, 2.0),
+            step("node-ws", 10, 8.0),
+            step("floor", 10, 1.0),
+            step("drakon", 20, 2.0),
+            step("floor", 20, 0.5),
+            step("drakon", 30, 2.0),
+            step("node-ws", 40, 8.0),
+        ];
         let c = compare(&steps, &[("KiB per connection", "lower", |s| s.rss_per_connection_bytes.map(|b| b / 1024.0))]);
-        assert_eq!(c.len(), 1);
+        assert_eq!(c.len(), 2, "size 30 has no other server, size 40 no drakon: {c:?}");
         assert_eq!(c[0].connections, 10);
-        assert!((c[0].ratio - 0.25).abs() < 1e-9);
+        assert!((c[0].ratio.unwrap() - 0.25).abs() < 1e-9);
+        assert!((c[0].floor_ratio.unwrap() - 2.0).abs() < 1e-9);
+        assert_eq!((c[1].connections, c[1].baseline, c[1].ratio), (20, None, None));
+        assert!((c[1].floor_ratio.unwrap() - 4.0).abs() < 1e-9);
+
+        let table = comparison_table(&c).render();
+        assert!(table.contains("drakon next to the Node ws baseline and the floor"), "{table}");
+        assert!(table.contains("÷ node-ws") && table.contains("÷ floor"), "{table}");
+        let floor_only = comparison_table(&c[1..]).render();
+        assert!(!floor_only.contains("node-ws"), "no baseline column without a baseline: {floor_only}");
     }
 
     #[test]

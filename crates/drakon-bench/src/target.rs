@@ -1,5 +1,6 @@
-//! The servers under test: a drakon process with a generated config in a temporary directory, or the Node `ws`
-//! baseline. Each binds `127.0.0.1:0`, says where it listens on stdout, and is killed when the step is over.
+//! The servers under test: a drakon process with a generated config in a temporary directory, the Node `ws`
+//! baseline, or the floor (this executable's hidden `floor-server` subcommand, [`crate::floor`]). Each binds
+//! `127.0.0.1:0`, says where it listens on stdout, and is killed when the step is over.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use tokio::process::{Child, Command};
 
 use crate::procfs;
 
-/// The api key of `POST /api/publish`, handed to both servers through `DRAKON_API_KEY`.
+/// The api key of `POST /api/publish`, handed to every server through `DRAKON_API_KEY`.
 pub const API_KEY: &str = "drakon-bench-key";
 
 /// How long a server may take to say where it listens.
@@ -22,6 +23,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Kind {
     Drakon,
     NodeWs,
+    Floor,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
         match self {
             Kind::Drakon => "drakon",
             Kind::NodeWs => "node-ws",
+            Kind::Floor => "floor",
         }
     }
 }
@@ -38,6 +41,8 @@ impl Kind {
 pub struct Launch {
     pub drakon: PathBuf,
     pub baseline: Option<PathBuf>,
+    /// This executable, which serves the floor with its `floor-server` subcommand, when the floor is measured.
+    pub floor: Option<PathBuf>,
     /// `taskset -c <core>` for the server, when pinning is on.
     pub server_core: Option<usize>,
 }
@@ -121,6 +126,12 @@ impl Target {
                 cmd.arg(script).arg("--bind").arg("127.0.0.1:0");
                 cmd
             }
+            Kind::Floor => {
+                let exe = launch.floor.as_ref().context("the floor is not measured in this run")?;
+                let mut cmd = pinned(exe, launch.server_core);
+                cmd.arg("floor-server").arg("--bind").arg("127.0.0.1:0");
+                cmd
+            }
         };
         cmd.envs(env.iter().copied())
             .env("DRAKON_API_KEY", API_KEY)
@@ -135,6 +146,7 @@ impl Target {
         let prefix = match kind {
             Kind::Drakon => "drakon listening on http://",
             Kind::NodeWs => "baseline listening on http://",
+            Kind::Floor => "floor listening on http://",
         };
         let found = tokio::time::timeout(START_TIMEOUT, async {
             while let Some(line) = lines.next_line().await? {

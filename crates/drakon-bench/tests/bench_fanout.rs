@@ -1,6 +1,6 @@
-//! A tiny `fanout` run, end to end: the real `drakon-bench` binary starts a real (debug) drakon, its workers
-//! subscribe 50 connections, the controller publishes over HTTP for two seconds, and the report must show every
-//! message delivered to every subscriber, with the fields the README documents.
+//! A tiny `fanout` run, end to end: the real `drakon-bench` binary starts a real (debug) drakon and then the floor
+//! server, its workers subscribe 50 connections to each, the controller publishes over HTTP for two seconds, and the
+//! report must show every message delivered to every subscriber, with the fields the README documents.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -51,11 +51,25 @@ fn a_tiny_fanout_delivers_everything_and_reports_it() {
         assert!(report.get(key).is_some(), "report has {key}: {report}");
     }
     let steps = report["steps"].as_array().expect("steps");
-    assert_eq!(steps.len(), 1, "one size, drakon only: {steps:?}");
-    let step = &steps[0];
-    assert_eq!(step["target"], "drakon");
-    assert_eq!(step["connected"], 50);
-    assert_eq!(step["failed_connections"], 0);
+    let targets: Vec<&str> = steps.iter().map(|s| s["target"].as_str().unwrap_or_default()).collect();
+    assert_eq!(targets, ["drakon", "floor"], "one size, drakon then the floor (no baseline): {steps:?}");
+    for step in steps {
+        assert_delivered_everything(step);
+    }
+    let comparison = report["comparison"].as_array().expect("comparison");
+    let rate = comparison.iter().find(|c| c["metric"] == "deliveries per second").expect("a rate comparison");
+    assert!(rate["floor_ratio"].as_f64().is_some() && rate.get("ratio").is_none(), "drakon ÷ floor only: {rate}");
+    assert_eq!(report["machine"]["receive_steering"]["on"], false, "steering is off unless asked: {report}");
+
+    let svg = std::fs::read_to_string(out.path().join("fanout.svg")).expect("fanout.svg");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "a standalone SVG");
+    assert!(svg.contains("latency distribution"), "the chart has the latency distribution");
+}
+
+/// Every subscriber got every message, and the step has the fields the README documents.
+fn assert_delivered_everything(step: &Value) {
+    assert_eq!(step["connected"], 50, "{step}");
+    assert_eq!(step["failed_connections"], 0, "{step}");
     let published = step["published"].as_u64().expect("published");
     assert_eq!(published, 40, "20 messages a second for 2 seconds: {step}");
     assert_eq!(step["expected"].as_u64(), Some(published * 50));
@@ -78,8 +92,4 @@ fn a_tiny_fanout_delivers_everything_and_reports_it() {
         assert!(step[key].as_f64().is_some(), "step has {key}: {step}");
     }
     assert!(step["deliveries_per_sec"].as_f64().unwrap() > 0.0);
-
-    let svg = std::fs::read_to_string(out.path().join("fanout.svg")).expect("fanout.svg");
-    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "a standalone SVG");
-    assert!(svg.contains("latency distribution"), "the chart has the latency distribution");
 }

@@ -150,6 +150,7 @@ async fn step(ctx: &Context, kind: Kind, n: usize, rate: f64, duration: Duration
     let server_cpu0 = target.cpu()?;
     let own0 = own_cpu()?;
     let machine0 = super::machine_cpu()?;
+    let drops0 = crate::procfs::backlog_drops();
     let window = std::time::Instant::now();
     let published =
         super::publish_counting(&bar, &mut publisher, &mut fleet, channel, rate, duration, ctx.common.payload).await?;
@@ -159,6 +160,7 @@ async fn step(ctx: &Context, kind: Kind, n: usize, rate: f64, duration: Duration
     let server_cpu = target.cpu()?.saturating_sub(server_cpu0).as_secs_f64();
     let own = own_cpu()? - own0;
     let machine = super::machine_cpu()? - machine0;
+    let drops = crate::procfs::backlog_drops().zip(drops0).map(|(b, a)| b.saturating_sub(a));
     let window = window.elapsed().as_secs_f64();
     let counted = fleet.report().await?;
     target.check_alive()?;
@@ -170,6 +172,13 @@ async fn step(ctx: &Context, kind: Kind, n: usize, rate: f64, duration: Duration
     let (other, disturbed) = super::other_cpu(machine, server_cpu, generator_cpu, window);
     step.other_cpu_secs = Some(other);
     step.notes.splice(0..0, disturbed);
+    step.backlog_drops = drops;
+    if let Some(n) = drops.filter(|&n| n > 0) {
+        step.notes.push(format!(
+            "the kernel dropped {n} packets at a full receive backlog (net.core.netdev_max_backlog); TCP resent \
+             them at least 200 ms later, which shows in the latency tail"
+        ));
+    }
     if published.secs > duration.as_secs_f64() * 1.1 {
         step.notes.push(format!(
             "the publisher fell behind: {} messages took {:.1}s (each waits for the previous reply)",

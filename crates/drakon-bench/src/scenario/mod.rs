@@ -1,5 +1,5 @@
-//! The scenarios, and what they share: the run's context (binaries, cores, source addresses) and the way a
-//! finished scenario is reported.
+//! The scenarios, and what they share: the run's context (binaries, cores, receive steering, source addresses) and
+//! the way a finished scenario is reported.
 
 mod fanout;
 mod idle;
@@ -18,6 +18,7 @@ use crate::Common;
 use crate::fleet::Layout;
 use crate::procfs;
 use crate::report::{self, Comparison, Machine, Report, Step, Table};
+use crate::steer;
 use crate::svg::Chart;
 use crate::target::{Kind, Launch};
 
@@ -66,6 +67,8 @@ pub struct Context {
     generator_core: Option<usize>,
     baseline: Option<String>,
     octet: Cell<u8>,
+    /// Held for the whole run: dropping the context undoes receive steering.
+    _steering: Option<steer::Guard>,
 }
 
 fn on_path(program: &str) -> bool {
@@ -112,30 +115,66 @@ impl Context {
         if open_files < 20_000 {
             eprintln!("note: this process may open {open_files} files; big steps need more workers (--processes)");
         }
-        let launch = Launch { drakon: common.server.clone(), baseline: baseline.as_ref().map(Into::into), server_core };
+        let floor = if common.no_floor {
+            None
+        } else {
+            // The floor is this executable's `floor-server` subcommand.
+            std::env::current_exe()
+                .inspect_err(|e| eprintln!("warning: cannot find this executable ({e}): the floor is skipped"))
+                .ok()
+        };
+        let launch =
+            Launch { drakon: common.server.clone(), baseline: baseline.as_ref().map(Into::into), floor, server_core };
+        if !pin {
+            eprintln!("note: server and generator are not pinned to separate cores (needs 2 cores and `taskset`)");
+        }
+        let (receive_steering, steering) = steer::steer(common.steer_receive, generator_core);
         let machine = Machine {
             cpus,
             open_files_limit: open_files,
             server_core,
             generator_core,
             pinned_with: pin.then_some("taskset"),
+            receive_steering,
         };
-        if !pin {
-            eprintln!("note: server and generator are not pinned to separate cores (needs 2 cores and `taskset`)");
-        }
         // Successive runs start on different source addresses (one more every 5 s), so that a run rarely meets the
         // TIME_WAIT ports of the one before.
         let first_octet = 1 + (crate::stamp::now_micros() / 5_000_000 % 250) as u8;
-        Ok(Context { common, launch, machine, generator_core, baseline, octet: Cell::new(first_octet) })
+        Ok(Context {
+            common,
+            launch,
+            machine,
+            generator_core,
+            baseline,
+            octet: Cell::new(first_octet),
+            _steering: steering,
+        })
     }
 
-    /// The servers a scenario with a baseline equivalent measures, drakon first.
+    /// The servers a scenario with a baseline equivalent measures: drakon first, then the Node baseline and the
+    /// floor.
     pub fn targets(&self) -> Vec<Kind> {
         let mut out = vec![Kind::Drakon];
         if self.baseline.is_some() {
             out.push(Kind::NodeWs);
         }
+        if self.launch.floor.is_some() {
+            out.push(Kind::Floor);
+        }
         out
+    }
+
+    /// How the run was set up, in one line: cores and receive steering.
+    pub fn setup(&self) -> String {
+        let pinning = match (self.machine.server_core, self.machine.generator_core) {
+            (Some(s), Some(g)) => format!("server on core {s}, generator on core {g}"),
+            _ => "not pinned".to_owned(),
+        };
+        format!(
+            "{} CPUs, {pinning}, {}",
+            self.machine.cpus,
+            self.machine.receive_steering.describe(self.machine.generator_core)
+        )
     }
 
     /// A fleet layout on fresh source addresses.
@@ -175,7 +214,8 @@ impl Context {
         if !comparison.is_empty() {
             tables.push(report::comparison_table(&comparison));
         }
-        let mut text: String = tables.iter().map(Table::render).collect();
+        let mut text = format!("\nsetup: {}\n", self.setup());
+        text.extend(tables.iter().map(Table::render));
         for s in &steps {
             for note in &s.notes {
                 text.push_str(&format!("note ({} {} conns): {note}\n", s.target, s.connections));
@@ -195,11 +235,7 @@ impl Context {
             steps,
             comparison,
         };
-        let pinning = match (self.machine.server_core, self.machine.generator_core) {
-            (Some(s), Some(g)) => format!("server on core {s}, generator on core {g}"),
-            _ => "not pinned".to_owned(),
-        };
-        let subtitle = format!("{} CPUs, {pinning}, loopback; {}", self.machine.cpus, report.command);
+        let subtitle = format!("{}; {}", self.setup(), report.command);
         let svg = crate::svg::render(&format!("drakon-bench: {}", name.as_str()), &subtitle, charts);
         let (json, chart) = report::write(&self.common.out, &stem, &report, &svg)?;
         println!("\nwrote {} and {}", json.display(), chart.display());
