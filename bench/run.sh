@@ -31,7 +31,7 @@ run idle --connections 15000 --concurrency 100 --tag paced "$@"
 # Fan-out of one channel: throughput against subscriber count at 10 messages/s...
 run fanout --connections 1000,5000,10000 --rate 10 --duration 10 "$@"
 # ...and against the publish rate at 5,000 subscribers.
-run fanout --connections 5000 --rate 20,40 --duration 10 --tag rates "$@"
+run fanout --connections 5000 --rate 20,40,60,80 --duration 10 --tag rates "$@"
 # 10,000 subscribers again, with loopback's receive work steered to the generator's core (lo's rps_cpus and the
 # receive backlog bound, both restored afterwards): on loopback the sender's core otherwise runs its receivers'
 # kernel TCP work, which on a real network happens on the client machines. Writing /sys and /proc/sys needs root.

@@ -1138,7 +1138,9 @@ async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>, ready: 
         match msg {
             BusMessage::Changes(changes) => {
                 let images = BatchImages::of(&changes);
-                for change in changes.iter() {
+                for (i, change) in changes.iter().enumerate() {
+                    // Behind this change: the rest of its transaction, or more on the bus.
+                    inner.hub.set_backlogged(i + 1 < changes.len() || !bus.is_empty());
                     let Some(model) = inner.models.get(&*change.model) else { continue };
                     let last = delivered.get(&change.model).copied();
                     if last.is_some_and(|last| change.offset <= last) {
@@ -1163,6 +1165,7 @@ async fn fan_out(inner: Arc<Inner>, mut bus: mpsc::Receiver<BusMessage>, ready: 
                 }
             }
             BusMessage::Channel { name, data } => {
+                inner.hub.set_backlogged(!bus.is_empty());
                 inner.hub.deliver_plain(&name, &data);
             }
         }

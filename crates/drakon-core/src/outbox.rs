@@ -17,6 +17,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use crate::limits::DIRECT_MIN_INTERVAL;
 
 use bytes::Bytes;
 use drakon_protocol::{Action, encode_publication};
@@ -49,6 +52,9 @@ struct State {
     held: bool,
     /// The rest of a frame that a direct write put on the socket only in part; it goes before anything else.
     rest: Vec<u8>,
+    /// When the last direct write happened: a connection that gets frames more often than
+    /// [`DIRECT_MIN_INTERVAL`] has them queued, so that its task writes several at a time.
+    last_direct: Option<Instant>,
 }
 
 /// Writes a frame to a connection's socket without waiting: the fast path of a push to a connection that has nothing
@@ -128,16 +134,21 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, entry: Entry) -> Push {
+    fn push(&self, entry: Entry, now: Option<Instant>) -> Push {
         let mut state = self.lock();
         if state.closed {
             return Push::Closed;
         }
-        if let Some(direct) = &self.direct
+        if let (Some(socket), Some(now)) = (&self.direct, now)
             && !state.held
             && state.queue.is_empty()
+            && state.last_direct.is_none_or(|last| now.saturating_duration_since(last) >= DIRECT_MIN_INTERVAL)
         {
-            match direct.try_send(&entry.frame) {
+            let sent = socket.try_send(&entry.frame);
+            if sent != Sent::Nothing {
+                state.last_direct = Some(now);
+            }
+            match sent {
                 Sent::All => return Push::Sent,
                 Sent::Part(rest) => {
                     state.rest = rest;
@@ -178,14 +189,17 @@ impl Outbox {
         Push::Conflated
     }
 
-    /// Queues a frame that is never merged (replies' companions, plain channel messages, created and deleted).
-    pub fn push_frame(&self, frame: Bytes, row: Option<RowKey>) -> Push {
-        self.push(Entry { frame, row, update: None })
+    /// Queues a frame that is never merged (replies' companions, plain channel messages, created and deleted), or
+    /// writes it straight to the socket: when `now` is given (the hub is not backlogged), nothing is queued or held,
+    /// and the last direct write was at least [`DIRECT_MIN_INTERVAL`] ago.
+    pub fn push_frame(&self, frame: Bytes, row: Option<RowKey>, now: Option<Instant>) -> Push {
+        self.push(Entry { frame, row, update: None }, now)
     }
 
-    /// Queues an `updated` publication of row `row`; `data` and `offset` are what was encoded into `frame`.
-    pub fn push_update(&self, frame: Bytes, row: RowKey, data: Arc<Json>, offset: u64) -> Push {
-        self.push(Entry { frame, row: Some(row), update: Some((data, offset)) })
+    /// Queues (or writes, as [`Outbox::push_frame`]) an `updated` publication of row `row`; `data` and `offset` are
+    /// what was encoded into `frame`.
+    pub fn push_update(&self, frame: Bytes, row: RowKey, data: Arc<Json>, offset: u64, now: Option<Instant>) -> Push {
+        self.push(Entry { frame, row: Some(row), update: Some((data, offset)) }, now)
     }
 
     /// For a connection task with nothing left to write: moves every queued frame into `out` (and into `rest` the rest
@@ -290,10 +304,20 @@ mod tests {
 
     use super::*;
 
+    /// A clock that moves on past the direct-write interval at every push, so that each may write directly.
+    fn now() -> Option<Instant> {
+        use std::sync::atomic::AtomicU64;
+        static TICKS: AtomicU64 = AtomicU64::new(1);
+        let base = *BASE.get_or_init(Instant::now);
+        Some(base + DIRECT_MIN_INTERVAL * TICKS.fetch_add(1, Ordering::Relaxed) as u32)
+    }
+
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
     fn update(outbox: &Outbox, id: i64, data: Json, offset: u64) -> Push {
         let channel: Arc<str> = Arc::from("c");
         let frame = encode_publication(&channel, Action::Updated, &data, offset);
-        outbox.push_update(frame, (channel, id), Arc::new(data), offset)
+        outbox.push_update(frame, (channel, id), Arc::new(data), offset, now())
     }
 
     fn drained(outbox: &Outbox) -> Vec<Json> {
@@ -337,7 +361,7 @@ mod tests {
         let mut rest = Vec::new();
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
         for _ in 0..3 {
-            assert_eq!(outbox.push_frame(Bytes::from_static(b"{}"), None), Push::Queued);
+            assert_eq!(outbox.push_frame(Bytes::from_static(b"{}"), None, now()), Push::Queued);
         }
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the first push wakes the task, the others find it awake");
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
@@ -347,7 +371,7 @@ mod tests {
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2, "closing wakes the waiting task");
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Closed));
         assert_eq!(outbox.poll_closed(&mut cx), Poll::Ready(()));
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"{}"), None), Push::Closed);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"{}"), None, now()), Push::Closed);
     }
 
     #[test]
@@ -356,7 +380,7 @@ mod tests {
         assert_eq!(update(&outbox, 1, json!({"id": 1, "text": "a"}), 1), Push::Queued);
         let channel: Arc<str> = Arc::from("c");
         let deleted = encode_publication(&channel, Action::Deleted, &json!({"id": 1}), 2);
-        assert_eq!(outbox.push_frame(deleted, Some((channel, 1))), Push::Queued);
+        assert_eq!(outbox.push_frame(deleted, Some((channel, 1)), now()), Push::Queued);
         assert_eq!(update(&outbox, 1, json!({"id": 1, "text": "b"}), 3), Push::Full);
     }
 
@@ -394,24 +418,24 @@ mod tests {
         let outbox = Outbox::with_direct(8, Box::new(sock.clone()));
         let (mut out, mut rest) = (Vec::new(), Vec::new());
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"a"), None), Push::Sent);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"a"), None, now()), Push::Sent);
         assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "a direct write wakes nobody");
         // The task is about to write a reply: pushes queue up behind it, in order.
         outbox.hold();
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"b"), None), Push::Queued);
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"c"), None), Push::Queued);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"b"), None, now()), Push::Queued);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"c"), None, now()), Push::Queued);
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
         assert_eq!(out, [Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
         // Until the task has written the batch and comes back, the queue stays held.
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"d"), None), Push::Queued);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"d"), None, now()), Push::Queued);
         out.clear();
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
         out.clear();
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"e"), None), Push::Sent);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"e"), None, now()), Push::Sent);
         assert_eq!(*sock.written.lock().unwrap(), b"ae");
         outbox.close();
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"f"), None), Push::Closed);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"f"), None, now()), Push::Closed);
         assert_eq!(*sock.written.lock().unwrap(), b"ae", "nothing is written once the queue is closed");
     }
 
@@ -424,31 +448,34 @@ mod tests {
         let outbox = Outbox::with_direct(8, Box::new(sock.clone()));
         let (mut out, mut rest) = (Vec::new(), Vec::new());
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"abcdef"), None), Push::Sent);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"abcdef"), None, now()), Push::Sent);
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task is woken to write the rest");
         // The socket is full now and the queue is held: the next frame waits behind the rest.
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"gh"), None), Push::Queued);
+        assert_eq!(outbox.push_frame(Bytes::from_static(b"gh"), None, now()), Push::Queued);
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
         assert_eq!((rest.as_slice(), out.as_slice()), (&b"ef"[..], &[Bytes::from_static(b"gh")][..]));
         // A socket with no room at all: the frame is queued and the task woken to wait for the socket.
         let full = Outbox::with_direct(8, Box::new(socket(0)));
         assert_eq!(full.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
-        assert_eq!(full.push_frame(Bytes::from_static(b"x"), None), Push::Queued);
+        assert_eq!(full.push_frame(Bytes::from_static(b"x"), None, now()), Push::Queued);
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
         // When the hub gives up on a connection whose socket took a frame in part, the rest still reaches the
         // task: its close frame must not land inside the torn frame.
         let torn = Outbox::with_direct(1, Box::new(socket(2)));
         assert_eq!(torn.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
-        assert_eq!(torn.push_frame(Bytes::from_static(b"abc"), None), Push::Sent);
+        assert_eq!(torn.push_frame(Bytes::from_static(b"abc"), None, now()), Push::Sent);
         torn.close();
         let mut rest = Vec::new();
         assert_eq!(torn.poll_batch(&mut cx, &mut Vec::new(), &mut rest), Poll::Ready(Batch::Closed));
         assert_eq!(rest, b"c");
         let ending = Outbox::with_direct(1, Box::new(socket(2)));
         assert_eq!(ending.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
-        assert_eq!(ending.push_frame(Bytes::from_static(b"xyz"), None), Push::Sent);
+        assert_eq!(ending.push_frame(Bytes::from_static(b"xyz"), None, now()), Push::Sent);
         let mut rest = Vec::new();
         ending.close_for_writer(&mut rest);
-        assert_eq!((rest.as_slice(), ending.push_frame(Bytes::from_static(b"!"), None)), (&b"z"[..], Push::Closed));
+        assert_eq!(
+            (rest.as_slice(), ending.push_frame(Bytes::from_static(b"!"), None, now())),
+            (&b"z"[..], Push::Closed)
+        );
     }
 }

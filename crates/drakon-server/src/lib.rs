@@ -161,6 +161,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Nagle's algorithm stays on: at low rates it holds nothing back (no data is unacknowledged), and under load
+        // it merges a connection's direct writes into fewer segments, which halves the CPU per delivery at 300,000
+        // deliveries/s (measured with `drakon-bench fanout`; with TCP_NODELAY the fan-out fell behind there).
         let connection = hyper::server::conn::http1::Builder::new()
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone())
             .with_upgrades();

@@ -14,7 +14,7 @@
 //! client never delays the others.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use drakon_protocol::{Action, encode_channel_message, encode_publication};
@@ -129,6 +129,10 @@ pub struct Hub {
     /// Held for a whole delivery, pushes included, so deliveries never interleave; `state` is not held meanwhile.
     delivering: Mutex<()>,
     next_id: AtomicU64,
+    /// More deliveries are waiting behind this one: pushes go through the queues (each connection's task then writes
+    /// several frames with one syscall) rather than straight onto the sockets (one syscall each, cheapest when the
+    /// fan-out keeps up). See [`Hub::set_backlogged`].
+    backlogged: AtomicBool,
 }
 
 /// Values of remote lookups for one row image.
@@ -163,6 +167,11 @@ fn index_choice(filter: &Filter) -> Option<(Lookup, Vec<IndexKey>)> {
 impl Hub {
     pub fn new() -> Hub {
         Hub::default()
+    }
+
+    /// Tells the hub whether more deliveries are waiting behind the next one. The fan-out sets it before each.
+    pub fn set_backlogged(&self, backlogged: bool) {
+        self.backlogged.store(backlogged, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -295,12 +304,16 @@ impl Hub {
         }
 
         let mut queued = 0;
+        // One clock read per delivery, for every recipient's direct-write check.
+        let direct = (!self.backlogged.load(Ordering::Relaxed)).then(std::time::Instant::now);
         let mut dead = Vec::new();
         for (action, frame, row, data, recipients) in &events {
             for (conn, outbox) in recipients.iter() {
                 let pushed = match action {
-                    Action::Updated => outbox.push_update(frame.clone(), row.clone(), data.clone(), change.offset),
-                    _ => outbox.push_frame(frame.clone(), Some(row.clone())),
+                    Action::Updated => {
+                        outbox.push_update(frame.clone(), row.clone(), data.clone(), change.offset, direct)
+                    }
+                    _ => outbox.push_frame(frame.clone(), Some(row.clone()), direct),
                 };
                 match pushed {
                     Push::Sent | Push::Queued | Push::Conflated => queued += 1,
@@ -324,9 +337,11 @@ impl Hub {
         };
         let frame = encode_channel_message(name, data);
         let mut queued = 0;
+        // One clock read per delivery, for every recipient's direct-write check.
+        let direct = (!self.backlogged.load(Ordering::Relaxed)).then(std::time::Instant::now);
         let mut dead = Vec::new();
         for (conn, outbox) in recipients.iter() {
-            match outbox.push_frame(frame.clone(), None) {
+            match outbox.push_frame(frame.clone(), None, direct) {
                 Push::Sent | Push::Queued | Push::Conflated => queued += 1,
                 Push::Full => dead.push(*conn),
                 Push::Closed => {}
