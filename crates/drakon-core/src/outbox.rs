@@ -52,9 +52,9 @@ struct State {
     held: bool,
     /// The rest of a frame that a direct write put on the socket only in part; it goes before anything else.
     rest: Vec<u8>,
-    /// When the last direct write happened: a connection that gets frames more often than
-    /// [`DIRECT_MIN_INTERVAL`] has them queued, so that its task writes several at a time.
-    last_direct: Option<Instant>,
+    /// When the hub last pushed a frame: a connection that gets frames more often than [`DIRECT_MIN_INTERVAL`] has
+    /// them queued, so that its task writes several at a time.
+    last_push: Option<Instant>,
 }
 
 /// Writes a frame to a connection's socket without waiting: the fast path of a push to a connection that has nothing
@@ -139,16 +139,17 @@ impl Outbox {
         if state.closed {
             return Push::Closed;
         }
-        if let (Some(socket), Some(now)) = (&self.direct, now)
+        // How long since this connection's previous frame, whichever way it went.
+        let quiet = now.is_some_and(|now| {
+            let last = state.last_push.replace(now);
+            last.is_none_or(|last| now.saturating_duration_since(last) >= DIRECT_MIN_INTERVAL)
+        });
+        if let Some(socket) = &self.direct
+            && quiet
             && !state.held
             && state.queue.is_empty()
-            && state.last_direct.is_none_or(|last| now.saturating_duration_since(last) >= DIRECT_MIN_INTERVAL)
         {
-            let sent = socket.try_send(&entry.frame);
-            if sent != Sent::Nothing {
-                state.last_direct = Some(now);
-            }
-            match sent {
+            match socket.try_send(&entry.frame) {
                 Sent::All => return Push::Sent,
                 Sent::Part(rest) => {
                     state.rest = rest;
@@ -191,7 +192,7 @@ impl Outbox {
 
     /// Queues a frame that is never merged (replies' companions, plain channel messages, created and deleted), or
     /// writes it straight to the socket: when `now` is given (the hub is not backlogged), nothing is queued or held,
-    /// and the last direct write was at least [`DIRECT_MIN_INTERVAL`] ago.
+    /// and the previous frame came at least [`DIRECT_MIN_INTERVAL`] before.
     pub fn push_frame(&self, frame: Bytes, row: Option<RowKey>, now: Option<Instant>) -> Push {
         self.push(Entry { frame, row, update: None }, now)
     }
