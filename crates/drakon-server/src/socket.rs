@@ -1,13 +1,17 @@
-//! The native protocol over WebSocket: one task per connection owns its socket.
+//! The native protocol over WebSocket: one task per connection owns its socket's reading and every write that can
+//! wait.
 //!
 //! The task waits on inbound frames, its bounded outbound queue (fed by the hub, which closes it when the client
 //! cannot keep up), the ping/idle timer, the optional app heartbeat and shutdown, polling each from one loop that
-//! keeps its futures across wake-ups. Requests are handled one at a time, in order, so a
-//! client's replies keep the order of its requests. Every client mistake gets an error reply; only an idle timeout,
-//! a frame past the hard cap, a full queue or shutdown closes the socket, each with its own close code.
+//! keeps its futures across wake-ups. Requests are handled one at a time, in order, so a client's replies keep the
+//! order of its requests. While the task has nothing of its own to write, the hub may put a frame straight onto the
+//! socket (see `drakon_core::outbox`). Every client mistake gets an error reply; only an idle timeout, a frame past
+//! the hard cap or against the framing rules, a full queue or shutdown closes the socket, each with its own close
+//! code.
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -20,7 +24,6 @@ use drakon_core::{CLOSE_GOING_AWAY, CLOSE_IDLE_TIMEOUT, SLOW_CONSUMER_CLOSE_CODE
 use drakon_protocol::websocket::{Message, Opcode};
 use drakon_protocol::{ClientFrame, ErrorBody, ErrorCode, encode_error, encode_heartbeat, parse_frame};
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at};
