@@ -73,6 +73,16 @@ pub fn accept(request: &mut Request) -> Result<(Response, hyper::upgrade::OnUpgr
     Ok((response, on_upgrade))
 }
 
+/// Appends to `into` what is left of a frame (`header`, then `payload`) after its first `written` bytes.
+fn unwritten(header: &[u8], payload: &[u8], written: usize, into: &mut Vec<u8>) {
+    if written < header.len() {
+        into.extend_from_slice(&header[written..]);
+        into.extend_from_slice(payload);
+    } else {
+        into.extend_from_slice(&payload[written - header.len()..]);
+    }
+}
+
 /// What a poll for the next inbound message found.
 #[derive(Debug)]
 pub enum Inbound {
@@ -181,12 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
                 }
                 if left > 0 {
                     // The socket took part of this frame: its rest goes first next time.
-                    if left < header.len() {
-                        self.spill.extend_from_slice(&header[left..]);
-                        self.spill.extend_from_slice(payload);
-                    } else {
-                        self.spill.extend_from_slice(&payload[left - header.len()..]);
-                    }
+                    unwritten(header, payload, left, &mut self.spill);
                     done += 1;
                 }
                 break;
@@ -277,8 +282,11 @@ impl Direct for SharedTcp {
         match socket2::SockRef::from(&*self.0).send_vectored(&[IoSlice::new(header), IoSlice::new(frame)]) {
             Ok(n) if n == header.len() + frame.len() => Sent::All,
             Ok(0) | Err(_) => Sent::Nothing,
-            Ok(n) if n < header.len() => Sent::Part([&header[n..], &frame[..]].concat()),
-            Ok(n) => Sent::Part(frame[n - header.len()..].to_vec()),
+            Ok(n) => {
+                let mut rest = Vec::new();
+                unwritten(header, frame, n, &mut rest);
+                Sent::Part(rest)
+            }
         }
     }
 }
