@@ -3,6 +3,7 @@
 //! reports a table on the terminal, JSON and an SVG chart. See `bench/README.md` for the commands and what each
 //! figure means.
 
+mod client;
 mod fleet;
 mod floor;
 mod procfs;

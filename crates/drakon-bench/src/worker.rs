@@ -2,9 +2,10 @@
 //!
 //! Several processes, each bound to its own `127.0.0.x`, get past the per-process open-file cap and the ~28,000
 //! ephemeral ports one source address has towards one server port. Each connection binds its socket before
-//! connecting, performs the WebSocket handshake with tokio-tungstenite, pipelines its subscribe requests, waits for
-//! their replies, and from then on only counts frames: the send timestamp is read with a byte scan
-//! ([`crate::stamp::find_stamp`]), never by parsing the frame as JSON.
+//! connecting, performs the WebSocket handshake, pipelines its subscribe requests, waits for their replies, and from
+//! then on only counts frames: the send timestamp is read with a byte scan ([`crate::stamp::find_stamp`]), never by
+//! parsing the frame as JSON. The connections speak WebSocket through the lean [`crate::client`] rather than
+//! tokio-tungstenite: the generator must cost less per delivery than the server it measures.
 
 use std::cell::RefCell;
 use std::io::{ErrorKind, Write};
@@ -13,21 +14,23 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::io::AsyncBufReadExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::client::Connection;
+use crate::client::frame::{CLOSE, TEXT, describe_close};
 use crate::procfs;
 use crate::stamp::{find_stamp, now_micros};
 use crate::wire::{Command, Event, Plan, Report};
 
 /// How long one connection may take to connect, upgrade and subscribe before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the WebSocket endpoint is, in drakon, the baseline and the floor.
+const WS_PATH: &str = "/data/websocket";
 
 /// How often progress and ticks are reported.
 const REPORT_EVERY: Duration = Duration::from_millis(250);
@@ -39,8 +42,8 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds")
 }
 
-/// The read and write buffers of one client connection. tungstenite's defaults (128 KiB each) would cost the
-/// generator gigabytes at 15,000 connections; frames here are a few hundred bytes.
+/// The read and write buffers of the writers' tungstenite connections. tungstenite's defaults (128 KiB each) would
+/// cost gigabytes at 15,000 connections; frames here are a few hundred bytes.
 pub fn client_config() -> WebSocketConfig {
     WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(4096)
 }
@@ -119,12 +122,12 @@ async fn work(plan: Plan) -> Result<()> {
     let started = Instant::now();
     let gate = Rc::new(Semaphore::new(plan.concurrency.max(1)));
     let ports = Rc::new(Ports::default());
-    let url = format!("ws://{}/data/websocket", plan.server);
+    let host: Rc<str> = plan.server.to_string().into();
     for i in 0..plan.connections {
         let index = plan.first_index + i;
         let frames = plan.subscribe.frames(index, plan.probe);
         let ports = ports.clone();
-        tokio::task::spawn_local(connection(plan.clone(), url.clone(), frames, gate.clone(), ports, stats.clone()));
+        tokio::task::spawn_local(connection(plan.clone(), host.clone(), frames, gate.clone(), ports, stats.clone()));
     }
 
     // Connecting: report progress until every connection has an outcome.
@@ -199,7 +202,7 @@ async fn work(plan: Plan) -> Result<()> {
 
 async fn connection(
     plan: Plan,
-    url: String,
+    host: Rc<str>,
     frames: Vec<String>,
     gate: Rc<Semaphore>,
     ports: Rc<Ports>,
@@ -207,35 +210,22 @@ async fn connection(
 ) {
     let permit = gate.acquire().await.expect("the gate is never closed");
     let began = Instant::now();
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(&plan, &url, &frames, &ports)).await;
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(&plan, &host, &frames, &ports)).await;
     drop(permit);
-    let mut ws = match opened {
-        Ok(Ok(ws)) => {
+    let mut conn = match opened {
+        Ok(Ok(conn)) => {
             let mut s = stats.borrow_mut();
             let us = (began.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US);
             s.connect_latency.saturating_record(us);
             s.connected += 1;
             s.subscriptions += frames.len();
             s.settled = Some(Instant::now());
-            ws
+            conn
         }
         Ok(Err(e)) => return fail(&stats, format!("{e:#}")),
         Err(_) => return fail(&stats, format!("no subscribed connection within {CONNECT_TIMEOUT:?}")),
     };
-    let why = loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => on_frame(&stats, text.as_bytes()),
-            Some(Ok(Message::Binary(bytes))) => on_frame(&stats, &bytes),
-            Some(Ok(Message::Close(frame))) => {
-                break frame
-                    .map_or_else(|| "closed".to_owned(), |f| format!("close {} {}", u16::from(f.code), f.reason));
-            }
-            // Pings are answered by tungstenite while reading.
-            Some(Ok(_)) => {}
-            Some(Err(e)) => break format!("{e}"),
-            None => break "connection ended".to_owned(),
-        }
-    };
+    let why = conn.receive(|payload| on_frame(&stats, payload)).await;
     let mut s = stats.borrow_mut();
     s.closed += 1;
     if s.first_close.is_none() {
@@ -292,7 +282,7 @@ impl Ports {
 }
 
 /// Connects from the plan's source address, upgrades, and subscribes with `frames`, waiting for every reply.
-async fn open(plan: &Plan, url: &str, frames: &[String], ports: &Ports) -> Result<WebSocketStream<TcpStream>> {
+async fn open(plan: &Plan, host: &str, frames: &[String], ports: &Ports) -> Result<Connection> {
     let mut tries = 0;
     let stream = loop {
         let socket = if plan.server.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
@@ -314,18 +304,16 @@ async fn open(plan: &Plan, url: &str, frames: &[String], ports: &Ports) -> Resul
         }
     };
     stream.set_nodelay(true)?;
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(client_config()))
-        .await
-        .context("websocket handshake")?;
+    let mut conn = Connection::handshake(stream, host, WS_PATH).await.context("websocket handshake")?;
     for frame in frames {
-        ws.feed(Message::text(frame.as_str())).await?;
+        conn.queue_text(frame);
     }
-    ws.flush().await?;
+    conn.flush().await?;
     let mut pending = frames.len();
     while pending > 0 {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => {
-                let t = text.as_str();
+        match conn.next_frame() {
+            Ok(Some(f)) if f.opcode == TEXT => {
+                let t = String::from_utf8_lossy(f.payload);
                 if !t.contains("\"client_callback_name\"") {
                     continue;
                 }
@@ -334,11 +322,15 @@ async fn open(plan: &Plan, url: &str, frames: &[String], ports: &Ports) -> Resul
                 }
                 pending -= 1;
             }
-            Some(Ok(Message::Close(frame))) => bail!("closed while subscribing: {frame:?}"),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e).context("reading subscribe replies"),
-            None => bail!("connection ended while subscribing"),
+            Ok(Some(f)) if f.opcode == CLOSE => bail!("closed while subscribing: {}", describe_close(f.payload)),
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                // Pongs to pings that came with the replies go out before waiting for more.
+                conn.flush().await?;
+                conn.fill().await.context("reading subscribe replies")?;
+            }
+            Err(e) => bail!("reading subscribe replies: {e}"),
         }
     }
-    Ok(ws)
+    Ok(conn)
 }
