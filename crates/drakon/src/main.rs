@@ -64,6 +64,7 @@ async fn main() -> ExitCode {
             }
         },
         Command::Serve { config, bind } => {
+            raise_open_file_limit();
             let app = match App::load(&config) {
                 Ok(app) => app,
                 Err(e) => {
@@ -91,5 +92,23 @@ async fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Every connection is an open file, and the usual soft limit (1,024) would cap a node at about a thousand clients.
+/// Like most servers, `drakon serve` raises its soft limit to the hard one the system allows, and says so.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(soft) = limit.current else { return };
+    // An unlimited hard limit still stops at the kernel's `fs.nr_open` for open files (1,048,576 by default).
+    let target = limit.maximum.unwrap_or(1 << 20);
+    if target <= soft {
+        tracing::info!(open_files = soft, "open-file limit");
+        return;
+    }
+    match setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum: limit.maximum }) {
+        Ok(()) => tracing::info!(from = soft, to = target, "raised the open-file limit to the hard limit"),
+        Err(e) => tracing::warn!(open_files = soft, error = %e, "cannot raise the open-file limit"),
     }
 }
