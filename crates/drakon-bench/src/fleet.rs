@@ -50,6 +50,24 @@ pub struct Ready {
     pub connect_latency: Histogram<u64>,
 }
 
+impl Ready {
+    /// A step against `target` with `connections` asked for, its connection figures filled from this; the scenario
+    /// fills the rest.
+    pub fn step(&self, target: impl Into<String>, connections: usize) -> crate::report::Step {
+        crate::report::Step {
+            target: target.into(),
+            connections,
+            connected: self.connected,
+            failed_connections: self.failed,
+            subscriptions: self.subscriptions,
+            connect_secs: self.secs,
+            connects_per_sec: self.connected as f64 / self.secs.max(1e-9),
+            connect_latency: crate::report::Latency::of(&self.connect_latency),
+            ..Default::default()
+        }
+    }
+}
+
 /// What the fleet counted since `start`, merged over the workers.
 #[derive(Debug)]
 pub struct Counted {

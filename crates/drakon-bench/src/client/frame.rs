@@ -167,24 +167,8 @@ pub fn describe_close(payload: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A server frame: FIN set, unmasked.
-    fn server(opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![0x80 | opcode];
-        match payload.len() {
-            n if n < 126 => out.push(n as u8),
-            n if n <= usize::from(u16::MAX) => {
-                out.push(126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(payload);
-        out
-    }
+    // The floor server's encoder: a server frame, FIN set, unmasked.
+    use crate::floor::frame::encode as server;
 
     /// Feeds `bytes` to a reader in reads of at most `chunk` bytes, and returns every frame taken.
     fn read_all(bytes: &[u8], chunk: usize) -> Vec<(u8, Vec<u8>)> {

@@ -10,7 +10,7 @@
 //! connection's backlog, and its task writes the rest when the socket is writable again: nothing is dropped, and a
 //! slow reader holds up no one else. No store, no filters, no queue bounds, no heartbeats, no locks.
 
-mod frame;
+pub mod frame;
 mod http;
 
 use std::cell::{Cell, RefCell};

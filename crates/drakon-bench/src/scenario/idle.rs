@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{Context, Name};
 use crate::fleet::Fleet;
-use crate::report::{self, Latency, Step, Table, fmt, ms};
+use crate::report::{self, Step, Table, fmt, ms};
 use crate::svg::Scale;
 use crate::target::{Kind, Target};
 use crate::wire::Subscribe;
@@ -127,14 +127,6 @@ async fn step(ctx: &Context, kind: Kind, n: usize, hold: Duration) -> Result<Ste
         notes.push(format!("first connection error: {e}"));
     }
     let step = Step {
-        target: kind.name().to_owned(),
-        connections: n,
-        connected: ready.connected,
-        failed_connections: ready.failed,
-        subscriptions: ready.subscriptions,
-        connect_secs: ready.secs,
-        connects_per_sec: ready.connected as f64 / ready.secs.max(1e-9),
-        connect_latency: Latency::of(&ready.connect_latency),
         duration_secs: Some(hold.as_secs_f64()),
         rss_before_bytes: Some(rss_before),
         rss_after_bytes: Some(rss_after),
@@ -146,7 +138,7 @@ async fn step(ctx: &Context, kind: Kind, n: usize, hold: Duration) -> Result<Ste
         other_cpu_secs: Some(other),
         listen_overflows: overflows,
         notes,
-        ..Step::default()
+        ..ready.step(kind.name(), n)
     };
     println!(
         "  {:>8} {:>6} conns: {} connected ({} failed) in {:.2}s, {:.2} KiB/conn",

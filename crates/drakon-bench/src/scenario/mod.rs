@@ -326,14 +326,6 @@ pub fn broadcast_step(
         notes.push(format!("first close during the run: {c}"));
     }
     Step {
-        target: target.to_owned(),
-        connections: n,
-        connected: ready.connected,
-        failed_connections: ready.failed,
-        subscriptions: ready.subscriptions,
-        connect_secs: ready.secs,
-        connects_per_sec: ready.connected as f64 / ready.secs.max(1e-9),
-        connect_latency: report::Latency::of(&ready.connect_latency),
         rate: Some(rate),
         duration_secs: Some(published.secs),
         published: Some(published.ok),
@@ -349,6 +341,6 @@ pub fn broadcast_step(
         server_cpu_us_per_delivery: per(server_cpu, delivered),
         generator_cpu_us_per_delivery: per(generator_cpu, delivered),
         notes,
-        ..Step::default()
+        ..ready.step(target, n)
     }
 }

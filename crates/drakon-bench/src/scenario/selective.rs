@@ -171,14 +171,6 @@ async fn step(ctx: &Context, subscriptions: usize, conns: usize, rate: f64, dura
         ));
     }
     let step = Step {
-        target: "drakon".into(),
-        connections: conns,
-        connected: ready.connected,
-        failed_connections: ready.failed,
-        subscriptions: ready.subscriptions,
-        connect_secs: ready.secs,
-        connects_per_sec: ready.connected as f64 / ready.secs.max(1e-9),
-        connect_latency: Latency::of(&ready.connect_latency),
         filters: Some(subscriptions + 1),
         rate: Some(rate),
         duration_secs: Some(written.secs),
@@ -200,7 +192,7 @@ async fn step(ctx: &Context, subscriptions: usize, conns: usize, rate: f64, dura
         generator_cpu_us_per_delivery: per(generator_cpu, delivered),
         other_cpu_secs: Some(other),
         notes,
-        ..Step::default()
+        ..ready.step("drakon", conns)
     };
     let l = step.latency.clone().unwrap_or_default();
     println!(

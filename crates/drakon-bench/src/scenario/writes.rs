@@ -172,14 +172,6 @@ async fn step(ctx: &Context, n: usize, filters: usize, rate: f64, duration: Dura
         notes.push(format!("first close during the run: {c}"));
     }
     let step = Step {
-        target: "drakon".into(),
-        connections: n,
-        connected: ready.connected,
-        failed_connections: ready.failed,
-        subscriptions: ready.subscriptions,
-        connect_secs: ready.secs,
-        connects_per_sec: ready.connected as f64 / ready.secs.max(1e-9),
-        connect_latency: Latency::of(&ready.connect_latency),
         filters: Some(filters),
         rate: Some(rate),
         duration_secs: Some(written.secs),
@@ -200,7 +192,7 @@ async fn step(ctx: &Context, n: usize, filters: usize, rate: f64, duration: Dura
         server_cpu_us_per_write: per(server_cpu, written.ok),
         other_cpu_secs: Some(other),
         notes,
-        ..Step::default()
+        ..ready.step("drakon", n)
     };
     let l = step.latency.clone().unwrap_or_default();
     println!(
