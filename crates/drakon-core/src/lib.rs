@@ -21,8 +21,6 @@ pub use value::Value;
 
 /// WebSocket close code when the server shuts down (RFC 6455 "going away"); clients reconnect elsewhere or later.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// WebSocket close code for a frame beyond the hard size cap (RFC 6455 "message too big").
-pub const CLOSE_TOO_BIG: u16 = 1009;
 /// WebSocket close code when a connection sent nothing, not even a pong, for the idle timeout.
 pub const CLOSE_IDLE_TIMEOUT: u16 = 4000;
 /// WebSocket close code for a subscriber whose outbound queue stayed full; it may reconnect and subscribe again.

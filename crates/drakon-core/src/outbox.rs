@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use crate::limits::DIRECT_MIN_INTERVAL;
-
 use bytes::Bytes;
 use drakon_protocol::{Action, encode_publication};
 use serde_json::Value as Json;
+
+use crate::limits::DIRECT_MIN_INTERVAL;
 
 /// The row a queued publication is about.
 type RowKey = (Arc<str>, i64);
