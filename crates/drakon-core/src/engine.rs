@@ -9,19 +9,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use drakon_protocol::{
-    Args, ChannelAction, ChannelData, ErrorBody, ErrorCode, ReplyContext, Request, State, encode_error, encode_reply,
-    model_channel_name,
-};
+use drakon_protocol::{Args, ChannelAction, ErrorCode, model_channel_name};
 use serde_json::{Map, Value as Json, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::event::Event;
 use crate::filter::{Filter, FilterError, Lookup};
 use crate::hub::{ConnId, Hub, Remote, RouteView, replay_event};
 use crate::limits;
-use crate::schema::{ChannelRoute, FieldType, Model, ModelRoute, RouteKind, Schema, Verb};
+use crate::schema::{ChannelRoute, CheckedSchema, FieldType, Model, ModelRoute, RouteKind, Schema, Verb};
 use crate::store::{
     BusMessage, Change, ChangeSink, LogRead, OrderBy, Publisher, Row, Store, StoreError, WriteOp, row_to_json,
 };
@@ -45,10 +42,6 @@ impl VerbError {
     pub fn fields(code: ErrorCode, message: impl Into<String>, fields: BTreeMap<String, Vec<String>>) -> VerbError {
         let fields = fields.into_iter().map(|(k, v)| (k, json!(v))).collect();
         VerbError { code, message: message.into(), fields: Some(fields) }
-    }
-
-    fn body(&self) -> ErrorBody {
-        ErrorBody { code: self.code, message: self.message.clone(), fields: self.fields.clone() }
     }
 }
 
@@ -224,29 +217,60 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// The result of a verb before it is framed.
-struct Outcome {
-    data: Json,
-    client_context: Option<Json>,
-    channel: Option<(String, Vec<String>, ChannelAction)>,
+/// What a verb answered, before a protocol frames it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub data: Payload,
+    /// Extra context for the client, such as `get_list`'s page counts.
+    pub client_context: Option<Json>,
+    /// The server channels a `subscribe` or `unsubscribe` joined or left.
+    pub channel: Option<ChannelChange>,
+}
+
+/// The data of an outcome.
+#[derive(Debug)]
+pub enum Payload {
+    /// A verb's JSON result: rows as their route publishes them, or a custom verb's value.
+    Json(Json),
+    /// A subscription's matching rows and the offset they reflect; `reload` when the client asked to resume and
+    /// the change log no longer reached back, so it must replace what it holds.
+    Snapshot { rows: Vec<Json>, offset: u64, reload: bool },
+    /// The events a resuming subscriber missed, in order, and the offset they lead up to.
+    Replay { events: Vec<Event>, offset: u64 },
+}
+
+/// Which server channels back a client's local channel, and whether they were joined or left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelChange {
+    pub local: String,
+    pub remotes: Vec<String>,
+    pub action: ChannelAction,
+}
+
+impl ChannelChange {
+    fn one(local: String, remote: String, action: ChannelAction) -> Option<ChannelChange> {
+        Some(ChannelChange { local, remotes: vec![remote], action })
+    }
 }
 
 impl Outcome {
     fn data(data: Json) -> Outcome {
-        Outcome { data, client_context: None, channel: None }
+        Outcome { data: Payload::Json(data), client_context: None, channel: None }
     }
 }
 
 impl Engine {
-    /// Starts an engine over a migrated store. `bus` receives what the store (and [`Engine::publish`]) sends to
-    /// `sink`; the returned task fans it out to the hub until every sender is gone.
+    /// Starts an engine for a checked schema (see [`Schema::check`]) over a migrated store. `bus` receives what the
+    /// store (and [`Engine::publish`]) sends to `sink`; the returned task fans it out to the hub until every sender
+    /// is gone.
     pub fn start(
-        schema: Arc<Schema>,
+        checked: CheckedSchema,
         store: Arc<dyn Store>,
         sink: ChangeSink,
         bus: mpsc::Receiver<BusMessage>,
         limits: EngineLimits,
     ) -> (Engine, JoinHandle<()>) {
+        let schema = checked.schema().clone();
         let models: HashMap<String, Arc<Model>> =
             schema.models.iter().map(|m| (m.name.clone(), Arc::new(m.clone()))).collect();
         let mut model_routes = HashMap::new();
@@ -254,24 +278,19 @@ impl Engine {
         for route in &schema.routes {
             match &route.kind {
                 RouteKind::Model(spec) => {
-                    let model = models[&spec.model].clone();
+                    // A checked schema has compiled every model route.
+                    let Some(compiled) = checked.model_route(&route.name) else { continue };
+                    let model = compiled.model.clone();
                     let publish = spec.publish_fields.iter().filter_map(|f| model.field_index(f)).collect();
-                    let fixed = Filter::parse(&schema, &model, &spec.fixed_filter).expect("validated schema");
                     let view = Arc::new(RouteView { name: route.name.clone(), model, publish });
                     model_routes.insert(
                         route.name.clone(),
                         CompiledRoute {
                             name: route.name.clone(),
                             view,
-                            filter_paths: spec.filter_fields.as_ref().map(|paths| {
-                                let model = &models[&spec.model];
-                                paths
-                                    .iter()
-                                    .filter_map(|p| crate::filter::parse_lookup(&schema, model, p).ok())
-                                    .collect()
-                            }),
+                            filter_paths: compiled.filter_paths.clone(),
                             spec: spec.clone(),
-                            fixed,
+                            fixed: compiled.fixed.clone(),
                             admin: false,
                         },
                     );
@@ -358,28 +377,17 @@ impl Engine {
         hub.unregister(session.conn);
     }
 
-    /// Handles one request from a connection and returns the reply frame.
-    pub async fn handle(&self, session: &mut Session, request: Request) -> Bytes {
-        let result = self.dispatch(Some(session), &request.route, &request.verb, request.args, request.page).await;
-        let callback = request.callbackname.as_deref();
-        match result {
-            Ok(outcome) => {
-                let ctx = ReplyContext {
-                    client_callback_name: callback,
-                    verb: &request.verb,
-                    state: State::Success,
-                    client_context: outcome.client_context.as_ref(),
-                    page: request.page,
-                };
-                let channel = outcome.channel.as_ref().map(|(local, remotes, action)| ChannelData {
-                    local_channel: local,
-                    remote_channels: remotes,
-                    action: *action,
-                });
-                encode_reply(&outcome.data, &ctx, channel.as_ref())
-            }
-            Err(e) => encode_error(&e.body(), callback, &request.verb),
-        }
+    /// Handles one request of a session (`verb` of `route`, with `args`, and `page` for `get_list`); the
+    /// session's protocol frames the outcome as the reply.
+    pub async fn handle(
+        &self,
+        session: &mut Session,
+        route: &str,
+        verb: &str,
+        args: Args,
+        page: Option<u64>,
+    ) -> Result<Outcome, VerbError> {
+        self.dispatch(Some(session), route, verb, args, page).await
     }
 
     /// Calls a verb that needs no connection (everything but subscribe and unsubscribe), as custom verbs and the
@@ -388,7 +396,13 @@ impl Engine {
         let page = args.get("_page").and_then(Json::as_u64);
         let mut args = args;
         args.remove("_page");
-        self.dispatch(None, route, verb, args, page).await.map(|o| o.data)
+        match self.dispatch(None, route, verb, args, page).await?.data {
+            Payload::Json(data) => Ok(data),
+            // Snapshots and replays answer subscriptions, which need a session and are refused above.
+            Payload::Snapshot { .. } | Payload::Replay { .. } => {
+                Err(VerbError::new(ErrorCode::InvalidArgs, "subscriptions need a connection"))
+            }
+        }
     }
 
     /// Deletes every row of `model` that matches `filter` (filter syntax as in `get_list`), in one transaction, and
@@ -589,7 +603,7 @@ impl Engine {
             "page": number, "page_count": page_count, "page_size": page_size, "total": result.total,
             "has_next": number < page_count, "has_previous": number > 1,
         }});
-        Ok(Outcome { data: Json::Array(data), client_context: Some(info), channel: None })
+        Ok(Outcome { data: Payload::Json(Json::Array(data)), client_context: Some(info), channel: None })
     }
 
     async fn get_single(&self, route: &CompiledRoute, mut args: Args) -> Result<Outcome, VerbError> {
@@ -757,7 +771,7 @@ impl Engine {
         let order = parse_order(&route.view.model, &route.view.publish, args.remove("_order"))?;
         let (filter, normalized) = self.route_filter(route, args)?;
         let remote = model_channel_name(&route.name, &normalized);
-        let channel = Some((local.clone(), vec![remote.clone()], ChannelAction::Subscribe));
+        let channel = ChannelChange::one(local.clone(), remote.clone(), ChannelAction::Subscribe);
         let fresh = !session.holds(&local, &remote);
         // Before anything can be missed: renames of referenced rows must log touches for this filter's references.
         for lookup in filter.remote_lookups() {
@@ -766,7 +780,7 @@ impl Engine {
         self.add_subscription(session, &local, &remote, Some(&route.view.model.name))?;
         self.inner.hub.subscribe_model(session.conn, &route.view, &remote, &filter);
         if !snapshot && since.is_none() {
-            return Ok(Outcome { data: json!([]), client_context: None, channel });
+            return Ok(Outcome { data: Payload::Json(json!([])), client_context: None, channel });
         }
         if let Some(since) = since {
             match self.replay(route, &filter, &remote, since).await {
@@ -799,11 +813,7 @@ impl Engine {
         };
         let rows: Vec<Json> =
             page.rows.iter().map(|r| row_to_json(&route.view.model, r, &route.view.publish)).collect();
-        let data = if since.is_some() {
-            json!({"reload": true, "rows": rows, "offset": page.offset})
-        } else {
-            json!({"rows": rows, "offset": page.offset})
-        };
+        let data = Payload::Snapshot { rows, offset: page.offset, reload: since.is_some() };
         Ok(Outcome { data, client_context: None, channel })
     }
 
@@ -817,15 +827,15 @@ impl Engine {
         Ok(())
     }
 
-    /// The events a subscriber that last applied offset `since` missed, as `{"events": […], "offset": head}`;
-    /// `None` when the log no longer reaches back that far.
+    /// The events a subscriber that last applied offset `since` missed, as a [`Payload::Replay`]; `None` when the
+    /// log no longer reaches back that far.
     async fn replay(
         &self,
         route: &CompiledRoute,
         filter: &Filter,
         channel: &str,
         since: u64,
-    ) -> Result<Option<Json>, VerbError> {
+    ) -> Result<Option<Payload>, VerbError> {
         let model = &route.view.model;
         let (changes, head) = match self.inner.store.log_since(model, since, limits::MAX_REPLAY_CHANGES).await? {
             LogRead::Changes { changes, head } => (changes, head),
@@ -833,16 +843,17 @@ impl Engine {
         };
         let lookups: Vec<Lookup> = filter.remote_lookups().cloned().collect();
         let images = BatchImages::of(&changes);
+        let channel: Arc<str> = Arc::from(channel);
         let mut events = Vec::new();
         for change in &changes {
             let remote_old = resolve(&self.inner, model, change, true, &lookups, &images.before).await;
             let remote_new = resolve(&self.inner, model, change, false, &lookups, &images.after).await;
             // Touches carry the referenced row before and after, so they replay like any change.
-            if let Some(event) = replay_event(change, &route.view, filter, channel, &remote_old, &remote_new) {
+            if let Some(event) = replay_event(change, &route.view, filter, &channel, &remote_old, &remote_new) {
                 events.push(event);
             }
         }
-        Ok(Some(json!({"events": events, "offset": head})))
+        Ok(Some(Payload::Replay { events, offset: head }))
     }
 
     fn unsubscribe_model(
@@ -862,9 +873,9 @@ impl Engine {
             self.inner.hub.unsubscribe_model(session.conn, &route.view.model.name, &remote);
         }
         Ok(Outcome {
-            data: json!("unsubscribed"),
+            data: Payload::Json(json!("unsubscribed")),
             client_context: None,
-            channel: Some((local, vec![remote], ChannelAction::Unsubscribe)),
+            channel: ChannelChange::one(local, remote, ChannelAction::Unsubscribe),
         })
     }
 
@@ -903,9 +914,9 @@ impl Engine {
         self.add_subscription(session, &local, &remote, None)?;
         self.inner.hub.subscribe_plain(session.conn, &remote);
         Ok(Outcome {
-            data: json!("subscribed"),
+            data: Payload::Json(json!("subscribed")),
             client_context: None,
-            channel: Some((local, vec![remote], ChannelAction::Subscribe)),
+            channel: ChannelChange::one(local, remote, ChannelAction::Subscribe),
         })
     }
 
@@ -922,9 +933,9 @@ impl Engine {
             self.inner.hub.unsubscribe_plain(session.conn, &remote);
         }
         Ok(Outcome {
-            data: json!("unsubscribed"),
+            data: Payload::Json(json!("unsubscribed")),
             client_context: None,
-            channel: Some((local, vec![remote], ChannelAction::Unsubscribe)),
+            channel: ChannelChange::one(local, remote, ChannelAction::Unsubscribe),
         })
     }
 

@@ -63,6 +63,11 @@ pub const DEFAULT_LOG_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 360
 /// Change-log entries removed per model per trimming pass, so trimming never holds the writer for long.
 pub const LOG_TRIM_BATCH: u64 = 10_000;
 
+/// Protocols whose bytes an event keeps once encoded (native, SwampDragon over SockJS, Pusher, and one spare): each
+/// protocol on a node encodes a channel's event once and its recipients share the bytes. A slot costs 40 bytes per
+/// event and channel, never per connection.
+pub const EVENT_ENCODINGS: usize = 4;
+
 /// Bytes read from a WebSocket at a time, into a buffer on the stack: what a read leaves unparsed (the start of a
 /// frame) is all the inbound data a connection keeps between reads, so an idle connection holds no read buffer.
 pub const WS_READ_CHUNK_BYTES: usize = 4096;

@@ -1,11 +1,12 @@
-//! A connection's bounded outbound queue, with conflation for subscribers that fall behind.
+//! A session's bounded outbound queue, with conflation for subscribers that fall behind.
 //!
-//! The hub pushes encoded frames without waiting. While the queue has room every frame is kept. When it is full, a
-//! new `updated` event for a row that already has a pending `updated` on the same channel replaces it: the two
-//! payloads are merged (later fields win) into one event at the back of the queue, carrying the later offset, so the
-//! subscriber skips an intermediate state but loses nothing, and offsets in the queue stay in order. When nothing
-//! can be conflated the push fails and the hub closes the connection with a resumable close code: memory per
-//! connection never grows past the capacity.
+//! The hub pushes typed [`Event`]s without waiting; the queue turns them into bytes with its session's protocol
+//! ([`Encoding`]) only when they leave, and the event keeps those bytes for every other recipient of that protocol.
+//! While the queue has room every event is kept. When it is full, a new `updated` event for a row that already has a
+//! pending `updated` on the same channel replaces it: the two are merged (later fields win) into one event at the
+//! back of the queue, carrying the later offset, so the subscriber skips an intermediate state but loses nothing,
+//! and offsets in the queue stay in order. When nothing can be conflated the push fails and the hub closes the
+//! session with a resumable close: memory per session never grows past the capacity.
 //!
 //! A connection whose socket can be written without waiting gives its queue a [`Direct`] writer. A push that finds
 //! the queue empty and the connection task not writing hands the frame straight to the socket, under the queue's
@@ -20,25 +21,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
-use drakon_protocol::{Action, encode_publication};
-use serde_json::Value as Json;
 
+use crate::event::{Action, Encoding, Event, EventBody};
 use crate::limits::DIRECT_MIN_INTERVAL;
-
-/// The row a queued publication is about.
-type RowKey = (Arc<str>, i64);
-
-#[derive(Debug)]
-struct Entry {
-    frame: Bytes,
-    row: Option<RowKey>,
-    /// For `updated` events: the payload and offset, so that a later update of the same row can merge into it.
-    update: Option<(Arc<Json>, u64)>,
-}
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<Entry>,
+    queue: VecDeque<Arc<Event>>,
     conflated: u64,
     /// The connection task, while it waits for frames. The push that wakes it takes it, so a burst of pushes wakes
     /// the task once, and a queue nobody waits on costs no wake-ups.
@@ -58,10 +47,11 @@ struct State {
 }
 
 /// Writes a frame to a connection's socket without waiting: the fast path of a push to a connection that has nothing
-/// queued and nothing in flight (see the module docs).
+/// queued and nothing in flight (see the module docs). A transport that can write without waiting offers one; the
+/// frame's payload comes encoded by the session's protocol, the transport frames it.
 pub trait Direct: Send + Sync + std::fmt::Debug {
     /// Tries to put the whole frame on the socket now.
-    fn try_send(&self, frame: &Bytes) -> Sent;
+    fn try_send(&self, payload: &Bytes) -> Sent;
 }
 
 /// What became of a direct write.
@@ -98,11 +88,13 @@ pub enum Push {
     Closed,
 }
 
-/// The outbound queue of one connection.
+/// The outbound queue of one session.
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<State>,
     capacity: usize,
+    /// The session's protocol, which makes the bytes of what leaves the queue.
+    encoding: &'static dyn Encoding,
     direct: Option<Box<dyn Direct>>,
 }
 
@@ -121,20 +113,24 @@ fn wake(waiting: Option<Waker>) {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Arc<Outbox> {
-        Arc::new(Outbox { state: Mutex::default(), capacity, direct: None })
+    /// A queue of at most `capacity` events, which leave it encoded by `encoding`.
+    pub fn new(capacity: usize, encoding: &'static dyn Encoding) -> Arc<Outbox> {
+        Arc::new(Outbox { state: Mutex::default(), capacity, encoding, direct: None })
     }
 
     /// A queue whose pushes may write straight to the socket through `direct`.
-    pub fn with_direct(capacity: usize, direct: Box<dyn Direct>) -> Arc<Outbox> {
-        Arc::new(Outbox { state: Mutex::default(), capacity, direct: Some(direct) })
+    pub fn with_direct(capacity: usize, encoding: &'static dyn Encoding, direct: Box<dyn Direct>) -> Arc<Outbox> {
+        Arc::new(Outbox { state: Mutex::default(), capacity, encoding, direct: Some(direct) })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push(&self, entry: Entry, now: Option<Instant>) -> Push {
+    /// Queues `event`, or writes it straight to the socket: when `now` is given (the hub is not backlogged), nothing
+    /// is queued or held, and the previous event came at least [`DIRECT_MIN_INTERVAL`] before. A full queue merges
+    /// an `updated` event into the pending update of its row (see the module docs) or refuses it.
+    pub fn push(&self, event: &Arc<Event>, now: Option<Instant>) -> Push {
         let mut state = self.lock();
         if state.closed {
             return Push::Closed;
@@ -149,7 +145,7 @@ impl Outbox {
             && !state.held
             && state.queue.is_empty()
         {
-            match socket.try_send(&entry.frame) {
+            match socket.try_send(&event.bytes(self.encoding)) {
                 Sent::All => return Push::Sent,
                 Sent::Part(rest) => {
                     state.rest = rest;
@@ -163,44 +159,25 @@ impl Outbox {
             }
         }
         if state.queue.len() < self.capacity {
-            state.queue.push_back(entry);
+            state.queue.push_back(event.clone());
             let waiting = state.waiting.take();
             drop(state);
             wake(waiting);
             return Push::Queued;
         }
-        let (Some(row), Some((data, offset))) = (&entry.row, &entry.update) else { return Push::Full };
+        let EventBody::Row { action: Action::Updated, .. } = event.body else { return Push::Full };
+        let row = event.row_key();
         // Only the latest pending event of this row may absorb the new one; merging past a `deleted` or `created`
         // would reorder them.
-        let Some(at) = state.queue.iter().rposition(|e| e.row.as_ref() == Some(row)) else { return Push::Full };
-        let Some((pending, _)) = &state.queue[at].update else { return Push::Full };
-        let mut merged = (**pending).clone();
-        if let (Json::Object(into), Json::Object(from)) = (&mut merged, &**data) {
-            for (k, v) in from {
-                into.insert(k.clone(), v.clone());
-            }
-        }
+        let Some(at) = state.queue.iter().rposition(|e| e.row_key() == row) else { return Push::Full };
+        let Some(merged) = state.queue[at].merge_update(event) else { return Push::Full };
         state.queue.remove(at);
-        let frame = encode_publication(&row.0, Action::Updated, &merged, *offset);
-        state.queue.push_back(Entry { frame, row: Some(row.clone()), update: Some((Arc::new(merged), *offset)) });
+        state.queue.push_back(Arc::new(merged));
         state.conflated += 1;
         let waiting = state.waiting.take();
         drop(state);
         wake(waiting);
         Push::Conflated
-    }
-
-    /// Queues a frame that is never merged (replies' companions, plain channel messages, created and deleted), or
-    /// writes it straight to the socket: when `now` is given (the hub is not backlogged), nothing is queued or held,
-    /// and the previous frame came at least [`DIRECT_MIN_INTERVAL`] before.
-    pub fn push_frame(&self, frame: Bytes, row: Option<RowKey>, now: Option<Instant>) -> Push {
-        self.push(Entry { frame, row, update: None }, now)
-    }
-
-    /// Queues (or writes, as [`Outbox::push_frame`]) an `updated` publication of row `row`; `data` and `offset` are
-    /// what was encoded into `frame`.
-    pub fn push_update(&self, frame: Bytes, row: RowKey, data: Arc<Json>, offset: u64, now: Option<Instant>) -> Push {
-        self.push(Entry { frame, row: Some(row), update: Some((data, offset)) }, now)
     }
 
     /// For a connection task with nothing left to write: moves every queued frame into `out` (and into `rest` the rest
@@ -222,7 +199,7 @@ impl Outbox {
         }
         state.held = true;
         rest.append(&mut state.rest);
-        out.extend(state.queue.drain(..).map(|e| e.frame));
+        out.extend(state.queue.drain(..).map(|e| e.bytes(self.encoding)));
         Poll::Ready(Batch::Frames)
     }
 
@@ -277,9 +254,9 @@ impl Outbox {
         self.lock().closed
     }
 
-    /// Every queued frame, without waiting.
+    /// Every queued event, encoded, without waiting.
     pub fn try_drain(&self) -> Vec<Bytes> {
-        self.lock().queue.drain(..).map(|e| e.frame).collect()
+        self.lock().queue.drain(..).map(|e| e.bytes(self.encoding)).collect()
     }
 
     /// How many updates were merged away so far.
@@ -301,7 +278,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
 
-    use serde_json::json;
+    use serde_json::{Value as Json, json};
 
     use super::*;
 
@@ -315,10 +292,42 @@ mod tests {
 
     static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
 
+    impl Outbox {
+        fn new_plain(capacity: usize) -> Arc<Outbox> {
+            Outbox::new(capacity, &Plain)
+        }
+
+        fn with_direct_plain(capacity: usize, direct: Box<dyn Direct>) -> Arc<Outbox> {
+            Outbox::with_direct(capacity, &Plain, direct)
+        }
+    }
+
+    /// Row events as the native protocol's JSON; a message whose data is a string as that string's bytes, so that
+    /// what a socket took reads as the frames pushed.
+    #[derive(Debug)]
+    struct Plain;
+
+    impl Encoding for Plain {
+        fn slot(&self) -> usize {
+            0
+        }
+
+        fn encode(&self, event: &Event) -> Bytes {
+            match &event.body {
+                EventBody::Message { data } => Bytes::from(data.as_str().unwrap_or_default().to_owned()),
+                EventBody::Row { .. } => crate::event::TestEncoding.encode(event),
+            }
+        }
+    }
+
     fn update(outbox: &Outbox, id: i64, data: Json, offset: u64) -> Push {
-        let channel: Arc<str> = Arc::from("c");
-        let frame = encode_publication(&channel, Action::Updated, &data, offset);
-        outbox.push_update(frame, (channel, id), Arc::new(data), offset, now())
+        let data = data.as_object().unwrap().clone();
+        outbox.push(&Arc::new(Event::row(Arc::from("c"), Action::Updated, id, data, offset)), now())
+    }
+
+    /// A plain message whose frame is `text`.
+    fn frame(text: &str) -> Arc<Event> {
+        Arc::new(Event::message(Arc::from("c"), Arc::new(Json::String(text.to_owned()))))
     }
 
     fn drained(outbox: &Outbox) -> Vec<Json> {
@@ -327,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_merges_updates_of_one_row_and_keeps_offsets_in_order() {
-        let outbox = Outbox::new(3);
+        let outbox = Outbox::new_plain(3);
         assert_eq!(update(&outbox, 1, json!({"id": 1, "text": "a"}), 1), Push::Queued);
         assert_eq!(update(&outbox, 2, json!({"id": 2, "done": true}), 2), Push::Queued);
         assert_eq!(update(&outbox, 1, json!({"id": 1, "done": true}), 3), Push::Queued);
@@ -357,12 +366,12 @@ mod tests {
         let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
-        let outbox = Outbox::new(8);
+        let outbox = Outbox::new_plain(8);
         let mut out = Vec::new();
         let mut rest = Vec::new();
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
         for _ in 0..3 {
-            assert_eq!(outbox.push_frame(Bytes::from_static(b"{}"), None, now()), Push::Queued);
+            assert_eq!(outbox.push(&frame("{}"), now()), Push::Queued);
         }
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the first push wakes the task, the others find it awake");
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
@@ -372,16 +381,15 @@ mod tests {
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2, "closing wakes the waiting task");
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Closed));
         assert_eq!(outbox.poll_closed(&mut cx), Poll::Ready(()));
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"{}"), None, now()), Push::Closed);
+        assert_eq!(outbox.push(&frame("{}"), now()), Push::Closed);
     }
 
     #[test]
     fn an_update_never_merges_past_a_pending_create_or_delete_of_its_row() {
-        let outbox = Outbox::new(2);
+        let outbox = Outbox::new_plain(2);
         assert_eq!(update(&outbox, 1, json!({"id": 1, "text": "a"}), 1), Push::Queued);
-        let channel: Arc<str> = Arc::from("c");
-        let deleted = encode_publication(&channel, Action::Deleted, &json!({"id": 1}), 2);
-        assert_eq!(outbox.push_frame(deleted, Some((channel, 1)), now()), Push::Queued);
+        let deleted = Event::row(Arc::from("c"), Action::Deleted, 1, json!({"id": 1}).as_object().unwrap().clone(), 2);
+        assert_eq!(outbox.push(&Arc::new(deleted), now()), Push::Queued);
         assert_eq!(update(&outbox, 1, json!({"id": 1, "text": "b"}), 3), Push::Full);
     }
 
@@ -416,27 +424,27 @@ mod tests {
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
         let sock = socket(1000);
-        let outbox = Outbox::with_direct(8, Box::new(sock.clone()));
+        let outbox = Outbox::with_direct_plain(8, Box::new(sock.clone()));
         let (mut out, mut rest) = (Vec::new(), Vec::new());
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"a"), None, now()), Push::Sent);
+        assert_eq!(outbox.push(&frame("a"), now()), Push::Sent);
         assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "a direct write wakes nobody");
         // The task is about to write a reply: pushes queue up behind it, in order.
         outbox.hold();
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"b"), None, now()), Push::Queued);
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"c"), None, now()), Push::Queued);
+        assert_eq!(outbox.push(&frame("b"), now()), Push::Queued);
+        assert_eq!(outbox.push(&frame("c"), now()), Push::Queued);
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
         assert_eq!(out, [Bytes::from_static(b"b"), Bytes::from_static(b"c")]);
         // Until the task has written the batch and comes back, the queue stays held.
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"d"), None, now()), Push::Queued);
+        assert_eq!(outbox.push(&frame("d"), now()), Push::Queued);
         out.clear();
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
         out.clear();
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"e"), None, now()), Push::Sent);
+        assert_eq!(outbox.push(&frame("e"), now()), Push::Sent);
         assert_eq!(*sock.written.lock().unwrap(), b"ae");
         outbox.close();
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"f"), None, now()), Push::Closed);
+        assert_eq!(outbox.push(&frame("f"), now()), Push::Closed);
         assert_eq!(*sock.written.lock().unwrap(), b"ae", "nothing is written once the queue is closed");
     }
 
@@ -446,37 +454,34 @@ mod tests {
         let waker = Waker::from(wakes.clone());
         let mut cx = Context::from_waker(&waker);
         let sock = socket(4);
-        let outbox = Outbox::with_direct(8, Box::new(sock.clone()));
+        let outbox = Outbox::with_direct_plain(8, Box::new(sock.clone()));
         let (mut out, mut rest) = (Vec::new(), Vec::new());
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Pending);
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"abcdef"), None, now()), Push::Sent);
+        assert_eq!(outbox.push(&frame("abcdef"), now()), Push::Sent);
         assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "the task is woken to write the rest");
         // The socket is full now and the queue is held: the next frame waits behind the rest.
-        assert_eq!(outbox.push_frame(Bytes::from_static(b"gh"), None, now()), Push::Queued);
+        assert_eq!(outbox.push(&frame("gh"), now()), Push::Queued);
         assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut rest), Poll::Ready(Batch::Frames));
         assert_eq!((rest.as_slice(), out.as_slice()), (&b"ef"[..], &[Bytes::from_static(b"gh")][..]));
         // A socket with no room at all: the frame is queued and the task woken to wait for the socket.
-        let full = Outbox::with_direct(8, Box::new(socket(0)));
+        let full = Outbox::with_direct_plain(8, Box::new(socket(0)));
         assert_eq!(full.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
-        assert_eq!(full.push_frame(Bytes::from_static(b"x"), None, now()), Push::Queued);
+        assert_eq!(full.push(&frame("x"), now()), Push::Queued);
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
         // When the hub gives up on a connection whose socket took a frame in part, the rest still reaches the
         // task: its close frame must not land inside the torn frame.
-        let torn = Outbox::with_direct(1, Box::new(socket(2)));
+        let torn = Outbox::with_direct_plain(1, Box::new(socket(2)));
         assert_eq!(torn.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
-        assert_eq!(torn.push_frame(Bytes::from_static(b"abc"), None, now()), Push::Sent);
+        assert_eq!(torn.push(&frame("abc"), now()), Push::Sent);
         torn.close();
         let mut rest = Vec::new();
         assert_eq!(torn.poll_batch(&mut cx, &mut Vec::new(), &mut rest), Poll::Ready(Batch::Closed));
         assert_eq!(rest, b"c");
-        let ending = Outbox::with_direct(1, Box::new(socket(2)));
+        let ending = Outbox::with_direct_plain(1, Box::new(socket(2)));
         assert_eq!(ending.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
-        assert_eq!(ending.push_frame(Bytes::from_static(b"xyz"), None, now()), Push::Sent);
+        assert_eq!(ending.push(&frame("xyz"), now()), Push::Sent);
         let mut rest = Vec::new();
         ending.close_for_writer(&mut rest);
-        assert_eq!(
-            (rest.as_slice(), ending.push_frame(Bytes::from_static(b"!"), None, now())),
-            (&b"z"[..], Push::Closed)
-        );
+        assert_eq!((rest.as_slice(), ending.push(&frame("!"), now())), (&b"z"[..], Push::Closed));
     }
 }

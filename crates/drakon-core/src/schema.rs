@@ -1,13 +1,16 @@
 //! The internal description of an app: models (typed tables) and routes (what clients may see and do).
 //!
 //! `drakon.toml` and the Rust API both build a [`Schema`]; everything else reads only this. [`Schema::validate`]
-//! reports every problem at once so that `drakon check` can list them all.
+//! reports every problem at once so that `drakon check` can list them all. A schema under construction may be
+//! unfinished or wrong; [`Schema::check`] turns a finished, valid one into a [`CheckedSchema`], the only kind the
+//! engine accepts, so that starting an engine never meets a route it cannot compile.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
 use crate::engine::CustomVerb;
+use crate::filter::{Filter, Lookup, parse_lookup};
 use crate::limits;
 use crate::value::Value;
 use drakon_protocol::Args;
@@ -385,6 +388,36 @@ impl Schema {
         self.validate()
     }
 
+    /// Finishes the schema (see [`Schema::finish`]) and, when it has no problem, compiles what every model route
+    /// filters with, so that nothing about it is left to fail later.
+    pub fn check(mut self) -> Result<CheckedSchema, Vec<SchemaProblem>> {
+        let mut problems = self.finish();
+        let mut routes = HashMap::new();
+        for route in &self.routes {
+            let RouteKind::Model(spec) = &route.kind else { continue };
+            // `validate` has checked each of these; a failure here is reported the same way, never assumed away.
+            let mut problem = |message: String| {
+                problems.push(SchemaProblem { path: vec!["routes".into(), route.name.clone()], message })
+            };
+            let Some(model) = self.get_model(&spec.model) else {
+                problem(format!("names unknown model `{}`", spec.model));
+                continue;
+            };
+            let fixed = Filter::parse(&self, model, &spec.fixed_filter)
+                .map_err(|e| problem(format!("fixed filter is invalid: {}", e.message)));
+            let filter_paths = spec.filter_fields.as_ref().map(|paths| {
+                paths
+                    .iter()
+                    .filter_map(|p| parse_lookup(&self, model, p).map_err(|e| problem(e.message)).ok())
+                    .collect()
+            });
+            if let Ok(fixed) = fixed {
+                routes.insert(route.name.clone(), CheckedRoute { model: Arc::new(model.clone()), fixed, filter_paths });
+            }
+        }
+        if problems.is_empty() { Ok(CheckedSchema { schema: Arc::new(self), routes }) } else { Err(problems) }
+    }
+
     /// Every problem in the schema; empty when it is usable.
     pub fn validate(&self) -> Vec<SchemaProblem> {
         let mut problems = Vec::new();
@@ -541,3 +574,31 @@ fn default_fits(ty: &FieldType, value: &Value) -> bool {
 
 /// Shared, immutable schema.
 pub type SharedSchema = Arc<Schema>;
+
+/// A finished schema without problems, with what its model routes filter with compiled (see [`Schema::check`]).
+#[derive(Debug, Clone)]
+pub struct CheckedSchema {
+    schema: SharedSchema,
+    routes: HashMap<String, CheckedRoute>,
+}
+
+/// A model route's model and compiled filters.
+#[derive(Debug, Clone)]
+pub struct CheckedRoute {
+    pub model: Arc<Model>,
+    /// The route's fixed filter, parsed.
+    pub fixed: Filter,
+    /// `filter_fields`, parsed: the only lookups client filters may use, when set.
+    pub filter_paths: Option<HashSet<Lookup>>,
+}
+
+impl CheckedSchema {
+    pub fn schema(&self) -> &SharedSchema {
+        &self.schema
+    }
+
+    /// The compiled parts of model route `name`.
+    pub fn model_route(&self, name: &str) -> Option<&CheckedRoute> {
+        self.routes.get(name)
+    }
+}

@@ -34,10 +34,10 @@ impl Action {
 }
 
 #[derive(Serialize)]
-struct Publication<'a> {
+struct Publication<'a, D: Serialize + ?Sized> {
     channel: &'a str,
     action: Action,
-    data: &'a Value,
+    data: &'a D,
     offset: u64,
 }
 
@@ -55,8 +55,14 @@ struct ChannelMessage<'a> {
 /// let bytes = encode_publication("todo-item|todo_list__id:1", Action::Deleted, &serde_json::json!({"id": 1}), 7);
 /// assert_eq!(&bytes[..], br#"{"channel":"todo-item|todo_list__id:1","action":"deleted","data":{"id":1},"offset":7}"#);
 /// ```
-pub fn encode_publication(channel: &str, action: Action, data: &Value, offset: u64) -> Bytes {
+pub fn encode_publication<D: Serialize + ?Sized>(channel: &str, action: Action, data: &D, offset: u64) -> Bytes {
     encode(&Publication { channel, action, data, offset })
+}
+
+/// A model event as a JSON object, for replies that carry events (a resuming subscriber's replay); the same keys and
+/// order as [`encode_publication`].
+pub fn publication_value<D: Serialize + ?Sized>(channel: &str, action: Action, data: &D, offset: u64) -> Value {
+    serde_json::to_value(Publication { channel, action, data, offset }).unwrap_or(Value::Null)
 }
 
 /// Encodes a plain pub/sub message `{"channel","data"}`, like SwampDragon's `publish_data`; `data` may be any JSON.

@@ -7,6 +7,7 @@
 
 mod admin;
 mod http;
+mod protocol;
 mod socket;
 mod wire;
 

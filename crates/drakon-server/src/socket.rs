@@ -1,5 +1,6 @@
-//! The native protocol over WebSocket: one task per connection owns its socket's reading and every write that can
-//! wait.
+//! The WebSocket transport: one task per connection owns its socket's reading and every write that can wait, and
+//! carries its session's protocol (today the native one, see `protocol`). Pings, the idle timeout and the close
+//! codes below are the transport's own; what the frames say is the protocol's.
 //!
 //! The task waits on inbound frames, its bounded outbound queue (fed by the hub, which closes it when the client
 //! cannot keep up), the ping/idle timer, the optional app heartbeat and shutdown, polling each from one loop that
@@ -15,21 +16,29 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{Request as HttpRequest, State};
 use axum::response::Response;
 use bytes::Bytes;
 use drakon_core::limits::{CLOSE_GRACE, OUTBOUND_QUEUE_FRAMES, WRITE_STALL_TIMEOUT};
 use drakon_core::outbox::{Batch, Outbox};
-use drakon_core::{CLOSE_GOING_AWAY, CLOSE_IDLE_TIMEOUT, SLOW_CONSUMER_CLOSE_CODE};
 use drakon_protocol::websocket::{Message, Opcode};
-use drakon_protocol::{ClientFrame, ErrorBody, ErrorCode, encode_error, encode_heartbeat, parse_frame};
+use drakon_protocol::{ErrorCode, Request};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at};
 
 use crate::AppState;
+use crate::protocol::{Decoded, NATIVE, Protocol, ReplyTo};
 use crate::wire::{Inbound, SharedTcp, Wire, accept, refuse};
+
+/// Close code when the server shuts down (RFC 6455 "going away"); clients reconnect elsewhere or later.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code when a connection sent nothing, not even a pong, for the idle timeout.
+pub const CLOSE_IDLE_TIMEOUT: u16 = 4000;
+/// Close code for a subscriber whose outbound queue stayed full, or that must reload what it missed; it may
+/// reconnect and subscribe again (resuming with `since`).
+pub const SLOW_CONSUMER_CLOSE_CODE: u16 = 4008;
 
 /// Messages beyond this size are not even buffered: the connection closes with 1009. Between the configured limit
 /// and this cap a frame is read and answered with `frame_too_large`, so an honest mistake does not cost the
@@ -38,7 +47,7 @@ fn hard_cap(max_frame_bytes: usize) -> usize {
     (max_frame_bytes * 4).max(1 << 20)
 }
 
-pub async fn upgrade(State(state): State<AppState>, mut request: Request) -> Response {
+pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) -> Response {
     let (response, on_upgrade) = match accept(&mut request) {
         Ok(accepted) => accepted,
         Err(refusal) => return refuse(refusal),
@@ -55,11 +64,11 @@ pub async fn upgrade(State(state): State<AppState>, mut request: Request) -> Res
         match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let tcp = SharedTcp(Arc::new(parts.io.into_inner()));
-                let outbox = Outbox::with_direct(OUTBOUND_QUEUE_FRAMES, Box::new(tcp.clone()));
+                let outbox = Outbox::with_direct(OUTBOUND_QUEUE_FRAMES, &NATIVE, Box::new(tcp.clone()));
                 run(Box::new(Wire::new(tcp, cap, parts.read_buf)), outbox, state, admin).await;
             }
             Err(upgraded) => {
-                let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES);
+                let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES, &NATIVE);
                 run(Box::new(Wire::new(TokioIo::new(upgraded), cap, Bytes::new())), outbox, state, admin).await;
             }
         }
@@ -109,6 +118,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     admin: bool,
 ) {
     let _open = state.connections.enter();
+    let protocol: &'static dyn Protocol = &NATIVE;
     let engine = state.engine.clone();
     let conn = engine.hub().register(outbox.clone());
     let mut session = engine.open_session(conn, admin);
@@ -189,7 +199,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Wake::Heartbeat => {
                 outbox.hold();
-                wire.outbound.push(encode_heartbeat());
+                wire.outbound.push(protocol.heartbeat());
                 continue;
             }
             Wake::Shutdown => break End::Close(CLOSE_GOING_AWAY, "server shutting down", false),
@@ -199,25 +209,22 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // published while its request was handled (a subscription's first events follow its snapshot).
         outbox.hold();
         let reply = match message {
-            Message::Text(t) if t.len() > options.max_frame_bytes => Some(encode_error(
-                &ErrorBody::new(
-                    ErrorCode::FrameTooLarge,
-                    format!("frames may be at most {} bytes", options.max_frame_bytes),
-                ),
-                None,
-                "",
+            Message::Text(t) if t.len() > options.max_frame_bytes => Some(protocol.refusal(
+                ErrorCode::FrameTooLarge,
+                &format!("frames may be at most {} bytes", options.max_frame_bytes),
             )),
-            Message::Text(t) => match parse_frame(&t) {
-                Ok(ClientFrame::Heartbeat) => None,
-                // Boxed: a request's future is large, and inline it would sit in every idle connection's task.
-                Ok(ClientFrame::Request(request)) => Some(Box::pin(engine.handle(&mut session, request)).await),
-                Err(e) => Some(encode_error(&ErrorBody::from(&e), e.callbackname(), e.verb().unwrap_or(""))),
+            Message::Text(t) => match protocol.decode(&t) {
+                Decoded::Heartbeat => None,
+                Decoded::Request(Request { route, verb, args, callbackname, page }) => {
+                    // Boxed: a request's future is large, and inline it would sit in every idle connection's task.
+                    let result = Box::pin(engine.handle(&mut session, &route, &verb, args, page)).await;
+                    Some(protocol.reply(ReplyTo { callbackname: callbackname.as_deref(), verb: &verb, page }, result))
+                }
+                Decoded::Invalid(reply) => Some(reply),
             },
-            Message::Binary(_) => Some(encode_error(
-                &ErrorBody::new(ErrorCode::BadJson, "binary frames are not supported; send JSON as text frames"),
-                None,
-                "",
-            )),
+            Message::Binary(_) => {
+                Some(protocol.refusal(ErrorCode::BadJson, "binary frames are not supported; send JSON as text frames"))
+            }
             Message::Ping(payload) => {
                 wire.push_control(Opcode::Pong, &payload);
                 None

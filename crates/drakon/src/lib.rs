@@ -81,14 +81,12 @@ impl App {
         // TLS (to PostgreSQL and Redis) uses rustls with ring; name it the process default once, so no library
         // has to guess. A second App in the same process finds it installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut schema = self.config.schema;
-        let problems = schema.finish();
-        if !problems.is_empty() {
-            bail!(
+        let checked = self.config.schema.check().map_err(|problems| {
+            anyhow::anyhow!(
                 "the schema has problems:\n{}",
                 problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
-            );
-        }
+            )
+        })?;
         let server = self.config.server;
         // The config loader has already resolved a relative path against the config file's directory.
         let database = server.database.clone();
@@ -96,7 +94,7 @@ impl App {
             Some(_) => "postgresql".to_owned(),
             None => database.display().to_string(),
         };
-        let schema = Arc::new(schema);
+        let schema = checked.schema().clone();
         let (sink, bus) = mpsc::channel(BUS_QUEUE_BATCHES);
         // With a Redis URL, plain pub/sub messages go out through Redis and come back to every node's bus. With
         // PostgreSQL as well, so do row changes: one node at a time relays the shared change log to Redis (see
@@ -132,7 +130,7 @@ impl App {
             tracing::info!(column, "added column");
         }
         let limits = drakon_core::EngineLimits { max_subscriptions: server.max_subscriptions };
-        let (engine, _fan_out) = Engine::start(schema, store, sink, bus, limits);
+        let (engine, _fan_out) = Engine::start(checked, store, sink, bus, limits);
         if let Some(redis) = redis {
             engine.set_publisher(redis);
         }

@@ -40,10 +40,9 @@ async fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Check { config } => match App::load(&config) {
-            Ok(app) => {
-                let mut schema = app.config.schema;
-                let problems = schema.finish();
-                if problems.is_empty() {
+            Ok(app) => match app.config.schema.check() {
+                Ok(checked) => {
+                    let schema = checked.schema();
                     println!(
                         "{}: ok ({} models, {} routes)",
                         config.display(),
@@ -51,13 +50,14 @@ async fn main() -> ExitCode {
                         schema.routes.len()
                     );
                     ExitCode::SUCCESS
-                } else {
+                }
+                Err(problems) => {
                     for p in problems {
                         println!("{}: {p}", config.display());
                     }
                     ExitCode::FAILURE
                 }
-            }
+            },
             Err(e) => {
                 println!("{e}");
                 ExitCode::FAILURE

@@ -20,8 +20,8 @@ const TODO: &str = include_str!("../../../examples/todo/drakon.toml");
 #[tokio::test]
 async fn dropped_bus_batches_are_repaired_from_the_change_log() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config::parse(TODO, &dir.path().join("drakon.toml")).unwrap();
-    assert!(config.schema.finish().is_empty());
+    let config = config::parse(TODO, &dir.path().join("drakon.toml")).unwrap();
+    let checked = config.schema.check().unwrap();
 
     // store → (lossy relay) → engine
     let (store_sink, mut from_store) = mpsc::channel(64);
@@ -42,9 +42,8 @@ async fn dropped_bus_batches_are_repaired_from_the_change_log() {
         }
     });
     let store = SqliteStore::open(dir.path().join("drakon.db"), store_sink.clone()).unwrap();
-    store.migrate(&config.schema).await.unwrap();
-    let (engine, _fan_out) =
-        Engine::start(Arc::new(config.schema), Arc::new(store), store_sink, bus, EngineLimits::default());
+    store.migrate(checked.schema()).await.unwrap();
+    let (engine, _fan_out) = Engine::start(checked, Arc::new(store), store_sink, bus, EngineLimits::default());
     engine.ready().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

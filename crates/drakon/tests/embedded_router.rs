@@ -17,12 +17,13 @@ use tokio::sync::{mpsc, watch};
 async fn the_router_served_by_another_server_keeps_subscribers_live() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = drakon_core::config::parse(common::TODO, &dir.path().join("drakon.toml")).expect("the todo config");
-    let schema = Arc::new(config.schema);
+    let checked = config.schema.check().expect("the todo schema checks");
+    let schema = checked.schema().clone();
     let (sink, bus) = mpsc::channel(BUS_QUEUE_BATCHES);
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(dir.path().join("todo.db"), sink.clone()).expect("open the store"));
     store.migrate(&schema).await.expect("migrate");
-    let (engine, _fan_out) = Engine::start(schema, store, sink, bus, EngineLimits { max_subscriptions: 16 });
+    let (engine, _fan_out) = Engine::start(checked, store, sink, bus, EngineLimits { max_subscriptions: 16 });
     engine.ready().await;
     let (_stop, stopping) = watch::channel(false);
     let app = drakon_server::router(engine, ServerOptions::default(), stopping);

@@ -3,23 +3,23 @@
 //! Subscriptions with the same route and filter share one *channel* (its server name, e.g.
 //! `todo-item|todo_list__id:1`). Channels are indexed by the value of one equality (or `in`) condition, so a change
 //! is matched only against channels whose indexed value the row had before or has after, plus the few channels
-//! without such a condition. Each event is encoded once per channel and the same `Bytes` go to every subscriber.
+//! without such a condition. Each change makes one typed [`Event`] per channel it concerns, and the same `Arc<Event>`
+//! goes to every subscriber; their sessions' protocols encode it (once per protocol, see [`crate::event`]).
 //!
 //! The state sits behind one `std::sync::Mutex` that is never held across an `.await`, nor while frames are pushed:
-//! under it a delivery only matches, encodes and takes each channel's list of recipients (an `Arc`, rebuilt only
+//! under it a delivery only matches, builds the events and takes each channel's list of recipients (an `Arc`, rebuilt only
 //! after the channel's membership changed), then pushes into the connections' bounded queues without it, so
 //! subscribes and connects never wait for a fan-out to 10,000 queues. A second lock keeps deliveries one after the
 //! other, so every connection sees events in the same order. A connection whose queue is full is dropped from the
-//! hub and told to close (see [`SLOW_CONSUMER_CLOSE_CODE`](crate::SLOW_CONSUMER_CLOSE_CODE)), so one stalled
-//! client never delays the others.
+//! hub and told to close (its transport closes it as resumable), so one stalled client never delays the others.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use drakon_protocol::{Action, encode_channel_message, encode_publication};
 use serde_json::{Map, Value as Json};
 
+use crate::event::{Action, Event};
 use crate::outbox::{Outbox, Push};
 
 use crate::filter::matcher::Resolver;
@@ -297,9 +297,8 @@ impl Hub {
                 let was = old.as_ref().is_some_and(|r| channel.filter.matches(r));
                 let is = new.as_ref().is_some_and(|r| channel.filter.matches(r));
                 let Some((action, data)) = event_for(change, &channel.route, was, is) else { continue };
-                let frame = encode_publication(name, action, &data, change.offset);
-                let row = (name.clone(), change.id);
-                events.push((action, frame, row, Arc::new(data), channel.subscribers.recipients(conns)));
+                let event = Arc::new(Event::row(name.clone(), action, change.id, data, change.offset));
+                events.push((event, channel.subscribers.recipients(conns)));
             }
         }
 
@@ -307,15 +306,9 @@ impl Hub {
         // One clock read per delivery, for every recipient's direct-write check.
         let direct = (!self.backlogged.load(Ordering::Relaxed)).then(std::time::Instant::now);
         let mut dead = Vec::new();
-        for (action, frame, row, data, recipients) in &events {
+        for (event, recipients) in &events {
             for (conn, outbox) in recipients.iter() {
-                let pushed = match action {
-                    Action::Updated => {
-                        outbox.push_update(frame.clone(), row.clone(), data.clone(), change.offset, direct)
-                    }
-                    _ => outbox.push_frame(frame.clone(), Some(row.clone()), direct),
-                };
-                match pushed {
+                match outbox.push(event, direct) {
                     Push::Sent | Push::Queued | Push::Conflated => queued += 1,
                     Push::Full => dead.push(*conn),
                     Push::Closed => {}
@@ -327,7 +320,7 @@ impl Hub {
     }
 
     /// Sends a plain pub/sub message to every subscriber of channel `name`.
-    pub fn deliver_plain(&self, name: &str, data: &Json) -> usize {
+    pub fn deliver_plain(&self, name: &Arc<str>, data: &Arc<Json>) -> usize {
         let _order = self.delivering.lock().unwrap_or_else(|e| e.into_inner());
         let recipients = {
             let mut state = self.lock();
@@ -335,13 +328,13 @@ impl Hub {
             let Some(subs) = plain.get_mut(name) else { return 0 };
             subs.recipients(conns)
         };
-        let frame = encode_channel_message(name, data);
+        let event = Arc::new(Event::message(name.clone(), data.clone()));
         let mut queued = 0;
         // One clock read per delivery, for every recipient's direct-write check.
         let direct = (!self.backlogged.load(Ordering::Relaxed)).then(std::time::Instant::now);
         let mut dead = Vec::new();
         for (conn, outbox) in recipients.iter() {
-            match outbox.push_frame(frame.clone(), None, direct) {
+            match outbox.push(&event, direct) {
                 Push::Sent | Push::Queued | Push::Conflated => queued += 1,
                 Push::Full => dead.push(*conn),
                 Push::Closed => {}
@@ -381,25 +374,25 @@ impl Hub {
     }
 }
 
-/// The publication `change` makes for a subscriber of `route` whose filter is `filter`, as the JSON object the
-/// socket would carry; for replaying the change log to a resuming client.
+/// The event `change` makes for a subscriber of `route` whose filter is `filter`, on channel `channel`; for replaying
+/// the change log to a resuming client.
 pub fn replay_event(
     change: &Change,
     route: &RouteView,
     filter: &Filter,
-    channel: &str,
+    channel: &Arc<str>,
     remote_old: &Remote,
     remote_new: &Remote,
-) -> Option<Json> {
+) -> Option<Event> {
     let model = &route.model;
     let was = change.old.as_ref().is_some_and(|row| filter.matches(&RowResolver { model, row, remote: remote_old }));
     let is = change.new.as_ref().is_some_and(|row| filter.matches(&RowResolver { model, row, remote: remote_new }));
     let (action, data) = event_for(change, route, was, is)?;
-    Some(serde_json::json!({"channel": channel, "action": action.as_str(), "data": data, "offset": change.offset}))
+    Some(Event::row(channel.clone(), action, change.id, data, change.offset))
 }
 
 /// What a subscriber whose filter matched the row before (`was`) and after (`is`) receives.
-fn event_for(change: &Change, route: &RouteView, was: bool, is: bool) -> Option<(Action, Json)> {
+fn event_for(change: &Change, route: &RouteView, was: bool, is: bool) -> Option<(Action, Map<String, Json>)> {
     let model = &route.model;
     let ident = |row: &Row| {
         let mut m = Map::with_capacity(2);
@@ -414,7 +407,7 @@ fn event_for(change: &Change, route: &RouteView, was: bool, is: bool) -> Option<
             for &i in &route.publish {
                 data.insert(model.fields[i].name.clone(), new[i].to_json());
             }
-            Some((Action::Created, Json::Object(data)))
+            Some((Action::Created, data))
         }
         (true, true) => {
             let (old, new) = (change.old.as_ref()?, change.new.as_ref()?);
@@ -423,11 +416,11 @@ fn event_for(change: &Change, route: &RouteView, was: bool, is: bool) -> Option<
                 data.insert(model.fields[i].name.clone(), new[i].to_json());
             }
             // Nothing this route publishes changed: the subscriber has nothing to learn.
-            (data.len() > 2).then_some((Action::Updated, Json::Object(data)))
+            (data.len() > 2).then_some((Action::Updated, data))
         }
         (true, false) => {
             let old = change.old.as_ref()?;
-            Some((Action::Deleted, Json::Object(ident(old))))
+            Some((Action::Deleted, ident(old)))
         }
         (false, false) => None,
     }

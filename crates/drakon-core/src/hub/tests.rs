@@ -5,6 +5,7 @@ use std::sync::Arc;
 use drakon_protocol::{Action, Args};
 use serde_json::{Value as Json, json};
 
+use crate::event::TestEncoding;
 use crate::outbox::Outbox;
 
 use super::*;
@@ -38,7 +39,7 @@ impl Fixture {
     }
 
     fn connect(&self, capacity: usize) -> (ConnId, Arc<Outbox>) {
-        let outbox = Outbox::new(capacity);
+        let outbox = Outbox::new(capacity, &TestEncoding);
         (self.hub.register(outbox.clone()), outbox)
     }
 
@@ -176,22 +177,22 @@ fn recipients_follow_every_change_of_membership_between_deliveries() {
     let channel = f.subscribe(a, json!({"todo_list": 1}));
     f.hub.subscribe_plain(a, "room");
     assert_eq!(f.deliver(None, Some(item(1, "a", false, "", 1))).queued, 1);
-    assert_eq!(f.hub.deliver_plain("room", &json!("hi")), 1);
+    assert_eq!(f.hub.deliver_plain(&Arc::from("room"), &Arc::new(json!("hi"))), 1);
     // Joining after a delivery: the next one reaches the newcomer too.
     f.subscribe(b, json!({"todo_list": 1}));
     f.hub.subscribe_plain(b, "room");
     assert_eq!(f.deliver(None, Some(item(2, "a", false, "", 1))).queued, 2);
-    assert_eq!(f.hub.deliver_plain("room", &json!("hi")), 2);
+    assert_eq!(f.hub.deliver_plain(&Arc::from("room"), &Arc::new(json!("hi"))), 2);
     // Leaving: the next one does not reach the leaver.
     f.hub.unsubscribe_model(a, "todo_item", &channel);
     f.hub.unsubscribe_plain(a, "room");
     assert_eq!(f.deliver(None, Some(item(3, "a", false, "", 1))).queued, 1);
-    assert_eq!(f.hub.deliver_plain("room", &json!("hi")), 1);
+    assert_eq!(f.hub.deliver_plain(&Arc::from("room"), &Arc::new(json!("hi"))), 1);
     assert_eq!((frames(&rx_a).len(), frames(&rx_b).len()), (4, 4));
     // A connection that is gone is skipped while its session has not unsubscribed yet.
     f.hub.unregister(b);
     assert_eq!(f.deliver(None, Some(item(4, "a", false, "", 1))).queued, 0);
-    assert_eq!(f.hub.deliver_plain("room", &json!("hi")), 0);
+    assert_eq!(f.hub.deliver_plain(&Arc::from("room"), &Arc::new(json!("hi"))), 0);
     assert!(frames(&rx_b).is_empty());
 }
 

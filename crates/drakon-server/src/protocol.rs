@@ -1,0 +1,232 @@
+//! Protocols: how a session's messages look on the wire, whatever transport carries them.
+//!
+//! A protocol decodes a client's message into a typed request and encodes what the engine answers (a typed
+//! [`Outcome`] or [`VerbError`]), errors that answer no request, its own heartbeat, and the hub's typed [`Event`]s
+//! (as an [`Encoding`], so that an event is encoded once per protocol and its bytes shared by every recipient).
+//! The engine and the hub know no wire format; a transport (the WebSocket in `socket`) moves the bytes a protocol
+//! makes and owns its own keepalive and close codes.
+//!
+//! [`Native`] is drakon's protocol: SwampDragon's envelope with its bugs fixed, in `drakon_protocol`.
+
+use bytes::Bytes;
+use drakon_core::engine::{Outcome, Payload};
+use drakon_core::{Encoding, Event, EventBody, VerbError};
+use drakon_protocol::{
+    ChannelData, ClientFrame, ErrorBody, ErrorCode, ReplyContext, Request, State, encode_channel_message, encode_error,
+    encode_heartbeat, encode_publication, encode_reply, parse_frame, publication_value,
+};
+use serde_json::{Value as Json, json};
+
+/// What a client's text message turned out to be.
+#[derive(Debug)]
+pub enum Decoded {
+    Request(Request),
+    /// The protocol's own keepalive: nothing to answer.
+    Heartbeat,
+    /// A message the protocol could not read, with the error reply that says why.
+    Invalid(Bytes),
+}
+
+/// Who a reply answers: the parts of the request the reply repeats.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyTo<'a> {
+    pub callbackname: Option<&'a str>,
+    pub verb: &'a str,
+    pub page: Option<u64>,
+}
+
+/// A session's wire format. Stateless: one value serves every session that speaks it.
+pub trait Protocol: Encoding + 'static {
+    /// Reads one text message.
+    fn decode(&self, text: &str) -> Decoded;
+
+    /// The reply to a request.
+    fn reply(&self, to: ReplyTo<'_>, result: Result<Outcome, VerbError>) -> Bytes;
+
+    /// An error that answers no request in particular (a message too large, a binary frame).
+    fn refusal(&self, code: ErrorCode, message: &str) -> Bytes;
+
+    /// The application-level heartbeat this protocol sends when it is enabled.
+    fn heartbeat(&self) -> Bytes;
+}
+
+/// drakon's native protocol (SwampDragon's `route`/`verb`/`args`/`callbackname` envelope).
+#[derive(Debug)]
+pub struct Native;
+
+/// The one native protocol value every native session shares.
+pub static NATIVE: Native = Native;
+
+/// Where events keep their native bytes (see [`Encoding::slot`]).
+const NATIVE_SLOT: usize = 0;
+
+impl Encoding for Native {
+    fn slot(&self) -> usize {
+        NATIVE_SLOT
+    }
+
+    fn encode(&self, event: &Event) -> Bytes {
+        match &event.body {
+            EventBody::Row { action, data, offset, .. } => encode_publication(&event.channel, *action, data, *offset),
+            EventBody::Message { data } => encode_channel_message(&event.channel, data),
+        }
+    }
+}
+
+fn error_body(e: VerbError) -> ErrorBody {
+    ErrorBody { code: e.code, message: e.message, fields: e.fields }
+}
+
+/// A payload as the native reply's `data`.
+fn payload_json(payload: Payload) -> Json {
+    match payload {
+        Payload::Json(data) => data,
+        Payload::Snapshot { rows, offset, reload: true } => json!({"reload": true, "rows": rows, "offset": offset}),
+        Payload::Snapshot { rows, offset, reload: false } => json!({"rows": rows, "offset": offset}),
+        Payload::Replay { events, offset } => {
+            let events: Vec<Json> = events
+                .iter()
+                .map(|event| match &event.body {
+                    EventBody::Row { action, data, offset, .. } => {
+                        publication_value(&event.channel, *action, data, *offset)
+                    }
+                    EventBody::Message { data } => json!({"channel": &*event.channel, "data": &**data}),
+                })
+                .collect();
+            json!({"events": events, "offset": offset})
+        }
+    }
+}
+
+impl Protocol for Native {
+    fn decode(&self, text: &str) -> Decoded {
+        match parse_frame(text) {
+            Ok(ClientFrame::Request(request)) => Decoded::Request(request),
+            Ok(ClientFrame::Heartbeat) => Decoded::Heartbeat,
+            Err(e) => Decoded::Invalid(encode_error(&ErrorBody::from(&e), e.callbackname(), e.verb().unwrap_or(""))),
+        }
+    }
+
+    fn reply(&self, to: ReplyTo<'_>, result: Result<Outcome, VerbError>) -> Bytes {
+        match result {
+            Ok(outcome) => {
+                let ctx = ReplyContext {
+                    client_callback_name: to.callbackname,
+                    verb: to.verb,
+                    state: State::Success,
+                    client_context: outcome.client_context.as_ref(),
+                    page: to.page,
+                };
+                let channel = outcome.channel.as_ref().map(|c| ChannelData {
+                    local_channel: &c.local,
+                    remote_channels: &c.remotes,
+                    action: c.action,
+                });
+                encode_reply(&payload_json(outcome.data), &ctx, channel.as_ref())
+            }
+            Err(e) => encode_error(&error_body(e), to.callbackname, to.verb),
+        }
+    }
+
+    fn refusal(&self, code: ErrorCode, message: &str) -> Bytes {
+        encode_error(&ErrorBody::new(code, message), None, "")
+    }
+
+    fn heartbeat(&self) -> Bytes {
+        encode_heartbeat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use drakon_core::engine::ChannelChange;
+    use drakon_core::event::Action;
+    use drakon_protocol::ChannelAction;
+
+    use super::*;
+
+    fn text(bytes: &Bytes) -> &str {
+        std::str::from_utf8(bytes).unwrap()
+    }
+
+    fn row(channel: &str, action: Action, data: Json, offset: u64) -> Event {
+        let id = data["id"].as_i64().unwrap();
+        Event::row(Arc::from(channel), action, id, data.as_object().unwrap().clone(), offset)
+    }
+
+    #[test]
+    fn events_encode_as_publications_and_channel_messages() {
+        let event = row("todo-item|todo_list__id:1", Action::Deleted, json!({"id": 1, "_type": "todo_item"}), 7);
+        assert_eq!(
+            text(&event.bytes(&NATIVE)),
+            r#"{"channel":"todo-item|todo_list__id:1","action":"deleted","data":{"id":1,"_type":"todo_item"},"offset":7}"#
+        );
+        let message = Event::message(Arc::from("room"), Arc::new(json!({"text": "hi"})));
+        assert_eq!(text(&message.bytes(&NATIVE)), r#"{"channel":"room","data":{"text":"hi"}}"#);
+    }
+
+    #[test]
+    fn outcomes_encode_as_replies_with_their_callback_verb_and_channels() {
+        let to = ReplyTo { callbackname: Some("cb_2"), verb: "subscribe", page: None };
+        let snapshot = Outcome {
+            data: Payload::Snapshot { rows: vec![json!({"id": 1, "_type": "todo_item"})], offset: 4, reload: false },
+            client_context: None,
+            channel: Some(ChannelChange {
+                local: "items".into(),
+                remotes: vec!["todo-item|todo_list__id:1".into()],
+                action: ChannelAction::Subscribe,
+            }),
+        };
+        assert_eq!(
+            text(&NATIVE.reply(to, Ok(snapshot))),
+            concat!(
+                r#"{"data":{"rows":[{"id":1,"_type":"todo_item"}],"offset":4},"#,
+                r#""context":{"client_callback_name":"cb_2","verb":"subscribe","state":"success"},"#,
+                r#""channel_data":{"local_channel":"items","remote_channels":["todo-item|todo_list__id:1"],"action":"subscribe"}}"#
+            )
+        );
+        let replay = Outcome {
+            data: Payload::Replay {
+                events: vec![row("c", Action::Updated, json!({"id": 1, "done": true}), 5)],
+                offset: 6,
+            },
+            client_context: None,
+            channel: None,
+        };
+        assert_eq!(
+            text(&NATIVE.reply(to, Ok(replay))),
+            concat!(
+                r#"{"data":{"events":[{"channel":"c","action":"updated","data":{"id":1,"done":true},"offset":5}],"offset":6},"#,
+                r#""context":{"client_callback_name":"cb_2","verb":"subscribe","state":"success"}}"#
+            )
+        );
+        let reload = Outcome {
+            data: Payload::Snapshot { rows: vec![], offset: 9, reload: true },
+            client_context: None,
+            channel: None,
+        };
+        assert!(text(&NATIVE.reply(to, Ok(reload))).starts_with(r#"{"data":{"reload":true,"rows":[],"offset":9},"#));
+    }
+
+    #[test]
+    fn errors_keep_their_code_message_and_fields() {
+        let to = ReplyTo { callbackname: Some("cb_1"), verb: "create", page: None };
+        let fields = std::collections::BTreeMap::from([("text".to_owned(), vec!["this field is required".to_owned()])]);
+        let error = VerbError::fields(ErrorCode::ValidationFailed, "text: this field is required", fields);
+        assert_eq!(
+            text(&NATIVE.reply(to, Err(error))),
+            concat!(
+                r#"{"data":{"code":"validation_failed","message":"text: this field is required","#,
+                r#""fields":{"text":["this field is required"]}},"#,
+                r#""context":{"client_callback_name":"cb_1","verb":"create","state":"error"}}"#
+            )
+        );
+        assert!(matches!(NATIVE.decode(r#"{"heartbeat":"1"}"#), Decoded::Heartbeat));
+        match NATIVE.decode("{not json") {
+            Decoded::Invalid(reply) => assert!(text(&reply).starts_with(r#"{"data":{"code":"bad_json""#)),
+            other => panic!("expected an error reply, got {other:?}"),
+        }
+    }
+}
