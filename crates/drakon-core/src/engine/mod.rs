@@ -1,0 +1,362 @@
+//! The engine: every verb, the write path, and the fan-out task that carries committed changes to the hub.
+//!
+//! Write path: verb → route checks → typed validation → [`Store::write`] (row and change log in one transaction,
+//! then the committed changes go to the bus in commit order) → fan-out task → [`Hub`] → session queues. Reads and
+//! subscriptions go through the same route rules, so a filter means the same thing everywhere.
+//!
+//! By job: `routes` compiles routes and turns a client's arguments into filters, `verbs` reads and writes rows,
+//! `subscriptions` holds sessions and their channels (with snapshots and replays), `fan_out` carries the bus to the
+//! hub, `custom` is the custom-verb API, `error` the errors a client gets. This module dispatches a request to them.
+
+mod custom;
+mod error;
+mod fan_out;
+mod routes;
+mod subscriptions;
+mod verbs;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use drakon_protocol::{Args, ChannelAction, ErrorCode};
+use serde_json::Value as Json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use custom::{BoxFuture, CustomVerb, VerbContext, custom_verb};
+pub use error::VerbError;
+use error::unknown_verb;
+pub use routes::ADMIN_ROUTE_PREFIX;
+use routes::Routes;
+pub use subscriptions::Session;
+
+use crate::event::Event;
+use crate::filter::Filter;
+use crate::hub::{ConnId, Hub};
+use crate::limits;
+use crate::schema::{CheckedSchema, Model, Schema, Verb};
+use crate::store::{BusMessage, Change, ChangeSink, Publisher, Store, WriteOp};
+
+/// Per-connection limits the engine enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineLimits {
+    pub max_subscriptions: usize,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits { max_subscriptions: limits::DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION }
+    }
+}
+
+struct Inner {
+    schema: Arc<Schema>,
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    sink: ChangeSink,
+    models: HashMap<String, Arc<Model>>,
+    routes: Routes,
+    /// The bus between nodes for plain pub/sub, when there is one.
+    publisher: std::sync::OnceLock<Arc<dyn Publisher>>,
+    /// References the store already logs touches for (see [`Store::watch_reference`]).
+    watched: std::sync::Mutex<HashSet<(String, String)>>,
+    limits: EngineLimits,
+    /// Becomes true once the fan-out knows every model's head offset (see [`Engine::ready`]).
+    ready: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The engine of one node; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("routes", &self.inner.schema.routes.len()).finish_non_exhaustive()
+    }
+}
+
+/// What a verb answered, before a protocol frames it.
+#[derive(Debug)]
+pub struct Outcome {
+    pub data: Payload,
+    /// Extra context for the client, such as `get_list`'s page counts.
+    pub client_context: Option<Json>,
+    /// The server channels a `subscribe` or `unsubscribe` joined or left.
+    pub channel: Option<ChannelChange>,
+}
+
+/// The data of an outcome.
+#[derive(Debug)]
+pub enum Payload {
+    /// A verb's JSON result: rows as their route publishes them, or a custom verb's value.
+    Json(Json),
+    /// A subscription's matching rows and the offset they reflect; `reload` when the client asked to resume and
+    /// the change log no longer reached back, so it must replace what it holds.
+    Snapshot { rows: Vec<Json>, offset: u64, reload: bool },
+    /// The events a resuming subscriber missed, in order, and the offset they lead up to.
+    Replay { events: Vec<Event>, offset: u64 },
+}
+
+/// Which server channels back a client's local channel, and whether they were joined or left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelChange {
+    pub local: String,
+    pub remotes: Vec<String>,
+    pub action: ChannelAction,
+}
+
+impl ChannelChange {
+    fn one(local: String, remote: String, action: ChannelAction) -> Option<ChannelChange> {
+        Some(ChannelChange { local, remotes: vec![remote], action })
+    }
+}
+
+impl Outcome {
+    fn data(data: Json) -> Outcome {
+        Outcome { data: Payload::Json(data), client_context: None, channel: None }
+    }
+}
+
+impl Engine {
+    /// Starts an engine for a checked schema (see [`Schema::check`]) over a migrated store. `bus` receives what the
+    /// store (and [`Engine::publish`]) sends to `sink`; the returned task fans it out to the hub until every sender
+    /// is gone.
+    pub fn start(
+        checked: CheckedSchema,
+        store: Arc<dyn Store>,
+        sink: ChangeSink,
+        bus: mpsc::Receiver<BusMessage>,
+        limits: EngineLimits,
+    ) -> (Engine, JoinHandle<()>) {
+        let schema = checked.schema().clone();
+        let models: HashMap<String, Arc<Model>> =
+            schema.models.iter().map(|m| (m.name.clone(), Arc::new(m.clone()))).collect();
+        let routes = Routes::compile(&checked, &models);
+        let hub = Arc::new(Hub::new());
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let inner = Arc::new(Inner {
+            schema,
+            store,
+            hub,
+            sink,
+            models,
+            routes,
+            watched: Default::default(),
+            publisher: Default::default(),
+            limits,
+            ready,
+        });
+        let task = tokio::spawn(fan_out::fan_out(inner.clone(), bus, ready_tx));
+        (Engine { inner }, task)
+    }
+
+    /// Waits until the fan-out has read where each model's change log stands, so that it can tell a change the
+    /// bus lost from one it already delivered. Serve clients only after this.
+    pub async fn ready(&self) {
+        let mut ready = self.inner.ready.clone();
+        // The sender lives in the fan-out task; if that ended, there is nothing left to wait for.
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
+    pub fn schema(&self) -> &Arc<Schema> {
+        &self.inner.schema
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.inner.hub
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Opens a session for a connection registered with the hub; `admin` unlocks the `admin:<model>` routes.
+    pub fn open_session(&self, conn: ConnId, admin: bool) -> Session {
+        Session::new(conn, admin)
+    }
+
+    /// Drops every subscription of the session and its hub registration.
+    pub fn close_session(&self, session: Session) {
+        session.close(&self.inner.hub);
+    }
+
+    /// Handles one request of a session (`verb` of `route`, with `args`, and `page` for `get_list`); the
+    /// session's protocol frames the outcome as the reply.
+    pub async fn handle(
+        &self,
+        session: &mut Session,
+        route: &str,
+        verb: &str,
+        args: Args,
+        page: Option<u64>,
+    ) -> Result<Outcome, VerbError> {
+        self.dispatch(Some(session), route, verb, args, page).await
+    }
+
+    /// Calls a verb that needs no connection (everything but subscribe and unsubscribe), as custom verbs and the
+    /// admin do; writes publish like any other.
+    pub async fn call(&self, route: &str, verb: &str, args: Args) -> Result<Json, VerbError> {
+        let page = args.get("_page").and_then(Json::as_u64);
+        let mut args = args;
+        args.remove("_page");
+        match self.dispatch(None, route, verb, args, page).await?.data {
+            Payload::Json(data) => Ok(data),
+            // Snapshots and replays answer subscriptions, which need a session and are refused above.
+            Payload::Snapshot { .. } | Payload::Replay { .. } => {
+                Err(VerbError::new(ErrorCode::InvalidArgs, "subscriptions need a connection"))
+            }
+        }
+    }
+
+    /// Deletes every row of `model` that matches `filter` (filter syntax as in `get_list`), in one transaction, and
+    /// returns the committed changes (cascades included).
+    pub async fn delete_where(&self, model: &str, filter: &Args) -> Result<Vec<Change>, VerbError> {
+        let m = self.model(model)?;
+        let filter = Filter::parse(&self.inner.schema, &m, filter)?;
+        Ok(self.inner.store.write(WriteOp::DeleteWhere { model: model.to_owned(), filter }).await?)
+    }
+
+    /// Sends plain pub/sub messages through `publisher` (a bus between nodes) instead of this node's own bus. Set it
+    /// once, before serving.
+    pub fn set_publisher(&self, publisher: Arc<dyn Publisher>) {
+        let _ = self.inner.publisher.set(publisher);
+    }
+
+    /// Whether the bus between nodes (if any) is connected.
+    pub fn bus_ready(&self) -> Result<(), String> {
+        self.inner.publisher.get().map_or(Ok(()), |p| p.ready())
+    }
+
+    /// Publishes a plain pub/sub message to channel `name` on every node.
+    pub async fn publish(&self, name: &str, data: Json) -> Result<(), VerbError> {
+        if name.is_empty() || name.contains('|') {
+            return Err(VerbError::new(
+                ErrorCode::InvalidArgs,
+                "channel names must be non-empty and may not contain `|`",
+            ));
+        }
+        let (name, data): (Arc<str>, Arc<Json>) = (Arc::from(name), Arc::new(data));
+        if let Some(publisher) = self.inner.publisher.get() {
+            return match tokio::time::timeout(limits::PUBLISH_TIMEOUT, publisher.publish(name, data)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => {
+                    Err(VerbError::new(ErrorCode::Unavailable, format!("the bus between nodes is down: {e}")))
+                }
+                Err(_) => Err(VerbError::new(
+                    ErrorCode::Unavailable,
+                    "the bus between nodes did not take the message in time",
+                )),
+            };
+        }
+        let msg = BusMessage::Channel { name, data };
+        self.inner
+            .sink
+            .send(msg)
+            .await
+            .map_err(|_| VerbError::new(ErrorCode::Unavailable, "the server is shutting down"))
+    }
+
+    fn model(&self, name: &str) -> Result<Arc<Model>, VerbError> {
+        self.inner
+            .models
+            .get(name)
+            .cloned()
+            .ok_or_else(|| VerbError::new(ErrorCode::InvalidArgs, format!("unknown model `{name}`")))
+    }
+
+    async fn dispatch(
+        &self,
+        session: Option<&mut Session>,
+        route_name: &str,
+        verb: &str,
+        args: Args,
+        page: Option<u64>,
+    ) -> Result<Outcome, VerbError> {
+        if let Some(spec) = self.inner.routes.channel.get(route_name) {
+            let session =
+                session.ok_or_else(|| VerbError::new(ErrorCode::InvalidArgs, "subscriptions need a connection"))?;
+            return match verb {
+                "subscribe" => self.subscribe_plain(session, route_name, spec, args),
+                "unsubscribe" => self.unsubscribe_plain(session, route_name, spec, args),
+                _ => Err(unknown_verb(route_name, verb, &["subscribe", "unsubscribe"])),
+            };
+        }
+        // Admin routes exist only for admin sessions and in-process callers; to anyone else they are unknown.
+        let route = self.inner.routes.model(route_name, session.as_ref().is_none_or(|s| s.admin))?;
+        if let Some(custom) = route.spec.custom_verbs.get(verb) {
+            let ctx = VerbContext { engine: self.clone(), route: route_name.to_owned(), conn: session.map(|s| s.conn) };
+            return custom(ctx, args).await.map(Outcome::data);
+        }
+        let Some(builtin) = Verb::parse(verb) else {
+            let mut known: Vec<&str> = route.spec.verbs.iter().map(|v| v.as_str()).collect();
+            known.extend(route.spec.custom_verbs.keys().map(String::as_str));
+            return Err(unknown_verb(route_name, verb, &known));
+        };
+        if !route.spec.verbs.contains(&builtin) {
+            return Err(VerbError::new(
+                ErrorCode::VerbNotAllowed,
+                format!("route `{route_name}` does not allow `{verb}`"),
+            ));
+        }
+        match builtin {
+            Verb::GetList => self.get_list(route, args, page).await,
+            Verb::GetSingle => self.get_single(route, args).await,
+            Verb::Create => self.create(route, args).await,
+            Verb::Update => self.update(route, args).await,
+            Verb::Delete => self.delete(route, args).await,
+            Verb::Subscribe | Verb::Unsubscribe => {
+                let session =
+                    session.ok_or_else(|| VerbError::new(ErrorCode::InvalidArgs, "subscriptions need a connection"))?;
+                if builtin == Verb::Subscribe {
+                    self.subscribe_model(session, route, args).await
+                } else {
+                    self.unsubscribe_model(session, route, args)
+                }
+            }
+        }
+    }
+}
+
+/// A small todo app for the engine's unit tests: lists, and items with a field no route publishes.
+#[cfg(test)]
+pub(super) mod fixture {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use super::routes::Routes;
+    use crate::schema::{CheckedSchema, Field, Model, ModelRoute, OnDelete, Schema};
+    use crate::value::Value;
+
+    pub(in crate::engine) fn schema() -> CheckedSchema {
+        Schema::new()
+            .model(Model::new("todo_list").field(Field::text("name")).field(Field::text("note").optional()))
+            .model(
+                Model::new("todo_item")
+                    .field(Field::text("text"))
+                    .field(Field::bool("done").default(Value::Bool(false)))
+                    .field(Field::text("secret").optional())
+                    .field(Field::reference("todo_list", "todo_list", OnDelete::Cascade)),
+            )
+            .model_route("todo-list", ModelRoute::new("todo_list").publish(&["name"]).update(&["name"]))
+            .model_route(
+                "todo-item",
+                ModelRoute::new("todo_item")
+                    .publish(&["text", "done", "todo_list"])
+                    .update(&["text", "done"])
+                    .create(&["text", "done", "todo_list"])
+                    .param("list_id", "todo_list__id"),
+            )
+            .check()
+            .expect("the fixture's schema checks")
+    }
+
+    pub(in crate::engine) fn routes() -> (CheckedSchema, Routes) {
+        let checked = schema();
+        let models: HashMap<_, _> =
+            checked.schema().models.iter().map(|m| (m.name.clone(), Arc::new(m.clone()))).collect();
+        let routes = Routes::compile(&checked, &models);
+        (checked, routes)
+    }
+}

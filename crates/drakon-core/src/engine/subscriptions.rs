@@ -1,0 +1,387 @@
+//! Sessions and their subscriptions: joining and leaving model and plain channels, the snapshot or replay a
+//! subscribe answers with, and the references a filter needs the store to watch.
+//!
+//! A [`Session`] is the one owner of its memberships: the hub's index follows from the session's joins and leaves
+//! (every hub (un)subscription happens in [`Session::join`], [`Session::leave`] and [`Session::close`]), so the two
+//! cannot drift apart, and undoing a subscription whose first read failed is one `leave`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use drakon_protocol::{Args, ChannelAction, ErrorCode, model_channel_name};
+use serde_json::{Value as Json, json};
+
+use super::fan_out::{BatchImages, resolve};
+use super::routes::{CompiledRoute, parse_order};
+use super::{ChannelChange, Engine, EngineLimits, Outcome, Payload, VerbError};
+use crate::filter::{Filter, Lookup};
+use crate::hub::{ConnId, Hub, RouteView, replay_event};
+use crate::limits;
+use crate::schema::ChannelRoute;
+use crate::store::{LogRead, row_to_json};
+
+/// One client's state on this node: who it is and the channels it holds.
+#[derive(Debug)]
+pub struct Session {
+    pub conn: ConnId,
+    /// Admin sessions may use the `admin:<model>` routes, which see and write every field.
+    pub admin: bool,
+    /// The server channels this session holds. A list, not a tree: a session holds a handful, and a B-tree's first
+    /// node alone would cost most of an idle connection's memory.
+    subs: Vec<Subscription>,
+    count: usize,
+}
+
+/// One server channel a session holds, and the client's local channel names for it.
+#[derive(Debug)]
+struct Subscription {
+    remote: String,
+    /// For model channels.
+    model: Option<String>,
+    locals: Vec<String>,
+}
+
+/// What a session joins: a model channel (with the route it is seen through and its filter) or a plain one.
+pub(super) enum Target<'a> {
+    Model(&'a Arc<RouteView>, &'a Filter),
+    Plain,
+}
+
+impl Session {
+    /// A session for connection `conn`, registered with the hub; `admin` unlocks the `admin:<model>` routes.
+    pub(super) fn new(conn: ConnId, admin: bool) -> Session {
+        Session { conn, admin, subs: Vec::new(), count: 0 }
+    }
+
+    /// How many (local, remote) subscriptions the session holds.
+    pub fn subscription_count(&self) -> usize {
+        self.count
+    }
+
+    fn holds(&self, local: &str, remote: &str) -> bool {
+        self.subs.iter().any(|s| s.remote == remote && s.locals.iter().any(|l| l == local))
+    }
+
+    /// Adds the local channel `local` for server channel `remote`, and the session to the hub's subscribers of
+    /// `remote`. Returns whether the pair is new (false: the session already held it, and nothing changed).
+    pub(super) fn join(
+        &mut self,
+        hub: &Hub,
+        local: &str,
+        remote: &str,
+        target: Target<'_>,
+        limits: EngineLimits,
+    ) -> Result<bool, VerbError> {
+        if self.holds(local, remote) {
+            return Ok(false);
+        }
+        if self.count >= limits.max_subscriptions {
+            return Err(VerbError::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "a connection may hold at most {} subscriptions; unsubscribe from some first",
+                    limits.max_subscriptions
+                ),
+            ));
+        }
+        let model = match target {
+            Target::Model(view, filter) => {
+                hub.subscribe_model(self.conn, view, remote, filter);
+                Some(view.model.name.clone())
+            }
+            Target::Plain => {
+                hub.subscribe_plain(self.conn, remote);
+                None
+            }
+        };
+        match self.subs.iter_mut().find(|s| s.remote == remote) {
+            Some(sub) => sub.locals.push(local.to_owned()),
+            None => self.subs.push(Subscription { remote: remote.to_owned(), model, locals: vec![local.to_owned()] }),
+        }
+        self.count += 1;
+        Ok(true)
+    }
+
+    /// Removes one (local, remote) pair, and the session from the hub's subscribers of `remote` when no local
+    /// channel needs it any more.
+    pub(super) fn leave(&mut self, hub: &Hub, local: &str, remote: &str) -> Result<(), VerbError> {
+        let not_subscribed = || {
+            VerbError::new(ErrorCode::NotSubscribed, format!("local channel `{local}` is not subscribed to `{remote}`"))
+        };
+        let at = self.subs.iter().position(|s| s.remote == remote).ok_or_else(not_subscribed)?;
+        let locals = &mut self.subs[at].locals;
+        let held = locals.iter().position(|l| l == local).ok_or_else(not_subscribed)?;
+        locals.swap_remove(held);
+        self.count -= 1;
+        if locals.is_empty() {
+            let sub = self.subs.swap_remove(at);
+            unsubscribe(hub, self.conn, sub);
+        }
+        Ok(())
+    }
+
+    /// Leaves every channel and unregisters from the hub.
+    pub(super) fn close(self, hub: &Hub) {
+        for sub in self.subs {
+            unsubscribe(hub, self.conn, sub);
+        }
+        hub.unregister(self.conn);
+    }
+}
+
+fn unsubscribe(hub: &Hub, conn: ConnId, sub: Subscription) {
+    match sub.model {
+        Some(model) => hub.unsubscribe_model(conn, &model, &sub.remote),
+        None => hub.unsubscribe_plain(conn, &sub.remote),
+    }
+}
+
+impl Engine {
+    fn take_local_channel(args: &mut Args) -> Result<String, VerbError> {
+        match args.remove("channel") {
+            Some(Json::String(s)) if !s.is_empty() => Ok(s),
+            _ => Err(VerbError::fields(
+                ErrorCode::InvalidArgs,
+                "subscribe and unsubscribe need `channel`, the client's local channel name",
+                BTreeMap::from([("channel".to_owned(), vec!["a non-empty string is required".to_owned()])]),
+            )),
+        }
+    }
+
+    /// Subscribes; with `"snapshot": true` the reply also carries the matching rows and the offset they reflect.
+    ///
+    /// The hub registration comes before the read, so every change committed after the read is delivered; changes
+    /// committed before it may be delivered too, and carry offsets at or below the snapshot's, which the client
+    /// skips.
+    pub(super) async fn subscribe_model(
+        &self,
+        session: &mut Session,
+        route: &CompiledRoute,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
+        let local = Self::take_local_channel(&mut args)?;
+        let snapshot = match args.remove("snapshot") {
+            None | Some(Json::Bool(false)) => false,
+            Some(Json::Bool(true)) => true,
+            Some(_) => return Err(VerbError::new(ErrorCode::InvalidArgs, "`snapshot` takes true or false")),
+        };
+        let since = match args.remove("since") {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                VerbError::new(ErrorCode::InvalidArgs, "`since` takes the last offset the client applied, an integer")
+            })?),
+        };
+        if snapshot && since.is_some() {
+            return Err(VerbError::new(ErrorCode::InvalidArgs, "ask for `snapshot` or `since`, not both"));
+        }
+        let order = parse_order(&route.view.model, &route.view.publish, args.remove("_order"))?;
+        let (filter, normalized) = self.inner.routes.filter(&self.inner.schema, route, args)?;
+        let remote = model_channel_name(&route.name, &normalized);
+        let channel = ChannelChange::one(local.clone(), remote.clone(), ChannelAction::Subscribe);
+        // Before anything can be missed: renames of referenced rows must log touches for this filter's references.
+        for lookup in filter.remote_lookups() {
+            self.watch_reference(&route.view.model.name, &lookup.hops[0].field).await?;
+        }
+        let hub = &self.inner.hub;
+        let fresh = session.join(hub, &local, &remote, Target::Model(&route.view, &filter), self.inner.limits)?;
+        if !snapshot && since.is_none() {
+            return Ok(Outcome { data: Payload::Json(json!([])), client_context: None, channel });
+        }
+        if let Some(since) = since {
+            match self.replay(route, &filter, &remote, since).await {
+                Ok(Some(data)) => return Ok(Outcome { data, client_context: None, channel }),
+                // The log no longer reaches back: answer with a fresh snapshot, marked as a reload.
+                Ok(None) => {}
+                Err(e) => {
+                    if fresh {
+                        session.leave(hub, &local, &remote)?;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let max = limits::MAX_SNAPSHOT_ROWS as u64;
+        let read = self.inner.store.list(&route.view.model, &filter, &order, max, 0).await.map_err(VerbError::from);
+        let page = match read {
+            Ok(page) if page.total <= max => page,
+            failed => {
+                if fresh {
+                    session.leave(hub, &local, &remote)?;
+                }
+                return Err(failed.err().unwrap_or_else(|| {
+                    VerbError::new(
+                        ErrorCode::InvalidArgs,
+                        format!("the filter matches more than {max} rows, too many for a snapshot; narrow it or page with get_list"),
+                    )
+                }));
+            }
+        };
+        let rows: Vec<Json> =
+            page.rows.iter().map(|r| row_to_json(&route.view.model, r, &route.view.publish)).collect();
+        let data = Payload::Snapshot { rows, offset: page.offset, reload: since.is_some() };
+        Ok(Outcome { data, client_context: None, channel })
+    }
+
+    async fn watch_reference(&self, model: &str, field: &str) -> Result<(), VerbError> {
+        let key = (model.to_owned(), field.to_owned());
+        if self.inner.watched.lock().unwrap_or_else(|e| e.into_inner()).contains(&key) {
+            return Ok(());
+        }
+        self.inner.store.watch_reference(model, field).await?;
+        self.inner.watched.lock().unwrap_or_else(|e| e.into_inner()).insert(key);
+        Ok(())
+    }
+
+    /// The events a subscriber that last applied offset `since` missed, as a [`Payload::Replay`]; `None` when the
+    /// log no longer reaches back that far.
+    async fn replay(
+        &self,
+        route: &CompiledRoute,
+        filter: &Filter,
+        channel: &str,
+        since: u64,
+    ) -> Result<Option<Payload>, VerbError> {
+        let model = &route.view.model;
+        let (changes, head) = match self.inner.store.log_since(model, since, limits::MAX_REPLAY_CHANGES).await? {
+            LogRead::Changes { changes, head } => (changes, head),
+            LogRead::Gone { .. } => return Ok(None),
+        };
+        let lookups: Vec<Lookup> = filter.remote_lookups().cloned().collect();
+        let images = BatchImages::of(&changes);
+        let channel: Arc<str> = Arc::from(channel);
+        let mut events = Vec::new();
+        for change in &changes {
+            let remote_old = resolve(&self.inner, model, change, true, &lookups, &images.before).await;
+            let remote_new = resolve(&self.inner, model, change, false, &lookups, &images.after).await;
+            // Touches carry the referenced row before and after, so they replay like any change.
+            if let Some(event) = replay_event(change, &route.view, filter, &channel, &remote_old, &remote_new) {
+                events.push(event);
+            }
+        }
+        Ok(Some(Payload::Replay { events, offset: head }))
+    }
+
+    pub(super) fn unsubscribe_model(
+        &self,
+        session: &mut Session,
+        route: &CompiledRoute,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
+        let local = Self::take_local_channel(&mut args)?;
+        // Clients reuse their subscribe arguments; what only shapes the snapshot does not name the channel.
+        args.remove("snapshot");
+        args.remove("since");
+        args.remove("_order");
+        let (_, normalized) = self.inner.routes.filter(&self.inner.schema, route, args)?;
+        let remote = model_channel_name(&route.name, &normalized);
+        session.leave(&self.inner.hub, &local, &remote)?;
+        Ok(Outcome {
+            data: Payload::Json(json!("unsubscribed")),
+            client_context: None,
+            channel: ChannelChange::one(local, remote, ChannelAction::Unsubscribe),
+        })
+    }
+
+    fn plain_channel_name(route_name: &str, spec: &ChannelRoute, args: &mut Args) -> Result<String, VerbError> {
+        let name = match args.remove("name") {
+            Some(Json::String(s)) => s,
+            None if spec.channels.len() == 1 && !spec.channels[0].ends_with('*') => spec.channels[0].clone(),
+            _ => {
+                return Err(VerbError::new(
+                    ErrorCode::InvalidArgs,
+                    format!("route `{route_name}` needs `name`, the channel to subscribe to"),
+                ));
+            }
+        };
+        if let Some(extra) = args.keys().next() {
+            return Err(VerbError::new(ErrorCode::InvalidArgs, format!("unknown argument `{extra}`")));
+        }
+        if !spec.allows(&name) {
+            return Err(VerbError::new(
+                ErrorCode::PermissionDenied,
+                format!("route `{route_name}` does not offer channel `{name}`"),
+            ));
+        }
+        Ok(name)
+    }
+
+    pub(super) fn subscribe_plain(
+        &self,
+        session: &mut Session,
+        route_name: &str,
+        spec: &ChannelRoute,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
+        let local = Self::take_local_channel(&mut args)?;
+        let remote = Self::plain_channel_name(route_name, spec, &mut args)?;
+        session.join(&self.inner.hub, &local, &remote, Target::Plain, self.inner.limits)?;
+        Ok(Outcome {
+            data: Payload::Json(json!("subscribed")),
+            client_context: None,
+            channel: ChannelChange::one(local, remote, ChannelAction::Subscribe),
+        })
+    }
+
+    pub(super) fn unsubscribe_plain(
+        &self,
+        session: &mut Session,
+        route_name: &str,
+        spec: &ChannelRoute,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
+        let local = Self::take_local_channel(&mut args)?;
+        let remote = Self::plain_channel_name(route_name, spec, &mut args)?;
+        session.leave(&self.inner.hub, &local, &remote)?;
+        Ok(Outcome {
+            data: Payload::Json(json!("unsubscribed")),
+            client_context: None,
+            channel: ChannelChange::one(local, remote, ChannelAction::Unsubscribe),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::TestEncoding;
+    use crate::outbox::Outbox;
+
+    use super::super::fixture;
+    use super::*;
+
+    #[test]
+    fn a_session_owns_its_memberships_and_the_hub_follows_them() {
+        let (checked, routes) = fixture::routes();
+        let hub = Hub::new();
+        let conn = hub.register(Outbox::new(8, &TestEncoding));
+        let mut session = Session::new(conn, false);
+        let limits = EngineLimits { max_subscriptions: 3 };
+        let route = routes.model("todo-item", false).expect("the route");
+        let args = serde_json::json!({"todo_list": 1}).as_object().unwrap().clone();
+        let (filter, _) = routes.filter(checked.schema(), route, args).expect("a filter");
+        let items = Target::Model(&route.view, &filter);
+        assert_eq!(session.join(&hub, "a", "todo-item|todo_list__id:1", items, limits), Ok(true));
+        let items = Target::Model(&route.view, &filter);
+        assert_eq!(session.join(&hub, "a", "todo-item|todo_list__id:1", items, limits), Ok(false), "held already");
+        let items = Target::Model(&route.view, &filter);
+        assert_eq!(session.join(&hub, "b", "todo-item|todo_list__id:1", items, limits), Ok(true));
+        assert_eq!(session.join(&hub, "c", "room", Target::Plain, limits), Ok(true));
+        assert_eq!(
+            session.join(&hub, "d", "room", Target::Plain, limits).map_err(|e| e.code),
+            Err(ErrorCode::TooManySubscriptions)
+        );
+        assert_eq!((session.subscription_count(), hub.stats().model_channels, hub.stats().plain_channels), (3, 1, 1));
+
+        // The channel stays while one local channel still needs it.
+        session.leave(&hub, "a", "todo-item|todo_list__id:1").expect("held");
+        assert_eq!(hub.stats().model_channels, 1);
+        assert_eq!(
+            session.leave(&hub, "a", "todo-item|todo_list__id:1").map_err(|e| e.code),
+            Err(ErrorCode::NotSubscribed)
+        );
+        session.leave(&hub, "b", "todo-item|todo_list__id:1").expect("held");
+        assert_eq!((session.subscription_count(), hub.stats().model_channels), (1, 0));
+
+        session.close(&hub);
+        assert_eq!((hub.stats().plain_channels, hub.stats().connections), (0, 0));
+    }
+}
