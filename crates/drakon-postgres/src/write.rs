@@ -22,47 +22,17 @@ use crate::rows::{Param, params, read_row, refs, row_columns};
 /// PostgreSQL truncates identifiers to this many bytes, constraint names in errors included.
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
-/// Why one attempt at a write failed.
-#[derive(Debug)]
-pub enum Failure {
-    Store(StoreError),
-    /// A deadlock with another writer or a serialization failure: nothing was committed, and trying again may
-    /// succeed.
-    Retry(tokio_postgres::Error),
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Failure {
-        Failure::Store(e)
-    }
-}
-
-impl From<Failure> for StoreError {
-    fn from(f: Failure) -> StoreError {
-        match f {
-            Failure::Store(e) => e,
-            Failure::Retry(e) => db_error(e),
-        }
-    }
-}
-
-fn pg(e: tokio_postgres::Error) -> Failure {
-    match e.code() {
-        Some(&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE) => Failure::Retry(e),
-        _ => Failure::Store(db_error(e)),
-    }
-}
-
-/// Runs `op` in one transaction and returns its committed changes (none: nothing changed, nothing committed).
-pub async fn write(conn: &mut Conn, schema: &Schema, op: &WriteOp) -> Result<Vec<Change>, Failure> {
-    conn.begin("").await.map_err(pg)?;
+/// Runs `op` in one transaction and returns its committed changes (none: nothing changed, nothing committed). A
+/// deadlock or serialization failure comes back as such ([`StoreError::is_retryable`]), for the caller to retry.
+pub async fn write(conn: &mut Conn, schema: &Schema, op: &WriteOp) -> Result<Vec<Change>, StoreError> {
+    conn.begin("").await.map_err(db_error)?;
     match apply(conn, schema, op).await {
         Ok(changes) if changes.is_empty() => {
             conn.rollback().await;
             Ok(changes)
         }
         Ok(changes) => {
-            conn.commit().await.map_err(pg)?;
+            conn.commit().await.map_err(db_error)?;
             Ok(changes)
         }
         Err(e) => {
@@ -72,9 +42,9 @@ pub async fn write(conn: &mut Conn, schema: &Schema, op: &WriteOp) -> Result<Vec
     }
 }
 
-async fn apply(conn: &mut Conn, schema: &Schema, op: &WriteOp) -> Result<Vec<Change>, Failure> {
-    conn.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK]).await.map_err(pg)?;
-    let before = conn.query_one(GLOBAL_HEAD, &[]).await.map_err(pg)?.get::<_, i64>(0) as u64;
+async fn apply(conn: &mut Conn, schema: &Schema, op: &WriteOp) -> Result<Vec<Change>, StoreError> {
+    conn.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK]).await.map_err(db_error)?;
+    let before = conn.query_one(GLOBAL_HEAD, &[]).await.map_err(db_error)?.get::<_, i64>(0) as u64;
     match op {
         WriteOp::Create { model, values, guard } => {
             let model = model_of(schema, model)?;
@@ -115,14 +85,14 @@ async fn apply(conn: &mut Conn, schema: &Schema, op: &WriteOp) -> Result<Vec<Cha
             }
         }
     }
-    Ok(changes_since(conn, schema, before).await?)
+    changes_since(conn, schema, before).await
 }
 
 fn model_of<'a>(schema: &'a Schema, name: &str) -> Result<&'a Model, StoreError> {
     schema.get_model(name).ok_or_else(|| StoreError::Database(format!("unknown model {name}")))
 }
 
-fn map_write_error(model: &Model, e: tokio_postgres::Error) -> Failure {
+fn map_write_error(model: &Model, e: tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error()
         && *db.code() == SqlState::UNIQUE_VIOLATION
     {
@@ -138,12 +108,12 @@ fn map_write_error(model: &Model, e: tokio_postgres::Error) -> Failure {
                 .map(|(columns, _)| columns.trim_matches('"').to_owned())
         };
         let field = by_index.map(|f| f.name.clone()).or_else(by_detail).unwrap_or_else(|| "id".to_owned());
-        return Failure::Store(StoreError::Unique { model: model.name.clone(), field });
+        return StoreError::Unique { model: model.name.clone(), field };
     }
-    pg(e)
+    db_error(e)
 }
 
-async fn check_refs(conn: &mut Conn, schema: &Schema, model: &Model, values: &[Assignment]) -> Result<(), Failure> {
+async fn check_refs(conn: &mut Conn, schema: &Schema, model: &Model, values: &[Assignment]) -> Result<(), StoreError> {
     for (i, v) in values {
         let field = &model.fields[*i];
         let (Some((target, _)), Some(id)) = (field.ref_target(), v.as_i64()) else { continue };
@@ -152,15 +122,15 @@ async fn check_refs(conn: &mut Conn, schema: &Schema, model: &Model, values: &[A
         let found = conn
             .query_opt(&format!("SELECT 1 FROM {} WHERE \"id\" = $1 FOR KEY SHARE", quote(&target.name)), &[&id])
             .await
-            .map_err(pg)?;
+            .map_err(db_error)?;
         if found.is_none() {
-            return Err(StoreError::MissingRef { field: field.name.clone(), target: target.name.clone() }.into());
+            return Err(StoreError::MissingRef { field: field.name.clone(), target: target.name.clone() });
         }
     }
     Ok(())
 }
 
-async fn insert(conn: &mut Conn, model: &Model, values: &[Assignment]) -> Result<Row, Failure> {
+async fn insert(conn: &mut Conn, model: &Model, values: &[Assignment]) -> Result<Row, StoreError> {
     // Fields the write leaves out take their default (or null); the store fills them so the logged image is whole.
     let mut row: Row = model.fields.iter().map(|f| f.default.clone().unwrap_or(Value::Null)).collect();
     for (i, v) in values {
@@ -184,7 +154,7 @@ async fn insert(conn: &mut Conn, model: &Model, values: &[Assignment]) -> Result
     Ok(row)
 }
 
-async fn update(conn: &mut Conn, model: &Model, id: i64, values: &[Assignment]) -> Result<(), Failure> {
+async fn update(conn: &mut Conn, model: &Model, id: i64, values: &[Assignment]) -> Result<(), StoreError> {
     let sets: Vec<String> = values
         .iter()
         .enumerate()
@@ -200,7 +170,7 @@ async fn update(conn: &mut Conn, model: &Model, id: i64, values: &[Assignment]) 
 
 /// Rows of `model` matching `filter`, by id; `lock` takes their row locks until the transaction ends, so a
 /// concurrent writer cannot change them between this read and this write's own change.
-async fn select_rows(conn: &mut Conn, model: &Model, filter: &Filter, lock: bool) -> Result<Vec<Row>, Failure> {
+async fn select_rows(conn: &mut Conn, model: &Model, filter: &Filter, lock: bool) -> Result<Vec<Row>, StoreError> {
     let cond = compile(filter, "t", Dialect::Postgres);
     let sql = format!(
         "SELECT {} FROM {} AS \"t\" WHERE {} ORDER BY \"t\".\"id\"{}",
@@ -210,11 +180,11 @@ async fn select_rows(conn: &mut Conn, model: &Model, filter: &Filter, lock: bool
         if lock { " FOR UPDATE OF \"t\"" } else { "" }
     );
     let bound = params(&cond.params);
-    let rows = conn.query(&sql, &refs(&bound)).await.map_err(pg)?;
-    rows.iter().map(|r| read_row(model, r, 0).map_err(pg)).collect()
+    let rows = conn.query(&sql, &refs(&bound)).await.map_err(db_error)?;
+    rows.iter().map(|r| read_row(model, r, 0).map_err(db_error)).collect()
 }
 
-async fn select_row(conn: &mut Conn, model: &Model, id: i64, guard: &Filter) -> Result<Option<Row>, Failure> {
+async fn select_row(conn: &mut Conn, model: &Model, id: i64, guard: &Filter) -> Result<Option<Row>, StoreError> {
     let mut filter = guard.clone();
     filter.conds.push(eq_cond(model, "id", FieldType::Id, id));
     Ok(select_rows(conn, model, &filter, true).await?.into_iter().next())
@@ -228,20 +198,20 @@ fn eq_cond(model: &Model, field: &str, ty: FieldType, id: i64) -> Cond {
     }
 }
 
-async fn require_guard(conn: &mut Conn, model: &Model, id: i64, guard: &Filter) -> Result<(), Failure> {
+async fn require_guard(conn: &mut Conn, model: &Model, id: i64, guard: &Filter) -> Result<(), StoreError> {
     if guard.conds.is_empty() {
         return Ok(());
     }
     let mut filter = guard.clone();
     filter.conds.push(eq_cond(model, "id", FieldType::Id, id));
     if select_rows(conn, model, &filter, false).await?.is_empty() {
-        return Err(StoreError::OutsideRoute.into());
+        return Err(StoreError::OutsideRoute);
     }
     Ok(())
 }
 
 /// Deletes `row` after applying every reference's `on_delete` to the rows that point at it.
-async fn delete_cascading(conn: &mut Conn, schema: &Schema, model: &Model, row: Row) -> Result<(), Failure> {
+async fn delete_cascading(conn: &mut Conn, schema: &Schema, model: &Model, row: Row) -> Result<(), StoreError> {
     let id = row[0].as_i64().unwrap_or_default();
     for referrer in &schema.models {
         for (index, field) in referrer.fields.iter().enumerate() {
@@ -262,8 +232,7 @@ async fn delete_cascading(conn: &mut Conn, schema: &Schema, model: &Model, row: 
                         id,
                         referrer: referrer.name.clone(),
                         field: field.name.clone(),
-                    }
-                    .into());
+                    });
                 }
                 OnDelete::Cascade => {
                     for child in rows {
@@ -283,6 +252,6 @@ async fn delete_cascading(conn: &mut Conn, schema: &Schema, model: &Model, row: 
             }
         }
     }
-    conn.execute(&format!("DELETE FROM {} WHERE \"id\" = $1", quote(&model.name)), &[&id]).await.map_err(pg)?;
+    conn.execute(&format!("DELETE FROM {} WHERE \"id\" = $1", quote(&model.name)), &[&id]).await.map_err(db_error)?;
     Ok(())
 }

@@ -20,7 +20,7 @@ use drakon_core::store::{
     ChangeSink, LogRead, LogRetention, MigrationReport, OrderBy, Page, Store, StoreError, WriteOp,
 };
 use drakon_core::{Filter, Model, Schema};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use crate::log::Writer;
 use crate::rows::{read_row, row_columns, to_sql};
@@ -42,8 +42,13 @@ pub struct SqliteStore {
     schema: Arc<RwLock<Arc<Schema>>>,
 }
 
-fn db_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
+/// A rusqlite failure as a store error, by SQLite's result code: a database that stayed busy or locked past
+/// [`BUSY_TIMEOUT_MS`] lost to another connection's transaction, and trying again may succeed.
+fn db_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Conflict(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {

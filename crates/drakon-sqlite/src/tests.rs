@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use drakon_core::Field;
-use drakon_core::store::{BusMessage, LogRetention, Store};
+use drakon_core::store::{BusMessage, LogRetention, Store, StoreError};
 use drakon_testkit::store_suite::{create, text, todo_schema};
 use tokio::sync::mpsc;
 
@@ -55,4 +55,19 @@ async fn trim_keeps_the_newest_entries_and_every_unpublished_one() {
     writer.published_seq = 13;
     assert_eq!(removed.unwrap(), 4, "offsets 8 to 11 go; 12 is unpublished");
     assert_eq!(crate::log::trim(&writer, &schema, latest).unwrap(), 1, "once published, 12 goes too");
+}
+
+/// Another connection holding the write lock past the busy timeout makes a write fail as a conflict (by SQLite's
+/// result code), which says it may succeed if tried again, and the write leaves nothing behind.
+#[tokio::test]
+async fn a_write_kept_out_by_another_writer_is_a_retryable_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _bus) = open(&dir).await;
+    let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let err = store.write(create("todo_list", vec![(1, text("a"))])).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)) && err.is_retryable(), "{err:?}");
+    other.execute_batch("ROLLBACK").unwrap();
+    let list = store.write(create("todo_list", vec![(1, text("a"))])).await.unwrap();
+    assert_eq!((list[0].id, list[0].offset), (1, 1), "the refused write used nothing up");
 }
