@@ -15,6 +15,8 @@ use crate::filter::Filter;
 use crate::schema::{Model, Schema};
 use crate::value::Value;
 
+pub mod write;
+
 /// A row's values, in the order of its model's fields (index 0 is `id`).
 pub type Row = Vec<Value>;
 

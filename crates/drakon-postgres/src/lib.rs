@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use drakon_core::filter::sql::{Dialect, compile, order_by, quote};
+use drakon_core::filter::sql::{Dialect, columns, compile, order_by, quote};
 use drakon_core::store::{
     Change, ChangeSink, LogRead, LogRetention, MigrationReport, OrderBy, Page, Store, StoreError, WriteOp,
 };
@@ -32,7 +32,7 @@ use drakon_core::{Filter, Model, Schema};
 use tokio_postgres::error::SqlState;
 
 use crate::pool::{Conn, Pool};
-use crate::rows::{params, read_row, refs, row_columns};
+use crate::rows::{params, read_row, refs};
 
 /// Connections per node for writes and reads. Writes commit one at a time across the cluster (they take the log's
 /// lock), so a few connections serve them; the rest let `get_list`s and replays run beside a write.
@@ -321,7 +321,7 @@ impl Store for PgStore {
                 .get(0);
             let sql = format!(
                 "SELECT {} FROM {table} AS \"t\" WHERE {} ORDER BY {order_sql} LIMIT {} OFFSET {}",
-                row_columns(model, "t"),
+                columns(model, "t"),
                 cond.sql,
                 limit.min(i64::MAX as u64),
                 offset.min(i64::MAX as u64),

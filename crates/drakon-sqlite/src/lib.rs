@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
-use drakon_core::filter::sql::{Dialect, compile, order_by, quote};
+use drakon_core::filter::sql::{Dialect, columns, compile, order_by, quote};
 use drakon_core::store::{
     ChangeSink, LogRead, LogRetention, MigrationReport, OrderBy, Page, Store, StoreError, WriteOp,
 };
@@ -23,7 +23,7 @@ use drakon_core::{Filter, Model, Schema};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use crate::log::Writer;
-use crate::rows::{read_row, row_columns, to_sql};
+use crate::rows::{read_row, to_sql};
 
 /// Read connections beside the writer: enough for concurrent `get_list`s on two cores.
 const READERS: usize = 4;
@@ -159,7 +159,7 @@ impl Store for SqliteStore {
                 .map_err(db_error)?;
             let sql = format!(
                 "SELECT {} FROM {table} AS \"t\" WHERE {} ORDER BY {order_sql} LIMIT {limit} OFFSET {offset}",
-                row_columns(&model, "t"),
+                columns(&model, "t"),
                 cond.sql
             );
             let rows = {
@@ -179,7 +179,7 @@ impl Store for SqliteStore {
         let writer = self.writer.clone();
         let sink = self.sink.clone();
         let schema = self.schema();
-        tokio::task::spawn_blocking(move || write::write(&mut lock(&writer), &schema, op, &sink))
+        tokio::task::spawn_blocking(move || write::write(&mut lock(&writer), &schema, &op, &sink))
             .await
             .map_err(|_| StoreError::Closed)?
     }
