@@ -15,6 +15,8 @@ use crate::filter::Filter;
 use crate::schema::{Model, Schema};
 use crate::value::Value;
 
+pub mod write;
+
 /// A row's values, in the order of its model's fields (index 0 is `id`).
 pub type Row = Vec<Value>;
 
@@ -161,6 +163,22 @@ pub enum StoreError {
     OutsideRoute,
     #[error("the store is shutting down")]
     Closed,
+    /// A concurrent transaction changed or held what this one needed (a serialization failure; SQLite's database
+    /// stayed busy or locked): nothing was written, and running it again may succeed.
+    #[error("the transaction conflicted with a concurrent one: {0}")]
+    Conflict(String),
+    /// The transaction deadlocked with a concurrent one and the database rolled it back: nothing was written, and
+    /// running it again may succeed.
+    #[error("the transaction deadlocked with a concurrent one: {0}")]
+    Deadlock(String),
+}
+
+impl StoreError {
+    /// Whether the transaction lost to a concurrent one and nothing was written, so that running it again may
+    /// succeed (the caller decides how often).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Conflict(_) | StoreError::Deadlock(_))
+    }
 }
 
 /// Rows and the change log.

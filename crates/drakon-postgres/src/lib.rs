@@ -24,14 +24,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use drakon_core::filter::sql::{Dialect, compile, order_by, quote};
+use drakon_core::filter::sql::{Dialect, columns, compile, order_by, quote};
 use drakon_core::store::{
     Change, ChangeSink, LogRead, LogRetention, MigrationReport, OrderBy, Page, Store, StoreError, WriteOp,
 };
 use drakon_core::{Filter, Model, Schema};
+use tokio_postgres::error::SqlState;
 
 use crate::pool::{Conn, Pool};
-use crate::rows::{params, read_row, refs, row_columns};
+use crate::rows::{params, read_row, refs};
 
 /// Connections per node for writes and reads. Writes commit one at a time across the cluster (they take the log's
 /// lock), so a few connections serve them; the rest let `get_list`s and replays run beside a write.
@@ -84,8 +85,16 @@ struct Inner {
     retention: LogRetention,
 }
 
+/// A tokio-postgres failure as a store error, by its SQLSTATE code (the server's text is for people): a deadlock
+/// or serialization failure rolled the transaction back and may succeed if run again; an unreachable server is
+/// [`StoreError::Unavailable`].
 fn db_error(e: tokio_postgres::Error) -> StoreError {
-    if unreachable(&e) { StoreError::Unavailable(describe(&e)) } else { StoreError::Database(describe(&e)) }
+    match e.code() {
+        Some(&SqlState::T_R_DEADLOCK_DETECTED) => StoreError::Deadlock(describe(&e)),
+        Some(&SqlState::T_R_SERIALIZATION_FAILURE) => StoreError::Conflict(describe(&e)),
+        _ if unreachable(&e) => StoreError::Unavailable(describe(&e)),
+        _ => StoreError::Database(describe(&e)),
+    }
 }
 
 /// Whether `e` says the server cannot be reached or is going away, rather than that a statement failed: a closed or
@@ -278,7 +287,7 @@ impl Store for PgStore {
         let mut attempt = 1;
         let report = loop {
             match migrate::migrate(&mut conn, schema).await {
-                Err(StoreError::Database(e)) if attempt < WRITE_ATTEMPTS && e.contains("(40P01)") => {
+                Err(e @ StoreError::Deadlock(_)) if attempt < WRITE_ATTEMPTS => {
                     tracing::warn!(error = %e, attempt, "the migration lost a deadlock to a writer; retrying");
                     attempt += 1;
                 }
@@ -312,7 +321,7 @@ impl Store for PgStore {
                 .get(0);
             let sql = format!(
                 "SELECT {} FROM {table} AS \"t\" WHERE {} ORDER BY {order_sql} LIMIT {} OFFSET {}",
-                row_columns(model, "t"),
+                columns(model, "t"),
                 cond.sql,
                 limit.min(i64::MAX as u64),
                 offset.min(i64::MAX as u64),
@@ -334,11 +343,11 @@ impl Store for PgStore {
         let changes = loop {
             match write::write(&mut conn, &schema, &op).await {
                 Ok(changes) => break changes,
-                Err(write::Failure::Retry(e)) if attempt < WRITE_ATTEMPTS => {
-                    tracing::debug!(error = %describe(&e), attempt, "a write lost to a concurrent writer; retrying");
+                Err(e) if e.is_retryable() && attempt < WRITE_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "a write lost to a concurrent writer; retrying");
                     attempt += 1;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         };
         if !changes.is_empty() && self.inner.publishes() {
@@ -368,9 +377,7 @@ impl Store for PgStore {
         match self.inner.insert_watch(&mut conn, model, field).await {
             Ok(()) => Ok(()),
             // The node's row is gone: another node took this one for dead. Come back, watches and all.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) => {
-                self.inner.reregister(&mut conn).await
-            }
+            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => self.inner.reregister(&mut conn).await,
             Err(e) => Err(db_error(e)),
         }
     }
@@ -378,5 +385,46 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.inner.conn().await?;
         conn.query_one("SELECT 1", &[]).await.map(|_| ()).map_err(db_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use drakon_core::StoreError;
+    use drakon_testkit::postgres::TestPg;
+
+    use super::db_error;
+
+    /// The two ways PostgreSQL rolls a transaction back for the sake of a concurrent one are told apart by their
+    /// SQLSTATE, on a real server, and both say that trying again may succeed (the store's writes do).
+    #[tokio::test]
+    async fn deadlocks_and_serialization_failures_are_retryable_by_their_code() {
+        let pg = TestPg::start();
+        let (a, b) = (pg.client("postgres").await, pg.client("postgres").await);
+        a.batch_execute("CREATE TABLE t (id int PRIMARY KEY, n int); INSERT INTO t VALUES (1, 0), (2, 0)")
+            .await
+            .unwrap();
+
+        a.batch_execute("BEGIN; UPDATE t SET n = 1 WHERE id = 1").await.unwrap();
+        b.batch_execute("BEGIN; UPDATE t SET n = 1 WHERE id = 2").await.unwrap();
+        let crossed = tokio::join!(
+            a.batch_execute("UPDATE t SET n = 2 WHERE id = 2"),
+            b.batch_execute("UPDATE t SET n = 2 WHERE id = 1")
+        );
+        let lost = crossed.0.err().or(crossed.1.err()).expect("one of the two lost the deadlock");
+        let err = db_error(lost);
+        assert!(matches!(err, StoreError::Deadlock(_)) && err.is_retryable(), "{err:?}");
+        for client in [&a, &b] {
+            client.batch_execute("ROLLBACK").await.unwrap();
+        }
+
+        a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT n FROM t WHERE id = 1").await.unwrap();
+        b.batch_execute("UPDATE t SET n = 3 WHERE id = 1").await.unwrap();
+        let err = db_error(a.batch_execute("UPDATE t SET n = 4 WHERE id = 1").await.unwrap_err());
+        assert!(matches!(err, StoreError::Conflict(_)) && err.is_retryable(), "{err:?}");
+        a.batch_execute("ROLLBACK").await.unwrap();
+
+        let err = db_error(a.batch_execute("SELECT * FROM missing").await.unwrap_err());
+        assert!(matches!(err, StoreError::Database(_)) && !err.is_retryable(), "{err:?}");
     }
 }

@@ -7,7 +7,6 @@
 use std::error::Error;
 
 use bytes::BytesMut;
-use drakon_core::filter::sql::quote;
 use drakon_core::{FieldType, Model, Value};
 use tokio_postgres::Row;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -70,12 +69,7 @@ pub fn refs<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
-/// `"t"."id", "t"."name", …` for every field of `model`.
-pub fn row_columns(model: &Model, alias: &str) -> String {
-    model.fields.iter().map(|f| format!("{}.{}", quote(alias), quote(&f.name))).collect::<Vec<_>>().join(", ")
-}
-
-/// Reads a row selected with [`row_columns`] (from column `first` on).
+/// Reads a row selected with `drakon_core::filter::sql::columns` (from column `first` on).
 pub fn read_row(model: &Model, row: &Row, first: usize) -> Result<Vec<Value>, tokio_postgres::Error> {
     model.fields.iter().enumerate().map(|(i, f)| read_value(&f.ty, row, first + i)).collect()
 }

@@ -1,68 +1,45 @@
 //! The write path inside PostgreSQL: one transaction holds the row changes and their cascades; the log triggers
-//! add the change-log entries in the same transaction. The write reads its own entries back before committing (to
-//! answer the client); after the commit the store publishes everything new in the log.
+//! add the change-log entries in the same transaction. What a write reads, checks and changes is
+//! `drakon_core::store::write`; this module is its SQL over a pooled connection ([`PgTx`]), and the transaction
+//! around it. After the commit the store publishes everything new in the log.
 //!
 //! A write first takes the log's lock (`migrate::LOG_LOCK`), as SQLite's `BEGIN IMMEDIATE` takes the write lock:
 //! from then on no other writer can log an entry until this one commits, so the entries past the log's head as read
-//! then are this write's own, and its checks (a referenced row exists, a guard holds) cannot be undone by a
-//! concurrent drakon write before it commits.
+//! then are this write's own. Outside programs do not take that lock, so the rows a write reads it also locks, and
+//! a referenced row is held with `KEY SHARE`: its checks (a referenced row exists, a guard holds) cannot be undone
+//! by anyone before it commits.
 
-use drakon_core::filter::sql::{Dialect, compile, quote};
-use drakon_core::filter::{Cond, Lookup, Op, Operand};
+use drakon_core::filter::sql::{Dialect, quote, select_where};
+use drakon_core::store::write::{WriteTx, apply};
 use drakon_core::store::{Assignment, Change, Row, StoreError, WriteOp};
-use drakon_core::{FieldType, Filter, Model, OnDelete, Schema, Value};
+use drakon_core::{Filter, Model, Schema, Value};
 use tokio_postgres::error::SqlState;
 
 use crate::db_error;
-use crate::log::{GLOBAL_HEAD, changes_since};
+use crate::log::{changes_since, current_seq};
 use crate::migrate::{LOG_LOCK, unique_index};
 use crate::pool::Conn;
-use crate::rows::{Param, params, read_row, refs, row_columns};
+use crate::rows::{Param, params, read_row, refs};
 
 /// PostgreSQL truncates identifiers to this many bytes, constraint names in errors included.
 const MAX_IDENTIFIER_BYTES: usize = 63;
 
-/// Why one attempt at a write failed.
-#[derive(Debug)]
-pub enum Failure {
-    Store(StoreError),
-    /// A deadlock with another writer or a serialization failure: nothing was committed, and trying again may
-    /// succeed.
-    Retry(tokio_postgres::Error),
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Failure {
-        Failure::Store(e)
+/// Runs `op` in one transaction and returns its committed changes (none: nothing changed, nothing committed). A
+/// deadlock or serialization failure comes back as such ([`StoreError::is_retryable`]), for the caller to retry.
+pub async fn write(conn: &mut Conn, schema: &Schema, op: &WriteOp) -> Result<Vec<Change>, StoreError> {
+    conn.begin("").await.map_err(db_error)?;
+    let applied = async {
+        conn.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK]).await.map_err(db_error)?;
+        apply(&mut PgTx(&mut *conn), schema, op).await
     }
-}
-
-impl From<Failure> for StoreError {
-    fn from(f: Failure) -> StoreError {
-        match f {
-            Failure::Store(e) => e,
-            Failure::Retry(e) => db_error(e),
-        }
-    }
-}
-
-fn pg(e: tokio_postgres::Error) -> Failure {
-    match e.code() {
-        Some(&SqlState::T_R_DEADLOCK_DETECTED | &SqlState::T_R_SERIALIZATION_FAILURE) => Failure::Retry(e),
-        _ => Failure::Store(db_error(e)),
-    }
-}
-
-/// Runs `op` in one transaction and returns its committed changes (none: nothing changed, nothing committed).
-pub async fn write(conn: &mut Conn, schema: &Schema, op: &WriteOp) -> Result<Vec<Change>, Failure> {
-    conn.begin("").await.map_err(pg)?;
-    match apply(conn, schema, op).await {
+    .await;
+    match applied {
         Ok(changes) if changes.is_empty() => {
             conn.rollback().await;
             Ok(changes)
         }
         Ok(changes) => {
-            conn.commit().await.map_err(pg)?;
+            conn.commit().await.map_err(db_error)?;
             Ok(changes)
         }
         Err(e) => {
@@ -72,57 +49,74 @@ pub async fn write(conn: &mut Conn, schema: &Schema, op: &WriteOp) -> Result<Vec
     }
 }
 
-async fn apply(conn: &mut Conn, schema: &Schema, op: &WriteOp) -> Result<Vec<Change>, Failure> {
-    conn.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK]).await.map_err(pg)?;
-    let before = conn.query_one(GLOBAL_HEAD, &[]).await.map_err(pg)?.get::<_, i64>(0) as u64;
-    match op {
-        WriteOp::Create { model, values, guard } => {
-            let model = model_of(schema, model)?;
-            check_refs(conn, schema, model, values).await?;
-            let row = insert(conn, model, values).await?;
-            require_guard(conn, model, row[0].as_i64().unwrap_or_default(), guard).await?;
-        }
-        WriteOp::Update { model, id, values, guard } => {
-            let model = model_of(schema, model)?;
-            let old = select_row(conn, model, *id, guard)
-                .await?
-                .ok_or_else(|| StoreError::NotFound { model: model.name.clone(), id: *id })?;
-            check_refs(conn, schema, model, values).await?;
-            let mut new = old.clone();
-            for (i, v) in values {
-                new[*i] = v.clone();
-            }
-            if new != old {
-                update(conn, model, *id, values).await?;
-                require_guard(conn, model, *id, guard).await?;
-            }
-        }
-        WriteOp::Delete { model, id, guard } => {
-            let model = model_of(schema, model)?;
-            let old = select_row(conn, model, *id, guard)
-                .await?
-                .ok_or_else(|| StoreError::NotFound { model: model.name.clone(), id: *id })?;
-            delete_cascading(conn, schema, model, old).await?;
-        }
-        WriteOp::DeleteWhere { model, filter } => {
-            let model = model_of(schema, model)?;
-            for row in select_rows(conn, model, filter, true).await? {
-                // An earlier cascade in this batch may already have removed the row.
-                let id = row[0].as_i64().unwrap_or_default();
-                if let Some(row) = select_row(conn, model, id, &Filter::default()).await? {
-                    delete_cascading(conn, schema, model, row).await?;
-                }
-            }
-        }
+/// The write transaction, as `drakon_core::store::write` uses it.
+struct PgTx<'a>(&'a mut Conn);
+
+impl WriteTx for PgTx<'_> {
+    async fn log_head(&mut self) -> Result<u64, StoreError> {
+        current_seq(self.0).await
     }
-    Ok(changes_since(conn, schema, before).await?)
+
+    async fn changes_since(&mut self, schema: &Schema, seq: u64) -> Result<Vec<Change>, StoreError> {
+        changes_since(self.0, schema, seq).await
+    }
+
+    async fn select(&mut self, model: &Model, filter: &Filter, lock: bool) -> Result<Vec<Row>, StoreError> {
+        let mut select = select_where(model, filter, Dialect::Postgres);
+        if lock {
+            select.sql.push_str(" FOR UPDATE OF \"t\"");
+        }
+        let bound = params(&select.params);
+        let rows = self.0.query(&select.sql, &refs(&bound)).await.map_err(db_error)?;
+        rows.iter().map(|r| read_row(model, r, 0).map_err(db_error)).collect()
+    }
+
+    async fn exists(&mut self, model: &Model, id: i64) -> Result<bool, StoreError> {
+        // KEY SHARE keeps the row from being deleted (by anyone) until this write commits.
+        let sql = format!("SELECT 1 FROM {} WHERE \"id\" = $1 FOR KEY SHARE", quote(&model.name));
+        Ok(self.0.query_opt(&sql, &[&id]).await.map_err(db_error)?.is_some())
+    }
+
+    async fn insert(&mut self, model: &Model, row: &Row) -> Result<i64, StoreError> {
+        let columns: Vec<String> = model.fields.iter().skip(1).map(|f| quote(&f.name)).collect();
+        let sql = if columns.is_empty() {
+            format!("INSERT INTO {} DEFAULT VALUES RETURNING \"id\"", quote(&model.name))
+        } else {
+            let marks: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) RETURNING \"id\"",
+                quote(&model.name),
+                columns.join(", "),
+                marks.join(", ")
+            )
+        };
+        let bound = params(&row[1..]);
+        let inserted = self.0.query_one(&sql, &refs(&bound)).await.map_err(|e| map_write_error(model, e))?;
+        Ok(inserted.get(0))
+    }
+
+    async fn update(&mut self, model: &Model, id: i64, values: &[Assignment]) -> Result<(), StoreError> {
+        let sets: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(n, (i, _))| format!("{} = ${}", quote(&model.fields[*i].name), n + 1))
+            .collect();
+        let sql = format!("UPDATE {} SET {} WHERE \"id\" = ${}", quote(&model.name), sets.join(", "), values.len() + 1);
+        let id = Value::Int(id);
+        let mut bound: Vec<Param<'_>> = values.iter().map(|(_, v)| Param(v)).collect();
+        bound.push(Param(&id));
+        self.0.execute(&sql, &refs(&bound)).await.map_err(|e| map_write_error(model, e))?;
+        Ok(())
+    }
+
+    async fn delete(&mut self, model: &Model, id: i64) -> Result<(), StoreError> {
+        let sql = format!("DELETE FROM {} WHERE \"id\" = $1", quote(&model.name));
+        self.0.execute(&sql, &[&id]).await.map_err(db_error)?;
+        Ok(())
+    }
 }
 
-fn model_of<'a>(schema: &'a Schema, name: &str) -> Result<&'a Model, StoreError> {
-    schema.get_model(name).ok_or_else(|| StoreError::Database(format!("unknown model {name}")))
-}
-
-fn map_write_error(model: &Model, e: tokio_postgres::Error) -> Failure {
+fn map_write_error(model: &Model, e: tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error()
         && *db.code() == SqlState::UNIQUE_VIOLATION
     {
@@ -138,151 +132,7 @@ fn map_write_error(model: &Model, e: tokio_postgres::Error) -> Failure {
                 .map(|(columns, _)| columns.trim_matches('"').to_owned())
         };
         let field = by_index.map(|f| f.name.clone()).or_else(by_detail).unwrap_or_else(|| "id".to_owned());
-        return Failure::Store(StoreError::Unique { model: model.name.clone(), field });
+        return StoreError::Unique { model: model.name.clone(), field };
     }
-    pg(e)
-}
-
-async fn check_refs(conn: &mut Conn, schema: &Schema, model: &Model, values: &[Assignment]) -> Result<(), Failure> {
-    for (i, v) in values {
-        let field = &model.fields[*i];
-        let (Some((target, _)), Some(id)) = (field.ref_target(), v.as_i64()) else { continue };
-        let target = model_of(schema, target)?;
-        // KEY SHARE keeps the row from being deleted (by anyone) until this write commits.
-        let found = conn
-            .query_opt(&format!("SELECT 1 FROM {} WHERE \"id\" = $1 FOR KEY SHARE", quote(&target.name)), &[&id])
-            .await
-            .map_err(pg)?;
-        if found.is_none() {
-            return Err(StoreError::MissingRef { field: field.name.clone(), target: target.name.clone() }.into());
-        }
-    }
-    Ok(())
-}
-
-async fn insert(conn: &mut Conn, model: &Model, values: &[Assignment]) -> Result<Row, Failure> {
-    // Fields the write leaves out take their default (or null); the store fills them so the logged image is whole.
-    let mut row: Row = model.fields.iter().map(|f| f.default.clone().unwrap_or(Value::Null)).collect();
-    for (i, v) in values {
-        row[*i] = v.clone();
-    }
-    let columns: Vec<String> = model.fields.iter().skip(1).map(|f| quote(&f.name)).collect();
-    let sql = if columns.is_empty() {
-        format!("INSERT INTO {} DEFAULT VALUES RETURNING \"id\"", quote(&model.name))
-    } else {
-        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
-        format!(
-            "INSERT INTO {} ({}) VALUES ({}) RETURNING \"id\"",
-            quote(&model.name),
-            columns.join(", "),
-            marks.join(", ")
-        )
-    };
-    let bound = params(&row[1..]);
-    let inserted = conn.query_one(&sql, &refs(&bound)).await.map_err(|e| map_write_error(model, e))?;
-    row[0] = Value::Int(inserted.get(0));
-    Ok(row)
-}
-
-async fn update(conn: &mut Conn, model: &Model, id: i64, values: &[Assignment]) -> Result<(), Failure> {
-    let sets: Vec<String> = values
-        .iter()
-        .enumerate()
-        .map(|(n, (i, _))| format!("{} = ${}", quote(&model.fields[*i].name), n + 1))
-        .collect();
-    let sql = format!("UPDATE {} SET {} WHERE \"id\" = ${}", quote(&model.name), sets.join(", "), values.len() + 1);
-    let id = Value::Int(id);
-    let mut bound: Vec<Param<'_>> = values.iter().map(|(_, v)| Param(v)).collect();
-    bound.push(Param(&id));
-    conn.execute(&sql, &refs(&bound)).await.map_err(|e| map_write_error(model, e))?;
-    Ok(())
-}
-
-/// Rows of `model` matching `filter`, by id; `lock` takes their row locks until the transaction ends, so a
-/// concurrent writer cannot change them between this read and this write's own change.
-async fn select_rows(conn: &mut Conn, model: &Model, filter: &Filter, lock: bool) -> Result<Vec<Row>, Failure> {
-    let cond = compile(filter, "t", Dialect::Postgres);
-    let sql = format!(
-        "SELECT {} FROM {} AS \"t\" WHERE {} ORDER BY \"t\".\"id\"{}",
-        row_columns(model, "t"),
-        quote(&model.name),
-        cond.sql,
-        if lock { " FOR UPDATE OF \"t\"" } else { "" }
-    );
-    let bound = params(&cond.params);
-    let rows = conn.query(&sql, &refs(&bound)).await.map_err(pg)?;
-    rows.iter().map(|r| read_row(model, r, 0).map_err(pg)).collect()
-}
-
-async fn select_row(conn: &mut Conn, model: &Model, id: i64, guard: &Filter) -> Result<Option<Row>, Failure> {
-    let mut filter = guard.clone();
-    filter.conds.push(eq_cond(model, "id", FieldType::Id, id));
-    Ok(select_rows(conn, model, &filter, true).await?.into_iter().next())
-}
-
-fn eq_cond(model: &Model, field: &str, ty: FieldType, id: i64) -> Cond {
-    Cond {
-        lookup: Lookup { hops: Vec::new(), model: model.name.clone(), field: field.to_owned(), ty },
-        op: Op::Eq,
-        operand: Operand::One(Value::Int(id)),
-    }
-}
-
-async fn require_guard(conn: &mut Conn, model: &Model, id: i64, guard: &Filter) -> Result<(), Failure> {
-    if guard.conds.is_empty() {
-        return Ok(());
-    }
-    let mut filter = guard.clone();
-    filter.conds.push(eq_cond(model, "id", FieldType::Id, id));
-    if select_rows(conn, model, &filter, false).await?.is_empty() {
-        return Err(StoreError::OutsideRoute.into());
-    }
-    Ok(())
-}
-
-/// Deletes `row` after applying every reference's `on_delete` to the rows that point at it.
-async fn delete_cascading(conn: &mut Conn, schema: &Schema, model: &Model, row: Row) -> Result<(), Failure> {
-    let id = row[0].as_i64().unwrap_or_default();
-    for referrer in &schema.models {
-        for (index, field) in referrer.fields.iter().enumerate() {
-            let Some((target, on_delete)) = field.ref_target() else { continue };
-            if target != model.name {
-                continue;
-            }
-            let mut filter = Filter::default();
-            filter.conds.push(eq_cond(referrer, &field.name, field.ty.clone(), id));
-            let rows = select_rows(conn, referrer, &filter, true).await?;
-            if rows.is_empty() {
-                continue;
-            }
-            match on_delete {
-                OnDelete::Restrict => {
-                    return Err(StoreError::Restricted {
-                        model: model.name.clone(),
-                        id,
-                        referrer: referrer.name.clone(),
-                        field: field.name.clone(),
-                    }
-                    .into());
-                }
-                OnDelete::Cascade => {
-                    for child in rows {
-                        let child_id = child[0].as_i64().unwrap_or_default();
-                        // A self-referencing cascade may have removed it already.
-                        if let Some(child) = select_row(conn, referrer, child_id, &Filter::default()).await? {
-                            Box::pin(delete_cascading(conn, schema, referrer, child)).await?;
-                        }
-                    }
-                }
-                OnDelete::SetNull => {
-                    for old in rows {
-                        let child_id = old[0].as_i64().unwrap_or_default();
-                        update(conn, referrer, child_id, &[(index, Value::Null)]).await?;
-                    }
-                }
-            }
-        }
-    }
-    conn.execute(&format!("DELETE FROM {} WHERE \"id\" = $1", quote(&model.name)), &[&id]).await.map_err(pg)?;
-    Ok(())
+    db_error(e)
 }

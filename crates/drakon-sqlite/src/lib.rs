@@ -15,15 +15,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
-use drakon_core::filter::sql::{Dialect, compile, order_by, quote};
+use drakon_core::filter::sql::{Dialect, columns, compile, order_by, quote};
 use drakon_core::store::{
     ChangeSink, LogRead, LogRetention, MigrationReport, OrderBy, Page, Store, StoreError, WriteOp,
 };
 use drakon_core::{Filter, Model, Schema};
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use crate::log::Writer;
-use crate::rows::{read_row, row_columns, to_sql};
+use crate::rows::{read_row, to_sql};
 
 /// Read connections beside the writer: enough for concurrent `get_list`s on two cores.
 const READERS: usize = 4;
@@ -42,8 +42,13 @@ pub struct SqliteStore {
     schema: Arc<RwLock<Arc<Schema>>>,
 }
 
-fn db_error(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
+/// A rusqlite failure as a store error, by SQLite's result code: a database that stayed busy or locked past
+/// [`BUSY_TIMEOUT_MS`] lost to another connection's transaction, and trying again may succeed.
+fn db_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Conflict(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
+    }
 }
 
 fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
@@ -154,7 +159,7 @@ impl Store for SqliteStore {
                 .map_err(db_error)?;
             let sql = format!(
                 "SELECT {} FROM {table} AS \"t\" WHERE {} ORDER BY {order_sql} LIMIT {limit} OFFSET {offset}",
-                row_columns(&model, "t"),
+                columns(&model, "t"),
                 cond.sql
             );
             let rows = {
@@ -174,7 +179,7 @@ impl Store for SqliteStore {
         let writer = self.writer.clone();
         let sink = self.sink.clone();
         let schema = self.schema();
-        tokio::task::spawn_blocking(move || write::write(&mut lock(&writer), &schema, op, &sink))
+        tokio::task::spawn_blocking(move || write::write(&mut lock(&writer), &schema, &op, &sink))
             .await
             .map_err(|_| StoreError::Closed)?
     }

@@ -1,6 +1,5 @@
 //! Converting between drakon values and SQLite values, and reading whole rows.
 
-use drakon_core::filter::sql::quote;
 use drakon_core::{FieldType, Model, Value};
 use rusqlite::types::{Value as Sql, ValueRef};
 
@@ -35,12 +34,7 @@ pub fn value_from_sql(ty: &FieldType, v: ValueRef<'_>) -> Result<Value, String> 
     })
 }
 
-/// `"t"."id", "t"."name", …` for every field of `model`.
-pub fn row_columns(model: &Model, alias: &str) -> String {
-    model.fields.iter().map(|f| format!("{}.{}", quote(alias), quote(&f.name))).collect::<Vec<_>>().join(", ")
-}
-
-/// Reads a row selected with [`row_columns`].
+/// Reads a row selected with `drakon_core::filter::sql::columns`.
 pub fn read_row(model: &Model, r: &rusqlite::Row<'_>) -> rusqlite::Result<Vec<Value>> {
     model
         .fields

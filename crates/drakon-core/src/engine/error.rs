@@ -64,7 +64,7 @@ impl From<StoreError> for VerbError {
                     "the database is unreachable; nothing was changed unless a later read shows it. Try again shortly",
                 )
             }
-            StoreError::Migration(_) | StoreError::Database(_) => {
+            StoreError::Migration(_) | StoreError::Database(_) | StoreError::Conflict(_) | StoreError::Deadlock(_) => {
                 tracing::error!(error = %e, "store failure");
                 VerbError::new(ErrorCode::Internal, "the server could not complete this request; try again later")
             }

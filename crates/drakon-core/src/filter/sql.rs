@@ -36,7 +36,7 @@ fn pg_type(v: &Value) -> &'static str {
     }
 }
 
-/// A condition and the values bound to its placeholders, in order.
+/// A condition (or a whole statement) and the values bound to its placeholders, in order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SqlCondition {
     pub sql: String,
@@ -69,6 +69,24 @@ pub fn order_by(model: &crate::Model, order: &[crate::store::OrderBy], alias: &s
         terms.push(format!("{}.\"id\"", quote(alias)));
     }
     terms.join(", ")
+}
+
+/// `"t"."id", "t"."name", …`: every field of `model`, in the model's order, from the table aliased `alias`.
+pub fn columns(model: &crate::Model, alias: &str) -> String {
+    model.fields.iter().map(|f| format!("{}.{}", quote(alias), quote(&f.name))).collect::<Vec<_>>().join(", ")
+}
+
+/// The statement reading every row of `model` where `filter` holds, whole (see [`columns`]) and by id, as a
+/// write reads the rows it is about to check or change.
+pub fn select_where(model: &crate::Model, filter: &Filter, dialect: Dialect) -> SqlCondition {
+    let cond = compile(filter, "t", dialect);
+    let sql = format!(
+        "SELECT {} FROM {} AS \"t\" WHERE {} ORDER BY \"t\".\"id\"",
+        columns(model, "t"),
+        quote(&model.name),
+        cond.sql
+    );
+    SqlCondition { sql, params: cond.params }
 }
 
 /// Compiles `filter` against rows of the table aliased `alias`. An empty filter is always true (`1`, `TRUE`).
