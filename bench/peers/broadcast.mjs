@@ -4,7 +4,7 @@
 // - WebSocket at /data/websocket. A frame {"route","verb":"subscribe","args":{"name"},"callbackname"} adds the
 //   socket to channel `name` and gets a success reply shaped like drakon's; any other request gets an error reply.
 // - POST /api/publish with {"channel","data"} (and the api key, as drakon wants it): the frame
-//   {"channel","data"} is encoded once and handed to ws.send for every subscriber, the path DESIGN.md §5 names.
+//   {"channel","data"} is encoded once and handed to ws.send for every subscriber, the usual broadcast path.
 // - Prints "baseline listening on http://ADDR" once listening; binds 127.0.0.1:0 unless --bind says otherwise.
 //
 // It has no store, no filters, no queue bounds and no heartbeats: it is the floor a broadcast costs in Node.

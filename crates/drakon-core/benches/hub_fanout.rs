@@ -1,5 +1,5 @@
 //! Hub fan-out without sockets: one change delivered to many subscribers of one channel, and to the one matching
-//! channel among many indexed ones (which must cost about the same as with one channel, DESIGN §5).
+//! channel among many indexed ones (which must cost about the same as with one channel, ARCHITECTURE.md's fan-out cost invariant).
 //!
 //! Outboxes are drained between timed batches, outside the measurement, so that every delivery queues an event
 //! instead of hitting a full queue and dropping the subscriber. Events are encoded (once per channel) when a queue

@@ -63,6 +63,10 @@ pub const DEFAULT_LOG_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 360
 /// Change-log entries removed per model per trimming pass, so trimming never holds the writer for long.
 pub const LOG_TRIM_BATCH: u64 = 10_000;
 
+/// How often the engine closes parked sessions (between two transport connections) whose time ran out: the most a
+/// session outlives its deadline, and one lock of an almost always empty map per second.
+pub const PARKED_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Protocols whose bytes an event keeps once encoded (native, SwampDragon over SockJS, Pusher, and one spare): each
 /// protocol on a node encodes a channel's event once and its recipients share the bytes. A slot costs 40 bytes per
 /// event and channel, never per connection.

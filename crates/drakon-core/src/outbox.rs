@@ -39,6 +39,8 @@ struct State {
     /// The connection task holds the socket: it has output of its own or took frames it has not finished writing.
     /// Pushes queue up instead of writing straight to the socket.
     held: bool,
+    /// The transport's writer, while one is attached that can write without waiting.
+    direct: Option<Box<dyn Direct>>,
     /// The rest of a frame that a direct write put on the socket only in part; it goes before anything else.
     rest: Vec<u8>,
     /// When the hub last pushed a frame: a connection that gets frames more often than [`DIRECT_MIN_INTERVAL`] has
@@ -95,7 +97,6 @@ pub struct Outbox {
     capacity: usize,
     /// The session's protocol, which makes the bytes of what leaves the queue.
     encoding: &'static dyn Encoding,
-    direct: Option<Box<dyn Direct>>,
 }
 
 fn register(waiting: &mut Option<Waker>, cx: &Context<'_>) {
@@ -115,12 +116,29 @@ fn wake(waiting: Option<Waker>) {
 impl Outbox {
     /// A queue of at most `capacity` events, which leave it encoded by `encoding`.
     pub fn new(capacity: usize, encoding: &'static dyn Encoding) -> Arc<Outbox> {
-        Arc::new(Outbox { state: Mutex::default(), capacity, encoding, direct: None })
+        Arc::new(Outbox { state: Mutex::default(), capacity, encoding })
     }
 
     /// A queue whose pushes may write straight to the socket through `direct`.
     pub fn with_direct(capacity: usize, encoding: &'static dyn Encoding, direct: Box<dyn Direct>) -> Arc<Outbox> {
-        Arc::new(Outbox { state: Mutex::default(), capacity, encoding, direct: Some(direct) })
+        let outbox = Outbox::new(capacity, encoding);
+        outbox.attach(direct);
+        outbox
+    }
+
+    /// Lets pushes write straight to a transport's socket through `direct` from now on.
+    pub fn attach(&self, direct: Box<dyn Direct>) {
+        self.lock().direct = Some(direct);
+    }
+
+    /// For a transport that lets go of the queue while its session lives on (parked until the next connection):
+    /// no more direct writes, and `rest` gets the rest of a frame a direct write left, for that transport to finish
+    /// or drop with its socket. Queued events stay for whoever takes the queue next.
+    pub fn detach(&self, rest: &mut Vec<u8>) {
+        let mut state = self.lock();
+        state.direct = None;
+        state.held = false;
+        rest.append(&mut state.rest);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -140,7 +158,7 @@ impl Outbox {
             let last = state.last_push.replace(now);
             last.is_none_or(|last| now.saturating_duration_since(last) >= DIRECT_MIN_INTERVAL)
         });
-        if let Some(socket) = &self.direct
+        if let Some(socket) = &state.direct
             && quiet
             && !state.held
             && state.queue.is_empty()
@@ -446,6 +464,28 @@ mod tests {
         outbox.close();
         assert_eq!(outbox.push(&frame("f"), now()), Push::Closed);
         assert_eq!(*sock.written.lock().unwrap(), b"ae", "nothing is written once the queue is closed");
+    }
+
+    #[test]
+    fn a_detached_queue_keeps_its_events_for_the_next_transport() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let first = socket(1000);
+        let outbox = Outbox::with_direct_plain(8, Box::new(first.clone()));
+        assert_eq!(outbox.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
+        assert_eq!(outbox.push(&frame("a"), now()), Push::Sent);
+        let mut rest = Vec::new();
+        outbox.detach(&mut rest);
+        assert!(rest.is_empty());
+        // Between transports, events wait in the queue.
+        assert_eq!(outbox.push(&frame("b"), now()), Push::Queued);
+        let second = socket(1000);
+        outbox.attach(Box::new(second.clone()));
+        let mut out = Vec::new();
+        assert_eq!(outbox.poll_batch(&mut cx, &mut out, &mut Vec::new()), Poll::Ready(Batch::Frames));
+        assert_eq!(out, [Bytes::from_static(b"b")]);
+        assert_eq!(outbox.poll_batch(&mut cx, &mut Vec::new(), &mut Vec::new()), Poll::Pending);
+        assert_eq!(outbox.push(&frame("c"), now()), Push::Sent);
+        assert_eq!((&first.written.lock().unwrap()[..], &second.written.lock().unwrap()[..]), (&b"a"[..], &b"c"[..]));
     }
 
     #[test]

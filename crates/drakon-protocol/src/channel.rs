@@ -1,6 +1,6 @@
 //! Server channel names for filtered model subscriptions: `<base>|k:v|k:v`.
 //!
-//! The grammar is SwampDragon's (reference §10.2): the base, a `|`, then `key:value` pairs joined by `|` with keys
+//! The grammar is SwampDragon's (docs/protocol.md, Filters): the base, a `|`, then `key:value` pairs joined by `|` with keys
 //! sorted by byte order, so one filter always names one channel. Unlike SwampDragon, which formatted values with
 //! Python's `str()` and `quote_plus` (so `False` and `"False"` collided), values are JSON-encoded: strings keep their
 //! quotes and types survive. Because a JSON string may itself contain `|` and `:`, parsing splits only outside JSON

@@ -1,6 +1,6 @@
 //! Parsing of client → server frames: the SwampDragon request envelope and the app heartbeat.
 //!
-//! The envelope is `{"route","verb","args","callbackname"}` (reference §4.1). Unlike SwampDragon, which aborted the
+//! The envelope is `{"route","verb","args","callbackname"}` (docs/protocol.md, Client frames). Unlike SwampDragon, which aborted the
 //! connection on any malformed frame, parsing here never panics and every failure is a [`FrameError`] that carries
 //! an [`ErrorCode`] plus whatever `verb` and `callbackname` could still be read, so the server can address an error
 //! reply to the callback that is waiting for it.
@@ -206,7 +206,7 @@ mod tests {
 
     use super::*;
 
-    /// Unwraps the JSON text from a SockJS `["…"]` frame as captured in the reference.
+    /// Unwraps the JSON text from a SockJS `["…"]` frame as SwampDragon's own client sends it.
     fn unsockjs(frame: &str) -> String {
         let mut texts: Vec<String> = serde_json::from_str(frame).unwrap();
         assert_eq!(texts.len(), 1);

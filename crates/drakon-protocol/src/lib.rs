@@ -1,7 +1,7 @@
 //! drakon's native wire protocol: client frames, replies, publications, error codes and channel names.
 //!
-//! The protocol is SwampDragon's envelope with its bugs fixed (see `DESIGN.md` §4 and the SwampDragon reference
-//! §4–6). This crate only turns text into typed frames and typed values into bytes; it does no I/O and knows nothing
+//! The protocol is SwampDragon's envelope with its bugs fixed (docs/protocol.md, and its
+//! "Differences from SwampDragon"). This crate only turns text into typed frames and typed values into bytes; it does no I/O and knows nothing
 //! of sockets, runtimes or stores, so every codec here is tested against literal frames.
 
 pub mod channel;

@@ -1,7 +1,7 @@
-//! Encoding of server → subscriber messages: model events and plain pub/sub messages (reference §6).
+//! Encoding of server → subscriber messages: model events and plain pub/sub messages (docs/protocol.md, Publications).
 //!
 //! A publication is encoded once and the resulting [`Bytes`] shared by every connection that receives it, so these
-//! encoders take only what is common to all receivers. Model events carry the change's `offset` (DESIGN §4), which
+//! encoders take only what is common to all receivers. Model events carry the change's `offset` (docs/protocol.md, The delivery guarantee), which
 //! SwampDragon lacked, so a reconnecting client can say where to resume.
 
 use bytes::Bytes;

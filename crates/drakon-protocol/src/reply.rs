@@ -1,9 +1,9 @@
-//! Encoding of server → client replies: the SwampDragon `{"data","context","channel_data"}` envelope (reference §5).
+//! Encoding of server → client replies: the SwampDragon `{"data","context","channel_data"}` envelope (docs/protocol.md, Replies).
 //!
 //! Replies are written straight from borrowed structs into one buffer and handed out as [`Bytes`], so a reply is
 //! never built as a `serde_json::Value` tree first. Key order is fixed (`data`, `context`, `channel_data`) so the
 //! bytes are reproducible and testable; clients never depend on it. Errors differ from SwampDragon on purpose: their
-//! `data` is always `{"code","message","fields"?}` (DESIGN §4) instead of a free-form dict.
+//! `data` is always `{"code","message","fields"?}` (docs/protocol.md, Error body) instead of a free-form dict.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -140,7 +140,7 @@ pub fn encode_error(err: &ErrorBody, callbackname: Option<&str>, verb: &str) -> 
     encode(&Envelope { data: err, context: &ctx, channel_data: None })
 }
 
-/// The app heartbeat the server sends and the client echoes (reference §7).
+/// The app heartbeat the server sends and the client echoes (docs/protocol.md).
 pub fn encode_heartbeat() -> Bytes {
     Bytes::from_static(br#"{"heartbeat":"1"}"#)
 }

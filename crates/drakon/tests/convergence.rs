@@ -1,4 +1,4 @@
-//! Convergence (DESIGN §6): every client's live mirror equals what the database says its filter selects, after
+//! Convergence: every client's live mirror equals what the database says its filter selects, after
 //! random writes through verbs and straight into the database, disconnects and resumes, a stalled client that the
 //! server closes with 4008, and failures in the middle. One scenario, run on two deployments
 //! (`convergence/deployment.rs`):

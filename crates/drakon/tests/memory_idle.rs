@@ -1,4 +1,4 @@
-//! Memory per idle subscribed WebSocket connection (DESIGN §5): the server's resident set grows by less than a
+//! Memory per idle subscribed WebSocket connection (the README's Performance target): the server's resident set grows by less than a
 //! budget per connection. Unlike timings, the figure is stable from run to run, so a test can assert it.
 
 mod common;
@@ -15,7 +15,7 @@ const CONNECTIONS: usize = 2_000;
 /// Connections opened at once: enough to be quick, few enough not to overflow the accept queue.
 const IN_FLIGHT: usize = 100;
 /// Measured with the debug build the test runs (2 vCPU Linux, 2026-11-27, third session): 3.2–3.3 KiB per connection
-/// over three runs; the release build gives 2.9 KiB at 15,000. The budget is DESIGN §5's target, ~25% above what is
+/// over three runs; the release build gives 2.9 KiB at 15,000. The budget is the README's target, ~25% above what is
 /// measured: it catches a connection task that grows by a future, a buffer kept while idle, or a per-connection map
 /// whose first node is large.
 const BUDGET_BYTES_PER_CONNECTION: u64 = 4 * 1024;

@@ -238,7 +238,7 @@ async fn binary_frames_get_bad_json_and_the_connection_stays_up() {
     }
 }
 
-/// Fields outside `publish_fields` are not exposed (DESIGN §1, §4: "only publish_fields are ever sent"; the
+/// Fields outside `publish_fields` are not exposed (docs/protocol.md: only `publish_fields` are ever sent; the
 /// `unknown_field` code: "a filter or write names a field the model does not expose"). Filtering on one would let a
 /// client read it a bit at a time, and a write to one should not reveal that it exists.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Publish semantics over a real socket (DESIGN §4): which subscription receives `created`, `updated` or `deleted`
+//! Publish semantics over a real socket (docs/protocol.md, Publications): which subscription receives `created`, `updated` or `deleted`
 //! when a row enters, changes within or leaves its filter, what the data holds, and that nothing else is sent. The
 //! table also pins the SwampDragon rows of reference §10.6 that drakon fixes (`done: false`, strings with spaces,
 //! related-field lookups, `deleted` sent to subscriptions the row never matched).

@@ -90,7 +90,7 @@ async fn app() -> (TestServer, Client) {
 /// Waits until every change committed so far has been fanned out, and drops what that delivered to `watcher`.
 ///
 /// A write's reply can reach its client before the change reaches the hub, so a subscription made just after a
-/// write may still receive that write's event (DESIGN §4: such events carry offsets the client already has). The
+/// write may still receive that write's event (docs/protocol.md: such events carry offsets the client already has). The
 /// fan-out keeps commit order, so once an event for a later marker write arrives, nothing older is still in flight.
 async fn settle(writer: &mut Client, watcher: &mut Client) {
     watcher.subscribe("marker", "settle", json!({})).await;

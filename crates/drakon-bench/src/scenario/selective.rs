@@ -1,7 +1,7 @@
 //! `selective`: S subscriptions on S distinct filters (`{"grp": 1..=S}`, many per connection), plus one probe
 //! subscription on group 0, and updates of group-0 rows at a set rate. Every write matches exactly one subscription;
 //! drakon indexes subscriptions by their equality filter, so the server CPU per write should stay flat as S grows
-//! (DESIGN.md §3.4). One node holds ~19,000 connections, so large S uses many subscriptions per connection
+//! (ARCHITECTURE.md: fan-out cost follows the matching channels). One node holds ~19,000 connections, so large S uses many subscriptions per connection
 //! (`max_subscriptions` is raised in the generated config).
 
 use std::time::Duration;

@@ -5,13 +5,15 @@
 //! subscriptions go through the same route rules, so a filter means the same thing everywhere.
 //!
 //! By job: `routes` compiles routes and turns a client's arguments into filters, `verbs` reads and writes rows,
-//! `subscriptions` holds sessions and their channels (with snapshots and replays), `fan_out` carries the bus to the
+//! `session` holds sessions (who, which channels, which queue) and the parked ones, `subscriptions` the verbs that
+//! join and leave channels (with snapshots and replays), `fan_out` carries the bus to the
 //! hub, `custom` is the custom-verb API, `error` the errors a client gets. This module dispatches a request to them.
 
 mod custom;
 mod error;
 mod fan_out;
 mod routes;
+mod session;
 mod subscriptions;
 mod verbs;
 
@@ -28,11 +30,12 @@ pub use error::VerbError;
 use error::unknown_verb;
 pub use routes::ADMIN_ROUTE_PREFIX;
 use routes::Routes;
-pub use subscriptions::Session;
+use session::Parked;
+pub use session::{Principal, Session};
 
 use crate::event::Event;
 use crate::filter::Filter;
-use crate::hub::{ConnId, Hub};
+use crate::hub::Hub;
 use crate::limits;
 use crate::schema::{CheckedSchema, Model, Schema, Verb};
 use crate::store::{BusMessage, Change, ChangeSink, Publisher, Store, WriteOp};
@@ -63,6 +66,8 @@ struct Inner {
     limits: EngineLimits,
     /// Becomes true once the fan-out knows every model's head offset (see [`Engine::ready`]).
     ready: tokio::sync::watch::Receiver<bool>,
+    /// Sessions between two transport connections (see [`Engine::park`]).
+    parked: Parked,
 }
 
 /// The engine of one node; cheap to clone.
@@ -147,8 +152,10 @@ impl Engine {
             publisher: Default::default(),
             limits,
             ready,
+            parked: Parked::default(),
         });
         let task = tokio::spawn(fan_out::fan_out(inner.clone(), bus, ready_tx));
+        tokio::spawn(expire_parked(Arc::downgrade(&inner)));
         (Engine { inner }, task)
     }
 
@@ -170,16 +177,6 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
-    }
-
-    /// Opens a session for a connection registered with the hub; `admin` unlocks the `admin:<model>` routes.
-    pub fn open_session(&self, conn: ConnId, admin: bool) -> Session {
-        Session::new(conn, admin)
-    }
-
-    /// Drops every subscription of the session and its hub registration.
-    pub fn close_session(&self, session: Session) {
-        session.close(&self.inner.hub);
     }
 
     /// Handles one request of a session (`verb` of `route`, with `args`, and `page` for `get_list`); the
@@ -284,7 +281,7 @@ impl Engine {
             };
         }
         // Admin routes exist only for admin sessions and in-process callers; to anyone else they are unknown.
-        let route = self.inner.routes.model(route_name, session.as_ref().is_none_or(|s| s.admin))?;
+        let route = self.inner.routes.model(route_name, session.as_ref().is_none_or(|s| s.is_admin()))?;
         if let Some(custom) = route.spec.custom_verbs.get(verb) {
             let ctx = VerbContext { engine: self.clone(), route: route_name.to_owned(), conn: session.map(|s| s.conn) };
             return custom(ctx, args).await.map(Outcome::data);
@@ -315,6 +312,20 @@ impl Engine {
                     self.unsubscribe_model(session, route, args)
                 }
             }
+        }
+    }
+}
+
+/// Closes parked sessions whose time ran out, every [`limits::PARKED_SWEEP_INTERVAL`], for as long as the engine
+/// lives.
+async fn expire_parked(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(limits::PARKED_SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let closed = inner.parked.expire(&inner.hub, std::time::Instant::now());
+        if closed > 0 {
+            tracing::debug!(closed, "closed parked sessions nobody picked up");
         }
     }
 }

@@ -1,9 +1,6 @@
-//! Sessions and their subscriptions: joining and leaving model and plain channels, the snapshot or replay a
-//! subscribe answers with, and the references a filter needs the store to watch.
-//!
-//! A [`Session`] is the one owner of its memberships: the hub's index follows from the session's joins and leaves
-//! (every hub (un)subscription happens in [`Session::join`], [`Session::leave`] and [`Session::close`]), so the two
-//! cannot drift apart, and undoing a subscription whose first read failed is one `leave`.
+//! The `subscribe` and `unsubscribe` verbs on model and plain channels: the channel a client's filter names, the
+//! snapshot or replay a subscribe answers with, and the references a filter needs the store to watch. Membership
+//! itself is the session's (see `session`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,128 +10,13 @@ use serde_json::{Value as Json, json};
 
 use super::fan_out::{BatchImages, resolve};
 use super::routes::{CompiledRoute, parse_order};
-use super::{ChannelChange, Engine, EngineLimits, Outcome, Payload, VerbError};
+use super::session::{Session, Target};
+use super::{ChannelChange, Engine, Outcome, Payload, VerbError};
 use crate::filter::{Filter, Lookup};
-use crate::hub::{ConnId, Hub, RouteView, replay_event};
+use crate::hub::replay_event;
 use crate::limits;
 use crate::schema::ChannelRoute;
 use crate::store::{LogRead, row_to_json};
-
-/// One client's state on this node: who it is and the channels it holds.
-#[derive(Debug)]
-pub struct Session {
-    pub conn: ConnId,
-    /// Admin sessions may use the `admin:<model>` routes, which see and write every field.
-    pub admin: bool,
-    /// The server channels this session holds. A list, not a tree: a session holds a handful, and a B-tree's first
-    /// node alone would cost most of an idle connection's memory.
-    subs: Vec<Subscription>,
-    count: usize,
-}
-
-/// One server channel a session holds, and the client's local channel names for it.
-#[derive(Debug)]
-struct Subscription {
-    remote: String,
-    /// For model channels.
-    model: Option<String>,
-    locals: Vec<String>,
-}
-
-/// What a session joins: a model channel (with the route it is seen through and its filter) or a plain one.
-pub(super) enum Target<'a> {
-    Model(&'a Arc<RouteView>, &'a Filter),
-    Plain,
-}
-
-impl Session {
-    /// A session for connection `conn`, registered with the hub; `admin` unlocks the `admin:<model>` routes.
-    pub(super) fn new(conn: ConnId, admin: bool) -> Session {
-        Session { conn, admin, subs: Vec::new(), count: 0 }
-    }
-
-    /// How many (local, remote) subscriptions the session holds.
-    pub fn subscription_count(&self) -> usize {
-        self.count
-    }
-
-    fn holds(&self, local: &str, remote: &str) -> bool {
-        self.subs.iter().any(|s| s.remote == remote && s.locals.iter().any(|l| l == local))
-    }
-
-    /// Adds the local channel `local` for server channel `remote`, and the session to the hub's subscribers of
-    /// `remote`. Returns whether the pair is new (false: the session already held it, and nothing changed).
-    pub(super) fn join(
-        &mut self,
-        hub: &Hub,
-        local: &str,
-        remote: &str,
-        target: Target<'_>,
-        limits: EngineLimits,
-    ) -> Result<bool, VerbError> {
-        if self.holds(local, remote) {
-            return Ok(false);
-        }
-        if self.count >= limits.max_subscriptions {
-            return Err(VerbError::new(
-                ErrorCode::TooManySubscriptions,
-                format!(
-                    "a connection may hold at most {} subscriptions; unsubscribe from some first",
-                    limits.max_subscriptions
-                ),
-            ));
-        }
-        let model = match target {
-            Target::Model(view, filter) => {
-                hub.subscribe_model(self.conn, view, remote, filter);
-                Some(view.model.name.clone())
-            }
-            Target::Plain => {
-                hub.subscribe_plain(self.conn, remote);
-                None
-            }
-        };
-        match self.subs.iter_mut().find(|s| s.remote == remote) {
-            Some(sub) => sub.locals.push(local.to_owned()),
-            None => self.subs.push(Subscription { remote: remote.to_owned(), model, locals: vec![local.to_owned()] }),
-        }
-        self.count += 1;
-        Ok(true)
-    }
-
-    /// Removes one (local, remote) pair, and the session from the hub's subscribers of `remote` when no local
-    /// channel needs it any more.
-    pub(super) fn leave(&mut self, hub: &Hub, local: &str, remote: &str) -> Result<(), VerbError> {
-        let not_subscribed = || {
-            VerbError::new(ErrorCode::NotSubscribed, format!("local channel `{local}` is not subscribed to `{remote}`"))
-        };
-        let at = self.subs.iter().position(|s| s.remote == remote).ok_or_else(not_subscribed)?;
-        let locals = &mut self.subs[at].locals;
-        let held = locals.iter().position(|l| l == local).ok_or_else(not_subscribed)?;
-        locals.swap_remove(held);
-        self.count -= 1;
-        if locals.is_empty() {
-            let sub = self.subs.swap_remove(at);
-            unsubscribe(hub, self.conn, sub);
-        }
-        Ok(())
-    }
-
-    /// Leaves every channel and unregisters from the hub.
-    pub(super) fn close(self, hub: &Hub) {
-        for sub in self.subs {
-            unsubscribe(hub, self.conn, sub);
-        }
-        hub.unregister(self.conn);
-    }
-}
-
-fn unsubscribe(hub: &Hub, conn: ConnId, sub: Subscription) {
-    match sub.model {
-        Some(model) => hub.unsubscribe_model(conn, &model, &sub.remote),
-        None => hub.unsubscribe_plain(conn, &sub.remote),
-    }
-}
 
 impl Engine {
     fn take_local_channel(args: &mut Args) -> Result<String, VerbError> {
@@ -337,51 +219,5 @@ impl Engine {
             client_context: None,
             channel: ChannelChange::one(local, remote, ChannelAction::Unsubscribe),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::event::TestEncoding;
-    use crate::outbox::Outbox;
-
-    use super::super::fixture;
-    use super::*;
-
-    #[test]
-    fn a_session_owns_its_memberships_and_the_hub_follows_them() {
-        let (checked, routes) = fixture::routes();
-        let hub = Hub::new();
-        let conn = hub.register(Outbox::new(8, &TestEncoding));
-        let mut session = Session::new(conn, false);
-        let limits = EngineLimits { max_subscriptions: 3 };
-        let route = routes.model("todo-item", false).expect("the route");
-        let args = serde_json::json!({"todo_list": 1}).as_object().unwrap().clone();
-        let (filter, _) = routes.filter(checked.schema(), route, args).expect("a filter");
-        let items = Target::Model(&route.view, &filter);
-        assert_eq!(session.join(&hub, "a", "todo-item|todo_list__id:1", items, limits), Ok(true));
-        let items = Target::Model(&route.view, &filter);
-        assert_eq!(session.join(&hub, "a", "todo-item|todo_list__id:1", items, limits), Ok(false), "held already");
-        let items = Target::Model(&route.view, &filter);
-        assert_eq!(session.join(&hub, "b", "todo-item|todo_list__id:1", items, limits), Ok(true));
-        assert_eq!(session.join(&hub, "c", "room", Target::Plain, limits), Ok(true));
-        assert_eq!(
-            session.join(&hub, "d", "room", Target::Plain, limits).map_err(|e| e.code),
-            Err(ErrorCode::TooManySubscriptions)
-        );
-        assert_eq!((session.subscription_count(), hub.stats().model_channels, hub.stats().plain_channels), (3, 1, 1));
-
-        // The channel stays while one local channel still needs it.
-        session.leave(&hub, "a", "todo-item|todo_list__id:1").expect("held");
-        assert_eq!(hub.stats().model_channels, 1);
-        assert_eq!(
-            session.leave(&hub, "a", "todo-item|todo_list__id:1").map_err(|e| e.code),
-            Err(ErrorCode::NotSubscribed)
-        );
-        session.leave(&hub, "b", "todo-item|todo_list__id:1").expect("held");
-        assert_eq!((session.subscription_count(), hub.stats().model_channels), (1, 0));
-
-        session.close(&hub);
-        assert_eq!((hub.stats().plain_channels, hub.stats().connections), (0, 0));
     }
 }
