@@ -6,11 +6,13 @@
 //! The engine and the hub know no wire format; a transport (the WebSocket in `socket`) moves the bytes a protocol
 //! makes and owns its own keepalive and close codes.
 //!
+//! [`answer`] is the one request loop every transport runs a client's messages through.
+//!
 //! [`Native`] is drakon's protocol: SwampDragon's envelope with its bugs fixed, in `drakon_protocol`.
 
 use bytes::Bytes;
 use drakon_core::engine::{Outcome, Payload};
-use drakon_core::{Encoding, Event, EventBody, VerbError};
+use drakon_core::{Encoding, Engine, Event, EventBody, Session, VerbError};
 use drakon_protocol::{
     ChannelData, ClientFrame, ErrorBody, ErrorCode, ReplyContext, Request, State, encode_channel_message, encode_error,
     encode_heartbeat, encode_publication, encode_reply, parse_frame, publication_value,
@@ -48,6 +50,29 @@ pub trait Protocol: Encoding + 'static {
 
     /// The application-level heartbeat this protocol sends when it is enabled.
     fn heartbeat(&self) -> Bytes;
+}
+
+/// What every transport does with one text message from a session's client: decode it with the session's
+/// protocol, hand a request to the engine, and encode the reply; `None` when the message calls for none (the
+/// protocol's heartbeat). A message longer than `max_bytes` is answered with `frame_too_large` and not read.
+pub async fn answer(
+    protocol: &dyn Protocol,
+    engine: &Engine,
+    session: &mut Session,
+    text: &str,
+    max_bytes: usize,
+) -> Option<Bytes> {
+    if text.len() > max_bytes {
+        return Some(protocol.refusal(ErrorCode::FrameTooLarge, &format!("frames may be at most {max_bytes} bytes")));
+    }
+    match protocol.decode(text) {
+        Decoded::Heartbeat => None,
+        Decoded::Request(Request { route, verb, args, callbackname, page }) => {
+            let result = engine.handle(session, &route, &verb, args, page).await;
+            Some(protocol.reply(ReplyTo { callbackname: callbackname.as_deref(), verb: &verb, page }, result))
+        }
+        Decoded::Invalid(reply) => Some(reply),
+    }
 }
 
 /// drakon's native protocol (SwampDragon's `route`/`verb`/`args`/`callbackname` envelope).

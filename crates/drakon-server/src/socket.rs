@@ -22,15 +22,15 @@ use bytes::Bytes;
 use drakon_core::engine::Principal;
 use drakon_core::limits::{CLOSE_GRACE, OUTBOUND_QUEUE_FRAMES, WRITE_STALL_TIMEOUT};
 use drakon_core::outbox::{Batch, Outbox};
+use drakon_protocol::ErrorCode;
 use drakon_protocol::websocket::{Message, Opcode};
-use drakon_protocol::{ErrorCode, Request};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at};
 
 use crate::AppState;
-use crate::protocol::{Decoded, NATIVE, Protocol, ReplyTo};
+use crate::protocol::{NATIVE, Protocol, answer};
 use crate::wire::{Inbound, SharedTcp, Wire, accept, refuse};
 
 /// Close code when the server shuts down (RFC 6455 "going away"); clients reconnect elsewhere or later.
@@ -211,19 +211,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // published while its request was handled (a subscription's first events follow its snapshot).
         outbox.hold();
         let reply = match message {
-            Message::Text(t) if t.len() > options.max_frame_bytes => Some(protocol.refusal(
-                ErrorCode::FrameTooLarge,
-                &format!("frames may be at most {} bytes", options.max_frame_bytes),
-            )),
-            Message::Text(t) => match protocol.decode(&t) {
-                Decoded::Heartbeat => None,
-                Decoded::Request(Request { route, verb, args, callbackname, page }) => {
-                    // Boxed: a request's future is large, and inline it would sit in every idle connection's task.
-                    let result = Box::pin(engine.handle(&mut session, &route, &verb, args, page)).await;
-                    Some(protocol.reply(ReplyTo { callbackname: callbackname.as_deref(), verb: &verb, page }, result))
-                }
-                Decoded::Invalid(reply) => Some(reply),
-            },
+            // Boxed: a request's future is large, and inline it would sit in every idle connection's task.
+            Message::Text(t) => Box::pin(answer(protocol, &engine, &mut session, &t, options.max_frame_bytes)).await,
             Message::Binary(_) => {
                 Some(protocol.refusal(ErrorCode::BadJson, "binary frames are not supported; send JSON as text frames"))
             }
