@@ -60,6 +60,10 @@ pub const DEFAULT_LOG_RETENTION_COUNT: u64 = 100_000;
 /// Default age after which change-log entries go: a client away longer than a week reloads.
 pub const DEFAULT_LOG_RETENTION_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Fields one `_order` may name: more than a model's fields is pointless, and databases refuse an `ORDER BY` of
+/// thousands of terms (SQLite: 2,000), which must be the client's error, not the server's.
+pub const MAX_ORDER_TERMS: usize = 16;
+
 /// Change-log entries removed per model per trimming pass, so trimming never holds the writer for long.
 pub const LOG_TRIM_BATCH: u64 = 10_000;
 
@@ -93,6 +97,27 @@ pub const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long the server waits for the client's side of the closing handshake before dropping the socket.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a client has to send a whole request head, and on a kept-alive connection the next one: a connection
+/// that sends nothing, or its headers a byte at a time (slowloris), is closed after this instead of holding a file
+/// descriptor for good. Browsers reopen idle connections as they need them.
+pub const DEFAULT_REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a request body may take to arrive once its head has (`POST /api/publish`); a stalled body gets 408.
+pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connections one client address may hold open that have not yet sent a whole request head (a WebSocket handshake
+/// included). An honest client sends its head within milliseconds of connecting, so thousands of clients behind one
+/// NAT address fit under it; a flood of silent connections from one address is closed at accept instead of using up
+/// the server's file descriptors.
+pub const DEFAULT_MAX_PENDING_PER_ADDRESS: usize = 256;
+
+/// How long an admin login lasts before the admin logs in again; logging out ends it at once.
+pub const ADMIN_LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// How often a failing `accept` (say, out of file descriptors) is logged, with how many failed since the last line:
+/// often enough to see, rarely enough not to fill the log.
+pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Accept queue of the listening socket; the kernel caps it at `net.core.somaxconn` (4096 on current Linux).
 pub const LISTEN_BACKLOG: u32 = 4096;

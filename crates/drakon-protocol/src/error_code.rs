@@ -54,6 +54,10 @@ pub enum ErrorCode {
     RateLimited,
     /// A dependency (store, bus) is temporarily unreachable; retrying later may succeed.
     Unavailable,
+    /// The request (its body) did not arrive in time.
+    RequestTimeout,
+    /// A list the client sent is longer than the server allows (`_order`).
+    LimitExceeded,
     /// A bug or unexpected failure in the server; the details are in the server log.
     Internal,
 }
@@ -82,6 +86,8 @@ impl ErrorCode {
         ErrorCode::PermissionDenied,
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
+        ErrorCode::RequestTimeout,
+        ErrorCode::LimitExceeded,
         ErrorCode::Internal,
     ];
 
@@ -113,6 +119,8 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Internal => "internal",
         }
     }
@@ -141,6 +149,8 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "A permission check refused the request.",
             ErrorCode::RateLimited => "The client sent requests faster than the server allows.",
             ErrorCode::Unavailable => "A store or bus is temporarily unreachable; retrying later may succeed.",
+            ErrorCode::RequestTimeout => "The request's body did not arrive in time.",
+            ErrorCode::LimitExceeded => "A list in the request is longer than the server allows.",
             ErrorCode::Internal => "The server failed unexpectedly; details are in the server log.",
         }
     }
@@ -175,7 +185,7 @@ mod tests {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{s}\""));
             assert!(code.description().ends_with('.'), "{s} description is not a sentence");
         }
-        assert_eq!(seen.len(), 22);
+        assert_eq!(seen.len(), 24);
     }
 
     #[test]
@@ -203,6 +213,8 @@ mod tests {
             (ErrorCode::PermissionDenied, "permission_denied"),
             (ErrorCode::RateLimited, "rate_limited"),
             (ErrorCode::Unavailable, "unavailable"),
+            (ErrorCode::RequestTimeout, "request_timeout"),
+            (ErrorCode::LimitExceeded, "limit_exceeded"),
             (ErrorCode::Internal, "internal"),
         ];
         assert_eq!(table.len(), ErrorCode::ALL.len());

@@ -1,9 +1,15 @@
 //! The admin page's door: who is an admin, logging in and out, and the page itself.
 //!
 //! The admin secret comes from config or the environment, or `drakon serve` makes one up and prints a login link.
-//! Logging in (with the secret in a form, or through the printed link) sets an HttpOnly, SameSite=Strict cookie;
-//! a WebSocket opened with that cookie gets an admin session, which may use the `admin:<model>` routes. Every admin
-//! write goes through the engine like any other, so it publishes like any other.
+//! Logging in (with the secret in a form, or through the printed link) gives a login token, never the secret: signed
+//! with the secret, expiring, sent back as an HttpOnly, SameSite=Strict cookie, and revoked by logging out (see
+//! [`Logins`]). A WebSocket opened with that cookie gets an admin session, which may use the `admin:<model>` routes.
+//! The cookie counts only on requests from an allowed origin (see [`crate::origin`]): another site, or another port
+//! of this one, cannot borrow it. Every admin write goes through the engine like any other, so it publishes like
+//! any other.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -11,29 +17,112 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
 
-use crate::{AppState, ServerOptions};
+use crate::AppState;
+use crate::origin::origin_allowed;
 
-/// The cookie that carries the admin secret.
+/// The cookie that carries an admin's login token.
 pub const COOKIE: &str = "drakon_admin";
 
-/// Compares in time independent of where the strings differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Admin logins. A login token is `<expiry>.<nonce>.<mac>`: when it ends (Unix seconds), a random nonce, and an
+/// HMAC-SHA256 of both under the admin secret. Every node with the same secret accepts it (behind a load balancer the
+/// admin's next request may reach another node), nobody without the secret can make one, and the secret itself never
+/// leaves the login form. Logging out revokes the token's nonce on the node that handles it, and the browser drops
+/// the cookie.
+#[derive(Debug, Default)]
+pub struct Logins {
+    /// Revoked nonces, until their token would have expired anyway.
+    revoked: Mutex<HashMap<String, u64>>,
 }
 
-/// Whether the request carries the admin cookie with the right secret.
-pub fn is_admin(options: &ServerOptions, headers: &HeaderMap) -> bool {
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn signer(secret: &str, body: &str) -> HmacSha256 {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| {
+        // HMAC takes keys of any length; this branch is unreachable, and a fixed key would only make tokens invalid.
+        <HmacSha256 as KeyInit>::new_from_slice(b"-").expect("hmac takes any key")
+    });
+    mac.update(b"drakon-admin-login.");
+    mac.update(body.as_bytes());
+    mac
+}
+
+impl Logins {
+    fn revoked(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.revoked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new login token under `secret`, valid for [`drakon_core::limits::ADMIN_LOGIN_TTL`]; `None` if the system
+    /// has no randomness to give.
+    fn issue(&self, secret: &str) -> Option<String> {
+        use hmac::Mac;
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).ok()?;
+        let body = format!("{}.{}", unix_now() + drakon_core::limits::ADMIN_LOGIN_TTL.as_secs(), hex(&nonce));
+        let mac = signer(secret, &body).finalize().into_bytes();
+        Some(format!("{body}.{}", hex(&mac)))
+    }
+
+    /// The token's nonce and expiry, if `secret` signed it, it has not expired, and it was not revoked.
+    fn check<'t>(&self, secret: &str, token: &'t str) -> Option<(&'t str, u64)> {
+        use hmac::Mac;
+        let (body, mac) = token.rsplit_once('.')?;
+        let (expiry, nonce) = body.split_once('.')?;
+        let expiry: u64 = expiry.parse().ok()?;
+        signer(secret, body).verify_slice(&unhex(mac)?).ok()?;
+        (expiry > unix_now() && !self.revoked().contains_key(nonce)).then_some((nonce, expiry))
+    }
+
+    fn revoke(&self, secret: &str, token: &str) {
+        let Some((nonce, expiry)) = self.check(secret, token) else { return };
+        let now = unix_now();
+        let mut revoked = self.revoked();
+        // Revocations outlive their tokens by nothing, so the map holds only what could still be presented.
+        revoked.retain(|_, until| *until > now);
+        revoked.insert(nonce.to_owned(), expiry);
+    }
+}
+
+/// The admin cookie's value, if the request carries one.
+fn cookie(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(name, value)| name == COOKIE && same_secret(value, &options.admin_secret))
+        .find_map(|(name, value)| (name == COOKIE).then_some(value))
 }
 
-fn login_cookie(secret: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("{COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict"))
+/// Compares in time independent of where the strings differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the request comes from an allowed origin with the cookie of a live admin login.
+pub fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
+    origin_allowed(&state.options, headers)
+        && cookie(headers).is_some_and(|token| state.logins.check(&state.options.admin_secret, token).is_some())
+}
+
+fn login_cookie(token: &str) -> HeaderValue {
+    let max_age = drakon_core::limits::ADMIN_LOGIN_TTL.as_secs();
+    HeaderValue::from_str(&format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"))
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -53,14 +142,14 @@ fn html_escape(text: &str) -> String {
 
 /// `GET /admin`: the admin page, or the login form.
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&state.options, &headers) {
+    if !is_admin(&state, &headers) {
         return login_page(StatusCode::UNAUTHORIZED, "");
     }
     ([(header::CACHE_CONTROL, "no-store")], Html(ADMIN_PAGE)).into_response()
 }
 
 pub async fn script(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&state.options, &headers) {
+    if !is_admin(&state, &headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], ADMIN_JS).into_response()
@@ -80,30 +169,39 @@ pub struct LoginForm {
     secret: String,
 }
 
-fn log_in(state: &AppState, secret: &str) -> Response {
+fn log_in(state: &AppState, headers: &HeaderMap, secret: &str) -> Response {
+    if !origin_allowed(&state.options, headers) {
+        return login_page(StatusCode::FORBIDDEN, "Log in from this server's own page.");
+    }
     if !same_secret(secret, &state.options.admin_secret) {
         return login_page(StatusCode::UNAUTHORIZED, "That secret is not right.");
     }
+    let Some(token) = state.logins.issue(&state.options.admin_secret) else {
+        return login_page(StatusCode::SERVICE_UNAVAILABLE, "The server cannot make a login token right now.");
+    };
     let mut response = Redirect::to("/admin").into_response();
-    response.headers_mut().insert(header::SET_COOKIE, login_cookie(secret));
+    response.headers_mut().insert(header::SET_COOKIE, login_cookie(&token));
     response
 }
 
 /// `GET /admin/login?token=…`: the link `drakon serve` prints.
-pub async fn login_link(State(state): State<AppState>, Query(link): Query<LoginLink>) -> Response {
+pub async fn login_link(State(state): State<AppState>, headers: HeaderMap, Query(link): Query<LoginLink>) -> Response {
     match link.token {
-        Some(token) => log_in(&state, &token),
+        Some(token) => log_in(&state, &headers, &token),
         None => login_page(StatusCode::OK, ""),
     }
 }
 
 /// `POST /admin/login` with the secret in a form.
-pub async fn login_form(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    log_in(&state, &form.secret)
+pub async fn login_form(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+    log_in(&state, &headers, &form.secret)
 }
 
-/// `POST /admin/logout`.
-pub async fn logout() -> Response {
+/// `POST /admin/logout`: revokes the login, wherever its cookie is kept.
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = cookie(&headers).filter(|_| origin_allowed(&state.options, &headers)) {
+        state.logins.revoke(&state.options.admin_secret, token);
+    }
     let mut response = Redirect::to("/admin").into_response();
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("ascii"));
@@ -112,7 +210,7 @@ pub async fn logout() -> Response {
 
 /// `GET /admin/api/schema`: models and fields, for the admin page to build its lists and forms.
 pub async fn schema(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&state.options, &headers) {
+    if !is_admin(&state, &headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let models: Vec<serde_json::Value> = state
@@ -144,4 +242,35 @@ pub async fn schema(State(state): State<AppState>, headers: HeaderMap) -> Respon
         })
         .collect();
     Json(serde_json::json!({ "models": models })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_signed_expire_and_can_be_revoked() {
+        let logins = Logins::default();
+        let token = logins.issue("s3cret").expect("a token");
+        assert!(logins.check("s3cret", &token).is_some());
+        assert!(Logins::default().check("s3cret", &token).is_some(), "another node with the same secret");
+        assert!(logins.check("another secret", &token).is_none());
+        let (body, _) = token.rsplit_once('.').unwrap();
+        let (_, nonce) = body.split_once('.').unwrap();
+        for forged in [
+            format!("{}.{nonce}.{}", unix_now() + 99_999, token.rsplit_once('.').unwrap().1),
+            format!("{body}.00"),
+            format!("{body}.zz"),
+            "s3cret".to_owned(),
+            String::new(),
+        ] {
+            assert!(logins.check("s3cret", &forged).is_none(), "{forged}");
+        }
+        use hmac::Mac;
+        let expired = format!("{}.{nonce}", unix_now() - 1);
+        let signed = format!("{expired}.{}", hex(&signer("s3cret", &expired).finalize().into_bytes()));
+        assert!(logins.check("s3cret", &signed).is_none(), "expired");
+        logins.revoke("s3cret", &token);
+        assert!(logins.check("s3cret", &token).is_none(), "revoked");
+    }
 }

@@ -15,6 +15,7 @@ fn status_for(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         ErrorCode::FrameTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,8 +94,13 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: ax
         }
     }
     let max = drakon_core::limits::MAX_PUBLISH_BODY_BYTES;
-    let Ok(body) = axum::body::to_bytes(body, max).await else {
-        return error(ErrorCode::FrameTooLarge, format!("the body may be at most {max} bytes"));
+    let wait = drakon_core::limits::REQUEST_BODY_TIMEOUT;
+    let body = match tokio::time::timeout(wait, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return error(ErrorCode::FrameTooLarge, format!("the body may be at most {max} bytes")),
+        Err(_) => {
+            return error(ErrorCode::RequestTimeout, format!("the request body did not arrive within {wait:?}"));
+        }
     };
     let body: PublishBody = match serde_json::from_slice(&body) {
         Ok(b) => b,

@@ -7,6 +7,7 @@
 
 mod admin;
 mod http;
+mod origin;
 mod protocol;
 mod socket;
 mod wire;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use drakon_core::Engine;
+use drakon_core::{Engine, limits};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -38,11 +39,18 @@ pub struct ServerOptions {
     pub admin_secret: String,
     /// Files served at `/`.
     pub static_dir: Option<PathBuf>,
+    /// How long a client has to send a whole request head (the next one, on a kept-alive connection).
+    pub request_head_timeout: Duration,
+    /// Connections one client address may hold that have not yet sent a whole request head; more are closed at
+    /// accept.
+    pub max_pending_per_address: usize,
+    /// Origins besides the server's own whose pages may open WebSockets and use the admin cookie
+    /// (`http://app.example:3000`; `*` for any).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        use drakon_core::limits;
         ServerOptions {
             max_frame_bytes: limits::DEFAULT_MAX_FRAME_BYTES,
             idle_timeout: limits::DEFAULT_IDLE_TIMEOUT,
@@ -51,6 +59,9 @@ impl Default for ServerOptions {
             api_key: None,
             admin_secret: String::new(),
             static_dir: None,
+            request_head_timeout: limits::DEFAULT_REQUEST_HEAD_TIMEOUT,
+            max_pending_per_address: limits::DEFAULT_MAX_PENDING_PER_ADDRESS,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -63,6 +74,8 @@ struct AppState {
     shutdown: watch::Receiver<bool>,
     /// Open WebSocket connections, which axum's graceful shutdown does not wait for.
     connections: Arc<Connections>,
+    /// Live admin logins.
+    logins: Arc<admin::Logins>,
 }
 
 /// Counts live connection tasks so that shutdown can wait for their close frames.
@@ -110,7 +123,7 @@ fn router_with(
     shutdown: watch::Receiver<bool>,
     connections: Arc<Connections>,
 ) -> Router {
-    let state = AppState { engine, options: Arc::new(options), shutdown, connections };
+    let state = AppState { engine, options: Arc::new(options), shutdown, connections, logins: Arc::default() };
     let static_dir = state.options.static_dir.clone();
     let router = Router::new()
         .route("/data/websocket", get(socket::upgrade))
@@ -146,27 +159,40 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (tx, rx) = watch::channel(false);
     let connections = Arc::<Connections>::default();
+    let (head_timeout, max_pending) = (options.request_head_timeout, options.max_pending_per_address);
     let app = router_with(engine, options, rx.clone(), connections.clone());
     let service = hyper_util::service::TowerToHyperService::new(app);
     // Every HTTP connection task holds a receiver; shutdown waits until all are gone.
     let (open_tx, open_rx) = watch::channel(());
+    let pending = Arc::<Pending>::default();
+    let mut accept_errors = AcceptErrors::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
-                    accept_failed(e).await;
+                    accept_errors.failed(e).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let Some(waiting) = pending.admit(peer.ip(), max_pending) else {
+            // Dropped at once: the address already has as many connections waiting for their first request.
+            tracing::debug!(%peer, "too many connections from this address without a request; closed");
+            continue;
+        };
         // Nagle's algorithm stays on: at low rates it holds nothing back (no data is unacknowledged), and under load
         // it merges a connection's direct writes into fewer segments, which halves the CPU per delivery at 300,000
         // deliveries/s (measured with `drakon-bench fanout`; with TCP_NODELAY the fan-out fell behind there).
         let connection = hyper::server::conn::http1::Builder::new()
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service.clone())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(head_timeout)
+            .serve_connection(
+                hyper_util::rt::TokioIo::new(stream),
+                FirstRequest { inner: service.clone(), waiting: std::sync::Mutex::new(Some(waiting)) },
+            )
             .with_upgrades();
         let (mut stopping, open) = (rx.clone(), open_rx.clone());
         tokio::spawn(async move {
@@ -199,13 +225,93 @@ pub async fn serve(
     Ok(())
 }
 
-/// A failed `accept`: a peer that gave up in the backlog is nothing; running out of file descriptors is worth saying,
-/// and a pause lets connections close before the next try.
-async fn accept_failed(e: std::io::Error) {
-    use std::io::ErrorKind;
-    if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused) {
-        return;
+/// Per client address, the connections that have not yet sent a whole request head.
+#[derive(Debug, Default)]
+struct Pending {
+    by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection counted in [`Pending`] until its first request head arrives or it closes.
+#[derive(Debug)]
+struct Waiting {
+    pending: Arc<Pending>,
+    address: std::net::IpAddr,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.by_address.lock().unwrap_or_else(|e| e.into_inner())
     }
-    tracing::error!(error = %e, "accept failed; retrying in 100 ms");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    /// Counts a new connection from `address`, unless `max` from there are waiting already.
+    fn admit(self: &Arc<Self>, address: std::net::IpAddr, max: usize) -> Option<Waiting> {
+        let mut by_address = self.lock();
+        let count = by_address.entry(address).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Waiting { pending: self.clone(), address })
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let mut by_address = self.pending.lock();
+        if let Some(count) = by_address.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// A connection's service: the app's, and the first request it sees ends the connection's wait.
+#[derive(Debug)]
+struct FirstRequest<S> {
+    inner: S,
+    waiting: std::sync::Mutex<Option<Waiting>>,
+}
+
+impl<S, R> hyper::service::Service<R> for FirstRequest<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        drop(self.waiting.lock().unwrap_or_else(|e| e.into_inner()).take());
+        self.inner.call(request)
+    }
+}
+
+/// Failed `accept`s since the last log line.
+#[derive(Debug, Default)]
+struct AcceptErrors {
+    since_logged: u64,
+    logged: Option<std::time::Instant>,
+}
+
+impl AcceptErrors {
+    /// A peer that gave up in the backlog is nothing. Anything else (running out of file descriptors, say) is
+    /// logged once per interval with a count, and a pause lets connections close before the next try; existing
+    /// connections are served meanwhile.
+    async fn failed(&mut self, e: std::io::Error) {
+        use std::io::ErrorKind;
+        if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused)
+        {
+            return;
+        }
+        self.since_logged += 1;
+        let now = std::time::Instant::now();
+        if self.logged.is_none_or(|at| now.duration_since(at) >= limits::ACCEPT_ERROR_LOG_INTERVAL) {
+            tracing::error!(error = %e, failed = self.since_logged, "accept failed; retrying every 100 ms");
+            self.since_logged = 0;
+            self.logged = Some(now);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

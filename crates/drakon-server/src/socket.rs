@@ -53,7 +53,13 @@ pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) ->
         Ok(accepted) => accepted,
         Err(refusal) => return refuse(refusal),
     };
-    let admin = crate::admin::is_admin(&state.options, request.headers());
+    if !crate::origin::origin_allowed(&state.options, request.headers()) {
+        return refuse((
+            axum::http::StatusCode::FORBIDDEN,
+            "this page's origin may not open WebSockets here: add it to allowed_origins",
+        ));
+    }
+    let admin = crate::admin::is_admin(&state, request.headers());
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,

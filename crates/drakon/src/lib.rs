@@ -151,6 +151,7 @@ impl App {
             api_key: server.api_key.clone(),
             admin_secret: admin_secret.clone(),
             static_dir: server.static_dir.clone(),
+            ..ServerOptions::default()
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let admin_link = format!("http://{addr}/admin/login?token={admin_secret}");

@@ -92,6 +92,8 @@ async fn published_messages_reach_that_channels_subscribers_only() {
     chat.subscribe("chat", "chat", json!({"name": "chatroom"})).await;
     chat_too.subscribe("chat", "mine", json!({"name": "chatroom"})).await;
     room.subscribe("chat", "room", json!({"name": "room.x"})).await;
+    // A name nobody could publish to is refused on subscribe too, whatever pattern the route offers.
+    room.err("chat", "subscribe", json!({"channel": "bad", "name": "room.a|b"}), "invalid_args").await;
     model.subscribe("todo-list", "lists", json!({})).await;
 
     let messages = [json!({"msg": "hi", "from": "celery"}), json!("plain"), json!([1, 2]), json!(null)];

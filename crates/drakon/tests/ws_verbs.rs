@@ -247,6 +247,16 @@ async fn get_list_pages_report_their_position() {
     );
     c.err("paged-items", "get_list", json!({"_page": 4}), "page_out_of_range").await;
     c.err("paged-items", "get_list", json!({"_page": 2, "text": "none"}), "page_out_of_range").await;
+    // So is a page whose first row's position overflows the database's integers: the client's mistake, never an
+    // `internal` error.
+    for page in [json!(92_233_720_368_547_760_u64), json!(1_u64 << 63), json!(u64::MAX), json!("92233720368547760")] {
+        c.err("paged-items", "get_list", json!({"_page": page}), "page_out_of_range").await;
+    }
+    // `_order` has a bound of its own, below what the database refuses (SQLite: 2,000 terms).
+    let long: Vec<&str> = std::iter::repeat_n("-rank", 2001).collect();
+    c.err("paged-items", "get_list", json!({"_order": long}), "limit_exceeded").await;
+    c.err("paged-items", "subscribe", json!({"channel": "c", "snapshot": true, "_order": long}), "limit_exceeded")
+        .await;
 }
 
 #[tokio::test]

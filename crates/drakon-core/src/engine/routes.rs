@@ -19,6 +19,15 @@ use crate::value::Value;
 /// Prefix of the per-model routes that only admin sessions may use.
 pub const ADMIN_ROUTE_PREFIX: &str = "admin:";
 
+/// Refuses a plain channel name that could not be published to: empty, or holding `|`, which separates a model
+/// channel's filter.
+pub(super) fn check_plain_channel_name(name: &str) -> Result<(), VerbError> {
+    if name.is_empty() || name.contains('|') {
+        return Err(VerbError::new(ErrorCode::InvalidArgs, "channel names must be non-empty and may not contain `|`"));
+    }
+    Ok(())
+}
+
 /// A model route, ready to serve.
 pub(super) struct CompiledRoute {
     pub(super) name: String,
@@ -215,6 +224,12 @@ pub(super) fn parse_order(model: &Model, publish: &[usize], order: Option<Json>)
         }
         Some(_) => return Err(VerbError::new(ErrorCode::InvalidArgs, "`_order` takes a field name or a list of them")),
     };
+    if keys.len() > limits::MAX_ORDER_TERMS {
+        return Err(VerbError::new(
+            ErrorCode::LimitExceeded,
+            format!("`_order` may name at most {} fields", limits::MAX_ORDER_TERMS),
+        ));
+    }
     let mut out = Vec::with_capacity(keys.len() + 1);
     for key in keys {
         let (name, descending) = key.strip_prefix('-').map_or((key.as_str(), false), |k| (k, true));
@@ -294,6 +309,11 @@ mod tests {
         let got: Vec<(usize, bool)> = order.iter().map(|o| (o.field, o.descending)).collect();
         assert_eq!(got, [(1, true), (2, false), (0, false)]);
         assert_eq!(parse_order(&view.model, &view.publish, Some(json!("-id"))).map(|o| o.len()), Ok(1));
+        let long: Vec<&str> = ["text", "-done"].into_iter().cycle().take(limits::MAX_ORDER_TERMS + 1).collect();
+        assert_eq!(
+            parse_order(&view.model, &view.publish, Some(json!(long))).err().map(|e| e.code),
+            Some(ErrorCode::LimitExceeded)
+        );
         for bad in [json!("secret"), json!("nope"), json!(3), json!([1])] {
             assert_eq!(
                 parse_order(&view.model, &view.publish, Some(bad)).err().map(|e| e.code),

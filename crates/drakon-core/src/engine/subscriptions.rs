@@ -9,7 +9,7 @@ use drakon_protocol::{Args, ChannelAction, ErrorCode, model_channel_name};
 use serde_json::{Value as Json, json};
 
 use super::fan_out::{BatchImages, resolve};
-use super::routes::{CompiledRoute, parse_order};
+use super::routes::{CompiledRoute, check_plain_channel_name, parse_order};
 use super::session::{Session, Target};
 use super::{ChannelChange, Engine, Outcome, Payload, VerbError};
 use crate::filter::{Filter, Lookup};
@@ -178,6 +178,7 @@ impl Engine {
         if let Some(extra) = args.keys().next() {
             return Err(VerbError::new(ErrorCode::InvalidArgs, format!("unknown argument `{extra}`")));
         }
+        check_plain_channel_name(&name)?;
         if !spec.allows(&name) {
             return Err(VerbError::new(
                 ErrorCode::PermissionDenied,

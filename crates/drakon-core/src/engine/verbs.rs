@@ -26,7 +26,11 @@ impl Engine {
         let (filter, _) = self.inner.routes.filter(&self.inner.schema, route, args)?;
         let page_size = u64::from(route.spec.page_size);
         let number = page.unwrap_or(1);
-        let result = self.inner.store.list(model, &filter, &order, page_size, (number - 1) * page_size).await?;
+        // A page so far out that its first row's position does not fit the database's integers is past the last
+        // page whatever the table holds: read only the count, and say so below.
+        let skip = number.saturating_sub(1).checked_mul(page_size).filter(|&skip| skip <= i64::MAX as u64);
+        let limit = if skip.is_some() { page_size } else { 0 };
+        let result = self.inner.store.list(model, &filter, &order, limit, skip.unwrap_or(0)).await?;
         let page_count = result.total.div_ceil(page_size).max(1);
         if number > page_count {
             return Err(VerbError::new(

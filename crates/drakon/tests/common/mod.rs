@@ -132,17 +132,28 @@ impl RawFrame {
 
 impl RawWs {
     pub async fn connect(addr: &str) -> RawWs {
+        RawWs::connect_with(addr, &[]).await.unwrap_or_else(|status| panic!("handshake refused: {status}"))
+    }
+
+    /// A handshake with extra headers (`Cookie`, `Origin`); `Err` holds the status line of a refusal.
+    pub async fn connect_with(addr: &str, headers: &[(&str, &str)]) -> Result<RawWs, String> {
         let stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr)).await.expect("connect").expect("connect");
         let (read, mut write) = stream.into_split();
-        let request = format!(
+        let mut request = format!(
             "GET /data/websocket HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
         );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
         write.write_all(request.as_bytes()).await.expect("write handshake");
         let mut reader = BufReader::new(read);
         let mut status = String::new();
         reader.read_line(&mut status).await.expect("read handshake");
-        assert!(status.starts_with("HTTP/1.1 101"), "handshake refused: {status}");
+        if !status.starts_with("HTTP/1.1 101") {
+            return Err(status.trim_end().to_owned());
+        }
         loop {
             let mut line = String::new();
             reader.read_line(&mut line).await.expect("read handshake headers");
@@ -150,7 +161,7 @@ impl RawWs {
                 break;
             }
         }
-        RawWs { reader, writer: Some(write) }
+        Ok(RawWs { reader, writer: Some(write) })
     }
 
     /// Writes one masked, final frame; `Err` when the server has hung up.
