@@ -10,6 +10,7 @@ mod http;
 mod origin;
 mod protocol;
 mod socket;
+mod static_files;
 mod wire;
 
 use std::future::Future;
@@ -140,7 +141,7 @@ fn router_with(
         .route("/admin/api/schema", get(admin::schema))
         .with_state(state);
     match static_dir {
-        Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),
+        Some(dir) => router.fallback_service(static_files::router(dir)),
         None => router,
     }
 }
