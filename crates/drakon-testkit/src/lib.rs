@@ -6,6 +6,7 @@
 //! that every store runs against its real database.
 
 pub mod mirror;
+mod ports;
 pub mod postgres;
 pub mod redis;
 pub mod store_suite;

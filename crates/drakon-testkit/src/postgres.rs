@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ports::free_port;
+
 /// How long a fresh server may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -93,10 +95,6 @@ fn postgres_bin() -> PathBuf {
         .expect("run flock and apt-get");
     assert!(status.success(), "`apt-get install -y postgresql` failed");
     find_bin().expect("postgresql installed, yet no /usr/lib/postgresql/*/bin/initdb")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local address").port()
 }
 
 fn run(mut command: Command, what: &str) {

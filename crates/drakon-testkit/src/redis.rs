@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ports::{free_port, free_port_with};
+
 /// How long a fresh server may take to answer `PING`.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -34,10 +36,6 @@ fn bin() -> PathBuf {
         path.display()
     );
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local address").port()
 }
 
 impl TestRedis {
@@ -203,7 +201,8 @@ impl TestRedisCluster {
         let mut nodes: Vec<ClusterNode> = (0..masters)
             .map(|_| ClusterNode {
                 dir: tempfile::tempdir().expect("temporary directory for redis"),
-                port: free_port(),
+                // The node binds its port + 10,000 too, for the cluster bus.
+                port: free_port_with(10_000),
                 child: None,
             })
             .collect();
