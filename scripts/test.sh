@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The full test suite: Rust unit and integration tests (real server processes, real WebSocket clients), the
-# browser end-to-end test (Debian's Chromium), the PostgreSQL store tests (throwaway servers), and the JS client's
-# unit tests. Installs what the tests need when it is missing: Debian's chromium, postgresql, redis-server and openssl
-# (as root, through apt) and the npm packages from their lock files.
+# browser end-to-end test (Debian's Chromium), the PostgreSQL store tests (throwaway servers), the JS client's
+# unit tests, and the Autobahn WebSocket suite (scripts/autobahn.sh). Installs what the tests need when it is
+# missing: Debian's chromium, postgresql, redis-server and openssl (as root, through apt), the npm packages from
+# their lock files, and autobahntestsuite from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,3 +36,6 @@ echo "==> JS client unit tests"
 
 echo "==> Rust tests, including the browser test"
 cargo nextest run --workspace "$@"
+
+echo "==> the Autobahn test suite's server cases against drakon's WebSocket implementation"
+scripts/autobahn.sh

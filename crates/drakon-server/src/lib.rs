@@ -6,6 +6,8 @@
 //! directory is configured.
 
 mod admin;
+#[cfg(feature = "autobahn")]
+pub mod autobahn;
 mod http;
 mod origin;
 mod protocol;
