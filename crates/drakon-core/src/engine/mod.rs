@@ -275,8 +275,8 @@ impl Engine {
             let session =
                 session.ok_or_else(|| VerbError::new(ErrorCode::InvalidArgs, "subscriptions need a connection"))?;
             return match verb {
-                "subscribe" => self.subscribe_plain(session, route_name, spec, args),
-                "unsubscribe" => self.unsubscribe_plain(session, route_name, spec, args),
+                "subscribe" => self.plain(session, route_name, spec, args, ChannelAction::Subscribe),
+                "unsubscribe" => self.plain(session, route_name, spec, args, ChannelAction::Unsubscribe),
                 _ => Err(unknown_verb(route_name, verb, &["subscribe", "unsubscribe"])),
             };
         }

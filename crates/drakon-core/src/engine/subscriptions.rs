@@ -188,37 +188,31 @@ impl Engine {
         Ok(name)
     }
 
-    pub(super) fn subscribe_plain(
+    /// Subscribes to or unsubscribes from a plain channel of a channel route.
+    pub(super) fn plain(
         &self,
         session: &mut Session,
         route_name: &str,
         spec: &ChannelRoute,
         mut args: Args,
+        action: ChannelAction,
     ) -> Result<Outcome, VerbError> {
         let local = Self::take_local_channel(&mut args)?;
         let remote = Self::plain_channel_name(route_name, spec, &mut args)?;
-        session.join(&self.inner.hub, &local, &remote, Target::Plain, self.inner.limits)?;
+        let data = match action {
+            ChannelAction::Subscribe => {
+                session.join(&self.inner.hub, &local, &remote, Target::Plain, self.inner.limits)?;
+                "subscribed"
+            }
+            ChannelAction::Unsubscribe => {
+                session.leave(&self.inner.hub, &local, &remote)?;
+                "unsubscribed"
+            }
+        };
         Ok(Outcome {
-            data: Payload::Json(json!("subscribed")),
+            data: Payload::Json(json!(data)),
             client_context: None,
-            channel: ChannelChange::one(local, remote, ChannelAction::Subscribe),
-        })
-    }
-
-    pub(super) fn unsubscribe_plain(
-        &self,
-        session: &mut Session,
-        route_name: &str,
-        spec: &ChannelRoute,
-        mut args: Args,
-    ) -> Result<Outcome, VerbError> {
-        let local = Self::take_local_channel(&mut args)?;
-        let remote = Self::plain_channel_name(route_name, spec, &mut args)?;
-        session.leave(&self.inner.hub, &local, &remote)?;
-        Ok(Outcome {
-            data: Payload::Json(json!("unsubscribed")),
-            client_context: None,
-            channel: ChannelChange::one(local, remote, ChannelAction::Unsubscribe),
+            channel: ChannelChange::one(local, remote, action),
         })
     }
 }
