@@ -13,6 +13,7 @@ mod origin;
 mod protocol;
 mod socket;
 mod static_files;
+mod strict;
 mod wire;
 
 use std::future::Future;
@@ -193,7 +194,7 @@ pub async fn serve(
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(head_timeout)
             .serve_connection(
-                hyper_util::rt::TokioIo::new(stream),
+                hyper_util::rt::TokioIo::new(strict::StrictHeads::new(stream)),
                 FirstRequest { inner: service.clone(), waiting: std::sync::Mutex::new(Some(waiting)) },
             )
             .with_upgrades();

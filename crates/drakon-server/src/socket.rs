@@ -31,6 +31,7 @@ use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at};
 
 use crate::AppState;
 use crate::protocol::{NATIVE, Protocol, answer};
+use crate::strict::StrictHeads;
 use crate::wire::{Inbound, SharedTcp, Wire, accept, refuse};
 
 /// Close code when the server shuts down (RFC 6455 "going away"); clients reconnect elsewhere or later.
@@ -68,9 +69,9 @@ pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) ->
         let cap = hard_cap(state.options.max_frame_bytes);
         // Served by drakon's own accept loop, the stream is a `TcpStream` that the queue can write to directly;
         // embedded in another server, it is whatever that server upgraded.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
+        match upgraded.downcast::<TokioIo<StrictHeads<TcpStream>>>() {
             Ok(parts) => {
-                let tcp = SharedTcp(Arc::new(parts.io.into_inner()));
+                let tcp = SharedTcp(Arc::new(parts.io.into_inner().into_inner()));
                 let outbox = Outbox::with_direct(OUTBOUND_QUEUE_FRAMES, &NATIVE, Box::new(tcp.clone()));
                 run(Box::new(Wire::new(tcp, cap, parts.read_buf)), outbox, state, admin).await;
             }

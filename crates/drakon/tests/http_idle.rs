@@ -1,7 +1,8 @@
 //! Connections that never send a request do not lock anyone out: past the per-address cap they are closed at
 //! accept, the rest (and a slowloris sending its headers a byte at a time, and a kept-alive connection that goes
 //! quiet) are closed when the request-head timeout runs out, and meanwhile other clients and `/healthz` are served.
-//! A request that frames its body by both `Content-Length` and `Transfer-Encoding` ends its connection.
+//! A request that frames its body by both `Content-Length` and `Transfer-Encoding` ends its connection, and one
+//! whose head ends a line in a bare LF is not served.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -157,6 +158,14 @@ async fn silent_and_slow_connections_are_closed_and_everyone_else_is_served() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 403 Forbidden"), "publishing is off (no key): {answer}");
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "the smuggled request was answered: {answer}");
+
+    // A head with bare-LF line endings is not read as a request at all.
+    let mut bare = connect_from([127, 0, 0, 1], addr).await;
+    bare.write_all(b"GET /healthz HTTP/1.1\nHost: drakon\n\n").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), bare.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection is closed");
+    assert!(!String::from_utf8_lossy(&answer).contains("200 OK"), "a bare-LF head was served");
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(15), server).await;
