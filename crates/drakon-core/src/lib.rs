@@ -1,6 +1,7 @@
 //! drakon's engine: the schema, typed values, filters (SQL and in-memory), the store and bus interfaces, the hub
 //! and every verb. It knows nothing of sockets or HTTP; the server crate adapts transports onto [`engine::Engine`].
 
+pub mod bus;
 pub mod config;
 pub mod engine;
 pub mod event;
@@ -14,6 +15,7 @@ pub mod schema;
 pub mod store;
 pub mod value;
 
+pub use bus::{Bus, LocalBus};
 pub use engine::{ChannelChange, Engine, EngineLimits, Outcome, Payload, Session, VerbContext, VerbError, custom_verb};
 pub use event::{Encoding, Event, EventBody};
 pub use filter::Filter;

@@ -146,7 +146,7 @@ async fn single_subscription(client: &redis::Client, channels: Channels) -> Resu
 async fn single_subscriber(
     client: Arc<redis::Client>,
     pubsub: redis::aio::PubSub,
-    inbound: Inbound,
+    mut inbound: Inbound,
     mut stopped: oneshot::Receiver<()>,
     subscribed: Arc<AtomicBool>,
 ) {
@@ -204,7 +204,7 @@ async fn cluster_subscription(client: &ClusterClient, channels: Channels) -> Res
 async fn cluster_subscriber(
     conn: ClusterConnection,
     mut pushes: mpsc::Receiver<PushInfo>,
-    inbound: Inbound,
+    mut inbound: Inbound,
     mut stopped: oneshot::Receiver<()>,
     subscribed: Arc<AtomicBool>,
 ) {

@@ -17,16 +17,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use drakon_core::Store;
 use drakon_core::config::{Config, ServerConfig};
 use drakon_core::engine::CustomVerb;
 use drakon_core::limits::BUS_QUEUE_BATCHES;
 use drakon_core::schema::RouteKind;
+use drakon_core::{Bus, LocalBus, Store};
 use drakon_postgres::PgStore;
 use drakon_server::ServerOptions;
 use drakon_sqlite::SqliteStore;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use drakon_core::config;
@@ -95,15 +95,16 @@ impl App {
             None => database.display().to_string(),
         };
         let schema = checked.schema().clone();
-        let (sink, bus) = mpsc::channel(BUS_QUEUE_BATCHES);
-        // With a Redis URL, plain pub/sub messages go out through Redis and come back to every node's bus. With
-        // PostgreSQL as well, so do row changes: one node at a time relays the shared change log to Redis (see
-        // drakon_redis and PgStore::connect_relay). With SQLite there is one node, and changes stay in-process.
+        let (local, inbox) = LocalBus::new(BUS_QUEUE_BATCHES);
+        // With a Redis URL, messages published on the bus go out through Redis and come back to every node's
+        // inbox. With PostgreSQL as well, so do row changes: one node at a time relays the shared change log to
+        // Redis (see drakon_redis and PgStore::connect_relay). With SQLite there is one node, and changes stay
+        // in-process.
         let redis = match &server.redis_url {
             Some(url) => {
                 let options =
                     drakon_redis::Options { sharded: server.redis_sharded, ca_file: server.redis_ca_file.clone() };
-                let bus = drakon_redis::start(url, options, sink.clone(), schema.clone());
+                let bus = drakon_redis::start(url, options, local.sink(), schema.clone());
                 Some(bus.await.context("starting the Redis bus")?)
             }
             None => None,
@@ -115,10 +116,10 @@ impl App {
                     .context("connecting to PostgreSQL")?,
             ),
             (Some(url), None) => Arc::new(
-                PgStore::connect(url, sink.clone(), server.log_retention).await.context("connecting to PostgreSQL")?,
+                PgStore::connect(url, local.sink(), server.log_retention).await.context("connecting to PostgreSQL")?,
             ),
             (None, _) => Arc::new(
-                SqliteStore::open_with(&database, sink.clone(), server.log_retention)
+                SqliteStore::open_with(&database, local.sink(), server.log_retention)
                     .with_context(|| format!("opening {}", database.display()))?,
             ),
         };
@@ -130,10 +131,11 @@ impl App {
             tracing::info!(column, "added column");
         }
         let limits = drakon_core::EngineLimits { max_subscriptions: server.max_subscriptions };
-        let (engine, _fan_out) = Engine::start(checked, store, sink, bus, limits);
-        if let Some(redis) = redis {
-            engine.set_publisher(redis);
-        }
+        let bus: Arc<dyn Bus> = match redis {
+            Some(redis) => redis,
+            None => Arc::new(local),
+        };
+        let (engine, _fan_out) = Engine::start(checked, store, bus, inbox, limits);
         engine.ready().await;
         let addr = bind.or(server.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
         let generated = server.admin_secret.is_none();
