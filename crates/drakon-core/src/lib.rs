@@ -1,5 +1,6 @@
-//! drakon's engine: the schema, typed values, filters (SQL and in-memory), the store and bus interfaces, the hub
-//! and every verb. It knows nothing of sockets or HTTP; the server crate adapts transports onto [`engine::Engine`].
+//! drakon's engine: the schema, typed values, filters (SQL and in-memory), the store, bus and node-liveness
+//! interfaces, the hub and every verb. It knows nothing of sockets or HTTP; the server crate adapts transports onto
+//! [`engine::Engine`].
 
 pub mod bus;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod hub;
 pub mod image;
 pub mod limits;
 pub mod migration;
+pub mod node;
 pub mod outbox;
 pub mod schema;
 pub mod store;

@@ -1,4 +1,4 @@
-//! The Redis bus: row changes and plain pub/sub messages cross every node.
+//! The Redis bus: row changes and plain pub/sub messages cross every node; and node liveness.
 //!
 //! [`start`] returns a [`RedisBus`], the engine's [`Bus`] between nodes. Every message is versioned JSON (see
 //! `wire`), and two Redis channels carry them (see [`Channels`]):
@@ -27,8 +27,11 @@
 //! bus. Both channels carry the hash tag `{drakon}` ([`Channels::SHARDED`]), so they live in one slot and one
 //! connection per node follows them; the cluster client finds that shard, follows it when slots move, and
 //! subscribes again after reconnecting (see `backend`).
+//!
+//! [`RedisLiveness`] (see `liveness`) says which nodes are alive, by a key per node with a TTL.
 
 mod backend;
+mod liveness;
 mod wire;
 
 use std::collections::HashSet;
@@ -42,29 +45,33 @@ use drakon_core::store::{BusMessage, ChangeSink};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::backend::{Backend, PubConn};
+use crate::backend::{Backend, CmdConn};
+pub use crate::liveness::RedisLiveness;
 use crate::wire::DecodeError;
 
-/// The names of the bus's two Redis channels.
+/// The names of the bus's two Redis channels (and the prefix of its keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Channels {
     /// Plain pub/sub messages (`POST /api/publish`).
     pub publish: &'static str,
     /// Committed row changes and the relay's heads.
     pub changes: &'static str,
+    /// What the names of the bus's keys (node liveness) start with.
+    pub keys: &'static str,
 }
 
 impl Channels {
     /// The channels on a single Redis server.
-    pub const SINGLE: Channels = Channels { publish: "drakon:publish", changes: "drakon:changes" };
-    /// The channels on a Redis Cluster: one hash tag, so one slot.
-    pub const SHARDED: Channels = Channels { publish: "{drakon}:publish", changes: "{drakon}:changes" };
+    pub const SINGLE: Channels = Channels { publish: "drakon:publish", changes: "drakon:changes", keys: "drakon:" };
+    /// The channels (and keys) on a Redis Cluster: one hash tag, so one slot.
+    pub const SHARDED: Channels =
+        Channels { publish: "{drakon}:publish", changes: "{drakon}:changes", keys: "{drakon}:" };
 }
 
 /// How long connecting (and subscribing) may take before the attempt counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long one `PUBLISH` may take before the connection counts as broken.
+/// How long one command (`PUBLISH`, or a liveness key's) may take before the connection counts as broken.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The first wait before reconnecting; it doubles after each failed attempt up to [`BACKOFF_MAX`].
@@ -148,7 +155,7 @@ pub async fn start(
     schema: Arc<Schema>,
 ) -> Result<Arc<RedisBus>, StartError> {
     let backend = open(url, &options)?;
-    let conn = backend.publisher().await.map_err(|e| StartError(format!("cannot connect to Redis: {e}")))?;
+    let conn = backend.commands().await.map_err(|e| StartError(format!("cannot connect to Redis: {e}")))?;
     let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
     let (relay, relayed) = mpsc::channel(RELAY_QUEUE);
     let (done, stopped) = oneshot::channel::<()>();
@@ -249,7 +256,7 @@ enum Job {
 /// the backoff, and messages meanwhile are refused rather than queued behind a dead server.
 struct Connection {
     backend: Backend,
-    conn: Option<PubConn>,
+    conn: Option<CmdConn>,
     backoff: Backoff,
     retry_at: Instant,
     failed: u64,
@@ -271,7 +278,7 @@ impl Connection {
                 if Instant::now() < self.retry_at {
                     break;
                 }
-                match self.backend.publisher().await {
+                match self.backend.commands().await {
                     Ok(fresh) => {
                         tracing::warn!(failed = self.failed, "reconnected to Redis for publishing");
                         self.conn = Some(fresh);
@@ -312,7 +319,7 @@ fn channel_of(channels: Channels, message: &BusMessage) -> &'static str {
 /// until both queues close.
 async fn publisher(
     backend: Backend,
-    conn: PubConn,
+    conn: CmdConn,
     mut rx: mpsc::Receiver<Outgoing>,
     mut relayed: mpsc::Receiver<BusMessage>,
     schema: Arc<Schema>,
