@@ -1,9 +1,9 @@
-//! Row images as JSON: how a change travels outside the process and comes back typed.
+//! Row images as JSON: how a row travels outside the process and comes back typed.
 //!
 //! An image is an object of column values by field name, plus, when the change recorded the rows its references
 //! pointed at, `__refs`: `{ref_field: referenced image | null}`. PostgreSQL's log triggers write exactly this
-//! (`to_jsonb` of the row), and the Redis bus carries changes between nodes in the same form, so a node reads a
-//! change the same way whether it came from the log or from another node. Values are typed by the reading node's
+//! (`to_jsonb` of the row), and the Redis bus's messages carry rows between nodes in the same form, so a node reads
+//! a change the same way whether it came from the log or from another node. Values are typed by the reading node's
 //! schema, by field name: a field the image lacks reads as null, one it has that the schema does not is ignored.
 
 use std::sync::Arc;
@@ -61,7 +61,7 @@ fn object_of(model: &Model, row: &Row) -> Map<String, Json> {
 }
 
 /// A row of `model` and its recorded references as an image ([`image`] reads it back).
-pub fn to_image(schema: &Schema, model: &Model, row: &Row, refs: &RefImages) -> Json {
+pub fn to_image(schema: &Schema, model: &Model, row: &Row, refs: &RefImages) -> Map<String, Json> {
     let mut obj = object_of(model, row);
     if !refs.is_empty() {
         let mut recorded = Map::new();
@@ -75,7 +75,7 @@ pub fn to_image(schema: &Schema, model: &Model, row: &Row, refs: &RefImages) -> 
         }
         obj.insert(REFS_KEY.to_owned(), Json::Object(recorded));
     }
-    Json::Object(obj)
+    obj
 }
 
 /// `"created"`, `"updated"` or `"deleted"`; anything else reads as a delete, the action that shows nothing.
@@ -111,48 +111,6 @@ pub fn change_from_images(
     }
 }
 
-/// One transaction's changes as JSON: `[{"model", "offset", "id", "action", "old", "new"}, …]`.
-pub fn encode_changes(schema: &Schema, changes: &[Change]) -> Json {
-    let encoded = changes
-        .iter()
-        .filter_map(|c| {
-            let model = schema.get_model(&c.model)?;
-            let side = |row: &Option<Row>, refs: &RefImages| match row {
-                Some(row) => to_image(schema, model, row, refs),
-                None => Json::Null,
-            };
-            Some(serde_json::json!({
-                "model": &*c.model,
-                "offset": c.offset,
-                "id": c.id,
-                "action": c.action.as_str(),
-                "old": side(&c.old, &c.old_refs),
-                "new": side(&c.new, &c.new_refs),
-            }))
-        })
-        .collect();
-    Json::Array(encoded)
-}
-
-/// Reads [`encode_changes`]'s output back; `None` if it is malformed. Changes of models this schema does not
-/// declare are left out: nobody here can subscribe to them.
-pub fn decode_changes(schema: &Schema, json: Json) -> Option<Vec<Change>> {
-    let Json::Array(items) = json else { return None };
-    let mut changes = Vec::with_capacity(items.len());
-    for item in items {
-        let Json::Object(mut obj) = item else { return None };
-        let model_name = obj.get("model")?.as_str()?.to_owned();
-        let offset = obj.get("offset")?.as_u64()?;
-        let id = obj.get("id")?.as_i64()?;
-        let action = obj.get("action")?.as_str()?.to_owned();
-        let Some(model) = schema.get_model(&model_name) else { continue };
-        let old = obj.remove("old").filter(|j| !j.is_null());
-        let new = obj.remove("new").filter(|j| !j.is_null());
-        changes.push(change_from_images(schema, model, offset, id, &action, old, new));
-    }
-    Some(changes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,57 +135,33 @@ mod tests {
     }
 
     #[test]
-    fn changes_survive_the_round_trip_with_their_types_and_references() {
+    fn images_survive_the_round_trip_with_their_types_and_references() {
         let schema = schema();
+        let item = schema.get_model("item").unwrap();
         let list_row = vec![Value::Int(1), Value::Text("Groceries".into())];
-        let old = vec![
+        let row = vec![
             Value::Int(7),
             Value::Text("milk".into()),
-            Value::Bool(false),
-            Value::Null,
+            Value::Bool(true),
+            Value::DateTime("2026-11-27T08:00:00.000000Z".into()),
             Value::Json(serde_json::json!({"a": [1, 2]})),
             Value::Float(1.5),
             Value::Int(1),
         ];
-        let mut new = old.clone();
-        new[2] = Value::Bool(true);
-        new[3] = Value::DateTime("2026-11-27T08:00:00.000000Z".into());
-        new[6] = Value::Null;
-        let changes = vec![
-            Change {
-                model: Arc::from("item"),
-                id: 7,
-                action: Action::Updated,
-                old: Some(old),
-                new: Some(new),
-                offset: 42,
-                old_refs: vec![("list".into(), Some(list_row))],
-                new_refs: vec![("list".into(), None)],
-            },
-            Change {
-                model: Arc::from("list"),
-                id: 1,
-                action: Action::Deleted,
-                old: Some(vec![Value::Int(1), Value::Text("Groceries".into())]),
-                new: None,
-                offset: 3,
-                old_refs: Vec::new(),
-                new_refs: Vec::new(),
-            },
-        ];
-        let json = encode_changes(&schema, &changes);
-        let text = json.to_string();
-        let back = decode_changes(&schema, serde_json::from_str(&text).unwrap()).expect("decodes");
-        assert_eq!(back, changes);
+        for refs in [Vec::new(), vec![("list".to_owned(), Some(list_row.clone()))], vec![("list".to_owned(), None)]] {
+            let text = Json::Object(to_image(&schema, item, &row, &refs)).to_string();
+            let back = image(&schema, item, Some(serde_json::from_str(&text).unwrap()));
+            assert_eq!(back, (Some(row.clone()), refs), "{text}");
+        }
     }
 
     #[test]
-    fn malformed_payloads_are_refused_and_unknown_models_skipped() {
+    fn images_read_by_the_schema_tolerate_missing_and_unknown_fields() {
         let schema = schema();
-        assert!(decode_changes(&schema, serde_json::json!({"not": "a list"})).is_none());
-        assert!(decode_changes(&schema, serde_json::json!([{"model": "item"}])).is_none());
-        let unknown =
-            serde_json::json!([{"model": "gone", "offset": 1, "id": 1, "action": "created", "old": null, "new": {}}]);
-        assert_eq!(decode_changes(&schema, unknown), Some(Vec::new()));
+        let list = schema.get_model("list").unwrap();
+        let (row, refs) = image(&schema, list, Some(serde_json::json!({"id": 3, "colour": "red"})));
+        assert_eq!(row, Some(vec![Value::Int(3), Value::Null]), "missing reads as null, unknown is ignored");
+        assert!(refs.is_empty());
+        assert_eq!(image(&schema, list, None), (None, Vec::new()));
     }
 }

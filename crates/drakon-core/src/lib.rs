@@ -1,6 +1,8 @@
-//! drakon's engine: the schema, typed values, filters (SQL and in-memory), the store and bus interfaces, the hub
-//! and every verb. It knows nothing of sockets or HTTP; the server crate adapts transports onto [`engine::Engine`].
+//! drakon's engine: the schema, typed values, filters (SQL and in-memory), the store, bus and node-liveness
+//! interfaces, the hub and every verb. It knows nothing of sockets or HTTP; the server crate adapts transports onto
+//! [`engine::Engine`].
 
+pub mod bus;
 pub mod config;
 pub mod engine;
 pub mod event;
@@ -9,11 +11,13 @@ pub mod hub;
 pub mod image;
 pub mod limits;
 pub mod migration;
+pub mod node;
 pub mod outbox;
 pub mod schema;
 pub mod store;
 pub mod value;
 
+pub use bus::{Bus, LocalBus};
 pub use engine::{ChannelChange, Engine, EngineLimits, Outcome, Payload, Session, VerbContext, VerbError, custom_verb};
 pub use event::{Encoding, Event, EventBody};
 pub use filter::Filter;

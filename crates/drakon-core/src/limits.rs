@@ -124,3 +124,12 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// How long `POST /api/publish` waits for the bus between nodes to take a message before answering 503.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a node's liveness key outlives its last heartbeat: a node silent this long (crashed, frozen, cut off
+/// from Redis) is dead, and with [`NODE_HEARTBEAT`] to notice it, its state elsewhere goes within 12 s, well
+/// inside the 30 s in which a dead node's presence members must leave.
+pub const NODE_TTL: Duration = Duration::from_secs(10);
+
+/// How often a node refreshes its liveness key and looks which nodes are alive: a fifth of [`NODE_TTL`], so a
+/// live node survives a few lost heartbeats or a short Redis blip.
+pub const NODE_HEARTBEAT: Duration = Duration::from_secs(2);

@@ -11,6 +11,7 @@ use drakon_protocol::Action;
 use serde_json::{Map, Value as Json};
 use tokio::sync::mpsc;
 
+pub use crate::bus::BusMessage;
 use crate::filter::Filter;
 use crate::schema::{Model, Schema};
 use crate::value::Value;
@@ -52,32 +53,8 @@ impl Change {
     }
 }
 
-/// What travels from stores (and the publish API) to every hub.
-#[derive(Debug, Clone)]
-pub enum BusMessage {
-    /// Changes committed by one transaction, in offset order.
-    Changes(Arc<Vec<Change>>),
-    /// A plain pub/sub message (`POST /api/publish`).
-    Channel { name: Arc<str>, data: Arc<Json> },
-    /// How far each model's change log has been published to the bus between nodes (model, offset). A node that
-    /// delivered less lost messages on the way and reads the rest from the change log; sent periodically, it
-    /// bounds how long a lost message at the end of a burst stays unnoticed.
-    Heads(Arc<Vec<(Arc<str>, u64)>>),
-}
-
-/// A bus between nodes for plain pub/sub messages: `publish` returns once the message is on its way to every
-/// node (including this one), or says why it is not.
-#[async_trait]
-pub trait Publisher: Send + Sync + 'static {
-    async fn publish(&self, name: Arc<str>, data: Arc<Json>) -> Result<(), String>;
-
-    /// Whether messages from other nodes are arriving (for readiness); why not, when they are not.
-    fn ready(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// Where a store delivers committed changes; bounded so that a lagging hub slows writers instead of growing memory.
+/// Where a store delivers committed changes (into this node's [`Inbox`](crate::bus::Inbox), or to the relay onto the
+/// bus between nodes); bounded so that a lagging hub slows writers instead of growing memory.
 pub type ChangeSink = mpsc::Sender<BusMessage>;
 
 /// A field given a value by a write, by index into the model's fields.

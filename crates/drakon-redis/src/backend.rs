@@ -1,5 +1,6 @@
 //! The two ways to reach Redis: one server (`PUBLISH` / `SUBSCRIBE` over a multiplexed connection and a pub/sub
-//! connection) or a Redis Cluster (`SPUBLISH` / `SSUBSCRIBE` over the cluster client, RESP3 pushes).
+//! connection) or a Redis Cluster (`SPUBLISH` / `SSUBSCRIBE` over the cluster client, RESP3 pushes). Other
+//! commands (the liveness keys) go over the same kind of connection as publishing.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,8 +25,8 @@ pub enum Backend {
     Cluster(Arc<Vec<String>>, Option<Arc<Vec<u8>>>),
 }
 
-/// A connection for publishing.
-pub enum PubConn {
+/// A connection for publishing and other commands.
+pub enum CmdConn {
     Single(redis::aio::MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -82,14 +83,14 @@ impl Backend {
         }
     }
 
-    pub async fn publisher(&self) -> Result<PubConn, String> {
+    pub async fn commands(&self) -> Result<CmdConn, String> {
         match self {
             Backend::Single(client) => {
-                bounded(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await.map(PubConn::Single)
+                bounded(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await.map(CmdConn::Single)
             }
             Backend::Cluster(nodes, ca) => {
                 let client = cluster_builder(nodes, ca).build().map_err(|e| e.to_string())?;
-                bounded(CONNECT_TIMEOUT, client.get_async_connection()).await.map(PubConn::Cluster)
+                bounded(CONNECT_TIMEOUT, client.get_async_connection()).await.map(CmdConn::Cluster)
             }
         }
     }
@@ -122,13 +123,21 @@ impl Backend {
     }
 }
 
-impl PubConn {
+impl CmdConn {
     pub async fn publish(&mut self, channel: &str, payload: &str) -> Result<(), String> {
         match self {
-            PubConn::Single(c) => bounded(COMMAND_TIMEOUT, c.publish::<_, _, i64>(channel, payload)).await.map(|_| ()),
-            PubConn::Cluster(c) => {
+            CmdConn::Single(c) => bounded(COMMAND_TIMEOUT, c.publish::<_, _, i64>(channel, payload)).await.map(|_| ()),
+            CmdConn::Cluster(c) => {
                 bounded(COMMAND_TIMEOUT, c.spublish::<_, _, i64>(channel, payload)).await.map(|_| ())
             }
+        }
+    }
+
+    /// Runs `cmd`; on a cluster, on the node that serves its keys' slot.
+    pub async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> Result<T, String> {
+        match self {
+            CmdConn::Single(c) => bounded(COMMAND_TIMEOUT, cmd.query_async(c)).await,
+            CmdConn::Cluster(c) => bounded(COMMAND_TIMEOUT, cmd.query_async(c)).await,
         }
     }
 }
@@ -146,7 +155,7 @@ async fn single_subscription(client: &redis::Client, channels: Channels) -> Resu
 async fn single_subscriber(
     client: Arc<redis::Client>,
     pubsub: redis::aio::PubSub,
-    inbound: Inbound,
+    mut inbound: Inbound,
     mut stopped: oneshot::Receiver<()>,
     subscribed: Arc<AtomicBool>,
 ) {
@@ -204,7 +213,7 @@ async fn cluster_subscription(client: &ClusterClient, channels: Channels) -> Res
 async fn cluster_subscriber(
     conn: ClusterConnection,
     mut pushes: mpsc::Receiver<PushInfo>,
-    inbound: Inbound,
+    mut inbound: Inbound,
     mut stopped: oneshot::Receiver<()>,
     subscribed: Arc<AtomicBool>,
 ) {

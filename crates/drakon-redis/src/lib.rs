@@ -1,18 +1,19 @@
-//! The Redis bus: row changes and plain pub/sub messages cross every node.
+//! The Redis bus: row changes and plain pub/sub messages cross every node; and node liveness.
 //!
-//! [`start`] returns a [`RedisBus`]. Two Redis channels carry everything:
+//! [`start`] returns a [`RedisBus`], the engine's [`Bus`] between nodes. Every message is versioned JSON (see
+//! `wire`), and two Redis channels carry them (see [`Channels`]):
 //!
-//! - [`PUBLISH_CHANNEL`] carries plain pub/sub messages (`POST /api/publish`, [`BusMessage::Channel`]) as JSON
-//!   `{"channel", "data"}`. The bus is the engine's [`Publisher`]: `publish` answers once Redis has the message (or
-//!   says why not, so `POST /api/publish` can answer 503 while Redis is away).
-//! - [`CHANGES_CHANNEL`] carries committed row changes, one transaction per message (`{"changes": [image, …]}`,
-//!   see [`drakon_core::image`]), and, every second, how far each model's log has been relayed
-//!   (`{"heads": [[model, offset], …]}`). The store hands them to [`RedisBus::relay`]; with PostgreSQL, one node at a
-//!   time (the relay, elected through the database) reads the shared change log and publishes it, so each committed
-//!   change is published once, whichever node or program wrote it.
+//! - the publish channel carries plain pub/sub messages (`POST /api/publish`, [`BusMessage::Channel`]).
+//!   [`Bus::publish`] answers once Redis has the message (or says why not, so `POST /api/publish` can answer 503
+//!   while Redis is away).
+//! - the changes channel carries committed row changes, one transaction per message, and, every second, how far
+//!   each model's log has been relayed (heads). The store hands them to [`RedisBus::relay`]; with PostgreSQL, one
+//!   node at a time (the relay, elected through the database) reads the shared change log and publishes it, so each
+//!   committed change is published once, whichever node or program wrote it.
 //!
-//! A subscriber task on every node `SUBSCRIBE`s to both channels and feeds what it receives into the node's local
-//! bus (the sink its fan-out reads), so every node, the sender included, delivers each message once. Redis pub/sub
+//! A subscriber task on every node `SUBSCRIBE`s to both channels and feeds what it receives into the node's inbox
+//! (the queue its fan-out reads), so every node, the sender included, delivers each message once. A message of a
+//! version this node does not know is skipped, and said once per version. Redis pub/sub
 //! is at-most-once: a message published while a subscriber was reconnecting is simply not delivered to it. For row
 //! changes that costs nothing but latency: each carries its per-model offset, and a node that sees an offset jump,
 //! or a head past what it delivered, reads the missing changes from the store's change log (the engine's fan-out
@@ -26,42 +27,51 @@
 //! bus. Both channels carry the hash tag `{drakon}` ([`Channels::SHARDED`]), so they live in one slot and one
 //! connection per node follows them; the cluster client finds that shard, follows it when slots move, and
 //! subscribes again after reconnecting (see `backend`).
+//!
+//! [`RedisLiveness`] (see `liveness`) says which nodes are alive, by a key per node with a TTL.
 
 mod backend;
+mod liveness;
+mod wire;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use drakon_core::Schema;
-use drakon_core::image::{decode_changes, encode_changes};
-use drakon_core::store::{BusMessage, ChangeSink, Publisher};
-use serde_json::{Value as Json, json};
+use drakon_core::bus::{Bus, BusError};
+use drakon_core::store::{BusMessage, ChangeSink};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::backend::{Backend, PubConn};
+use crate::backend::{Backend, CmdConn};
+pub use crate::liveness::RedisLiveness;
+use crate::wire::DecodeError;
 
-/// The names of the bus's two Redis channels.
+/// The names of the bus's two Redis channels (and the prefix of its keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Channels {
     /// Plain pub/sub messages (`POST /api/publish`).
     pub publish: &'static str,
     /// Committed row changes and the relay's heads.
     pub changes: &'static str,
+    /// What the names of the bus's keys (node liveness) start with.
+    pub keys: &'static str,
 }
 
 impl Channels {
     /// The channels on a single Redis server.
-    pub const SINGLE: Channels = Channels { publish: "drakon:publish", changes: "drakon:changes" };
-    /// The channels on a Redis Cluster: one hash tag, so one slot.
-    pub const SHARDED: Channels = Channels { publish: "{drakon}:publish", changes: "{drakon}:changes" };
+    pub const SINGLE: Channels = Channels { publish: "drakon:publish", changes: "drakon:changes", keys: "drakon:" };
+    /// The channels (and keys) on a Redis Cluster: one hash tag, so one slot.
+    pub const SHARDED: Channels =
+        Channels { publish: "{drakon}:publish", changes: "{drakon}:changes", keys: "{drakon}:" };
 }
 
 /// How long connecting (and subscribing) may take before the attempt counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long one `PUBLISH` may take before the connection counts as broken.
+/// How long one command (`PUBLISH`, or a liveness key's) may take before the connection counts as broken.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The first wait before reconnecting; it doubles after each failed attempt up to [`BACKOFF_MAX`].
@@ -89,10 +99,9 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// One message for the publisher task, and where to say whether Redis took it.
-type Outgoing = (Arc<str>, Arc<Json>, oneshot::Sender<Result<(), String>>);
+type Outgoing = (BusMessage, oneshot::Sender<Result<(), BusError>>);
 
-/// The Redis bus of one node; give it to the engine with `Engine::set_publisher`, and its [`RedisBus::relay`] to
-/// the store.
+/// The Redis bus of one node; give it to the engine at `Engine::start`, and its [`RedisBus::relay`] to the store.
 #[derive(Debug)]
 pub struct RedisBus {
     tx: mpsc::Sender<Outgoing>,
@@ -118,29 +127,56 @@ impl RedisBus {
 }
 
 #[async_trait::async_trait]
-impl Publisher for RedisBus {
-    async fn publish(&self, name: Arc<str>, data: Arc<Json>) -> Result<(), String> {
+impl Bus for RedisBus {
+    async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
         let (ack, acked) = oneshot::channel();
-        self.tx.send((name, data, ack)).await.map_err(|_| "the Redis bus has stopped".to_owned())?;
-        acked.await.map_err(|_| "the Redis bus has stopped".to_owned())?
+        self.tx.send((message, ack)).await.map_err(|_| BusError::Stopped)?;
+        acked.await.map_err(|_| BusError::Stopped)?
     }
 
-    fn ready(&self) -> Result<(), String> {
-        if self.subscribed.load(Ordering::Relaxed) { Ok(()) } else { Err("not subscribed on Redis".to_owned()) }
+    fn ready(&self) -> Result<(), BusError> {
+        if self.subscribed.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(BusError::Down("not subscribed on Redis".to_owned()))
+        }
     }
 }
 
 /// Connects to Redis at `url` (publisher and subscriber, so that the first message is already delivered) and
 /// starts both tasks. With `options.sharded`, `url` names one or more nodes of a Redis Cluster, comma-separated,
-/// and the bus uses sharded pub/sub; `rediss://` URLs use TLS. `local` is the node's bus (the sink its fan-out reads), into which the subscriber
-/// feeds every message; `schema` types the row changes it receives. Both tasks end when the returned bus is
-/// dropped or the local bus closes.
+/// and the bus uses sharded pub/sub; `rediss://` URLs use TLS. `inbox` is the sender of the node's inbox (the
+/// queue its fan-out reads), into which the subscriber feeds every message; `schema` types the row changes it
+/// receives. Both tasks end when the returned bus is dropped or the inbox closes.
 pub async fn start(
     url: &str,
     options: Options,
-    local: ChangeSink,
+    inbox: ChangeSink,
     schema: Arc<Schema>,
 ) -> Result<Arc<RedisBus>, StartError> {
+    let backend = open(url, &options)?;
+    let conn = backend.commands().await.map_err(|e| StartError(format!("cannot connect to Redis: {e}")))?;
+    let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+    let (relay, relayed) = mpsc::channel(RELAY_QUEUE);
+    let (done, stopped) = oneshot::channel::<()>();
+    let subscribed = Arc::new(AtomicBool::new(false));
+    let publishing = Arc::new(AtomicBool::new(true));
+    let inbound = Inbound {
+        local: inbox,
+        schema: schema.clone(),
+        channels: backend.channels(),
+        unknown_versions: HashSet::new(),
+    };
+    backend
+        .subscribe(inbound, stopped, subscribed.clone())
+        .await
+        .map_err(|e| StartError(format!("cannot subscribe on Redis: {e}")))?;
+    tokio::spawn(publisher(backend, conn, rx, relayed, schema, done, publishing.clone()));
+    Ok(Arc::new(RedisBus { tx, relay, subscribed, publishing }))
+}
+
+/// Checks `url` and `options` (reading the CA file), without connecting.
+fn open(url: &str, options: &Options) -> Result<Backend, StartError> {
     let ca = match &options.ca_file {
         Some(path) => Some(
             std::fs::read(path)
@@ -148,20 +184,7 @@ pub async fn start(
         ),
         None => None,
     };
-    let backend = Backend::open(url, options.sharded, ca).map_err(|e| StartError(format!("bad Redis URL: {e}")))?;
-    let conn = backend.publisher().await.map_err(|e| StartError(format!("cannot connect to Redis: {e}")))?;
-    let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
-    let (relay, relayed) = mpsc::channel(RELAY_QUEUE);
-    let (done, stopped) = oneshot::channel::<()>();
-    let subscribed = Arc::new(AtomicBool::new(false));
-    let publishing = Arc::new(AtomicBool::new(true));
-    let inbound = Inbound { local, schema: schema.clone(), channels: backend.channels() };
-    backend
-        .subscribe(inbound, stopped, subscribed.clone())
-        .await
-        .map_err(|e| StartError(format!("cannot subscribe on Redis: {e}")))?;
-    tokio::spawn(publisher(backend, conn, rx, relayed, schema, done, publishing.clone()));
-    Ok(Arc::new(RedisBus { tx, relay, subscribed, publishing }))
+    Backend::open(url, options.sharded, ca).map_err(|e| StartError(format!("bad Redis URL: {e}")))
 }
 
 /// How to reach Redis beyond its URL.
@@ -173,22 +196,28 @@ pub struct Options {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-/// Where messages from Redis go: decoded, into the node's local bus.
+/// Where messages from Redis go: decoded, into the node's inbox.
 struct Inbound {
     local: ChangeSink,
     schema: Arc<Schema>,
     channels: Channels,
+    /// The versions of messages this node skipped, each said once: a newer node sends many.
+    unknown_versions: HashSet<u64>,
 }
 
 impl Inbound {
-    /// Decodes a message received on `channel` and feeds it to the local bus; false once the local bus closed.
-    async fn forward(&self, channel: &str, payload: &[u8]) -> bool {
-        let decoded =
-            if channel == self.channels.changes { decode_relayed(&self.schema, payload) } else { decode(payload) };
-        match decoded {
-            Some(msg) => self.local.send(msg).await.is_ok(),
-            None => {
-                tracing::warn!(channel, "ignoring a malformed message on Redis");
+    /// Decodes a message received on `channel` and feeds it to the inbox; false once the inbox closed.
+    async fn forward(&mut self, channel: &str, payload: &[u8]) -> bool {
+        match wire::decode(&self.schema, payload) {
+            Ok(msg) => self.local.send(msg).await.is_ok(),
+            Err(e @ DecodeError::UnknownVersion(v)) => {
+                if self.unknown_versions.insert(v) {
+                    tracing::warn!(channel, error = %e, "skipping messages of an unknown version on Redis");
+                }
+                true
+            }
+            Err(e @ DecodeError::Malformed(_)) => {
+                tracing::warn!(channel, error = %e, "ignoring a malformed message on Redis");
                 true
             }
         }
@@ -217,8 +246,8 @@ impl Backoff {
 
 /// What the publisher task sends next.
 enum Job {
-    /// A plain pub/sub message, whose sender waits for the outcome.
-    Plain(Outgoing),
+    /// A message from [`Bus::publish`], whose sender waits for the outcome.
+    Publish(Outgoing),
     /// A relayed transaction or heads; nobody waits, a failure is logged.
     Relay(BusMessage),
 }
@@ -227,7 +256,7 @@ enum Job {
 /// the backoff, and messages meanwhile are refused rather than queued behind a dead server.
 struct Connection {
     backend: Backend,
-    conn: Option<PubConn>,
+    conn: Option<CmdConn>,
     backoff: Backoff,
     retry_at: Instant,
     failed: u64,
@@ -237,19 +266,19 @@ struct Connection {
 
 impl Connection {
     /// Publishes `payload` on `channel`: one try on the current connection, then one on a fresh one.
-    async fn publish(&mut self, channel: &str, payload: &str) -> Result<(), String> {
+    async fn publish(&mut self, channel: &str, payload: &str) -> Result<(), BusError> {
         let sent = self.try_publish(channel, payload).await;
         self.publishing.store(sent.is_ok(), Ordering::Relaxed);
         sent
     }
 
-    async fn try_publish(&mut self, channel: &str, payload: &str) -> Result<(), String> {
+    async fn try_publish(&mut self, channel: &str, payload: &str) -> Result<(), BusError> {
         for _ in 0..2 {
             if self.conn.is_none() {
                 if Instant::now() < self.retry_at {
                     break;
                 }
-                match self.backend.publisher().await {
+                match self.backend.commands().await {
                     Ok(fresh) => {
                         tracing::warn!(failed = self.failed, "reconnected to Redis for publishing");
                         self.conn = Some(fresh);
@@ -274,28 +303,23 @@ impl Connection {
             }
         }
         self.failed += 1;
-        Err("Redis is unreachable".to_owned())
+        Err(BusError::Down("Redis is unreachable".to_owned()))
     }
 }
 
-/// The payload of a relayed message on [`CHANGES_CHANNEL`].
-fn encode_relayed(schema: &Schema, msg: &BusMessage) -> Option<String> {
-    let json = match msg {
-        BusMessage::Changes(changes) => json!({"changes": encode_changes(schema, changes)}),
-        BusMessage::Heads(heads) => {
-            json!({"heads": heads.iter().map(|(model, offset)| json!([&**model, offset])).collect::<Vec<_>>()})
-        }
-        // Plain messages reach Redis through `RedisBus::publish`, never through the relay.
-        BusMessage::Channel { .. } => return None,
-    };
-    Some(json.to_string())
+/// The Redis channel that carries `message`: row changes and heads on one, plain messages on the other.
+fn channel_of(channels: Channels, message: &BusMessage) -> &'static str {
+    match message {
+        BusMessage::Changes(_) | BusMessage::Heads(_) => channels.changes,
+        BusMessage::Channel { .. } => channels.publish,
+    }
 }
 
-/// Publishes plain messages (answering each sender) and relayed changes, one at a time, in arrival order per
-/// kind, until both queues close.
+/// Publishes messages (answering each sender) and relayed changes, one at a time, in arrival order per kind,
+/// until both queues close.
 async fn publisher(
     backend: Backend,
-    conn: PubConn,
+    conn: CmdConn,
     mut rx: mpsc::Receiver<Outgoing>,
     mut relayed: mpsc::Receiver<BusMessage>,
     schema: Arc<Schema>,
@@ -315,7 +339,7 @@ async fn publisher(
     loop {
         let job = tokio::select! {
             job = rx.recv() => match job {
-                Some(job) => Job::Plain(job),
+                Some(job) => Job::Publish(job),
                 None => return,
             },
             msg = relayed.recv(), if relay_open => match msg {
@@ -327,18 +351,17 @@ async fn publisher(
             },
         };
         match job {
-            Job::Plain((name, data, ack)) => {
-                let payload = json!({"channel": &*name, "data": &*data}).to_string();
-                let sent = conn.publish(channels.publish, &payload).await;
+            Job::Publish((msg, ack)) => {
+                let sent = conn.publish(channel_of(channels, &msg), &wire::encode(&schema, &msg)).await;
                 if sent.is_err() {
-                    tracing::warn!(channel = %name, "Redis is unreachable: a plain pub/sub message was refused");
+                    tracing::warn!("Redis is unreachable: a message for every node was refused");
                 }
                 let _ = ack.send(sent);
             }
             Job::Relay(msg) => {
-                let Some(payload) = encode_relayed(&schema, &msg) else { continue };
+                let payload = wire::encode(&schema, &msg);
                 // Said once per outage; the reconnection reports how many messages failed in all.
-                if conn.publish(channels.changes, &payload).await.is_err() && conn.failed == 1 {
+                if conn.publish(channel_of(channels, &msg), &payload).await.is_err() && conn.failed == 1 {
                     tracing::warn!(
                         "Redis is unreachable: relayed changes are dropped until it returns; the nodes will read \
                          them from the change log"
@@ -349,55 +372,19 @@ async fn publisher(
     }
 }
 
-/// `{"changes": […]}` → [`BusMessage::Changes`], `{"heads": [[model, offset], …]}` → [`BusMessage::Heads`].
-fn decode_relayed(schema: &Schema, payload: &[u8]) -> Option<BusMessage> {
-    let Json::Object(mut fields) = serde_json::from_slice::<Json>(payload).ok()? else { return None };
-    if let Some(changes) = fields.remove("changes") {
-        return Some(BusMessage::Changes(Arc::new(decode_changes(schema, changes)?)));
-    }
-    let Json::Array(heads) = fields.remove("heads")? else { return None };
-    let heads = heads
-        .iter()
-        .map(|h| Some((Arc::from(h.get(0)?.as_str()?), h.get(1)?.as_u64()?)))
-        .collect::<Option<Vec<_>>>()?;
-    Some(BusMessage::Heads(Arc::new(heads)))
-}
-
-/// `{"channel": name, "data": …}` → [`BusMessage::Channel`].
-fn decode(payload: &[u8]) -> Option<BusMessage> {
-    let Json::Object(mut fields) = serde_json::from_slice::<Json>(payload).ok()? else { return None };
-    let Some(Json::String(name)) = fields.remove("channel") else { return None };
-    let data = fields.remove("data").unwrap_or(Json::Null);
-    Some(BusMessage::Channel { name: Arc::from(name), data: Arc::new(data) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn payloads_decode_to_channel_messages() {
-        let Some(BusMessage::Channel { name, data }) = decode(br#"{"channel":"chatroom","data":{"a":1}}"#) else {
-            panic!("not decoded")
-        };
-        assert_eq!((&*name, &*data), ("chatroom", &json!({"a": 1})));
-        assert!(decode(b"not json").is_none());
-        assert!(decode(br#"{"data":1}"#).is_none());
-    }
-
-    #[test]
-    fn relayed_heads_and_changes_survive_the_round_trip() {
-        let schema = Schema::default();
-        let heads = BusMessage::Heads(Arc::new(vec![(Arc::from("todo_item"), 42)]));
-        let payload = encode_relayed(&schema, &heads).expect("heads are relayed");
-        let Some(BusMessage::Heads(back)) = decode_relayed(&schema, payload.as_bytes()) else { panic!("{payload}") };
-        assert_eq!(*back, vec![(Arc::from("todo_item"), 42)]);
-        let empty = BusMessage::Changes(Arc::new(Vec::new()));
-        let payload = encode_relayed(&schema, &empty).expect("changes are relayed");
-        assert!(matches!(decode_relayed(&schema, payload.as_bytes()), Some(BusMessage::Changes(c)) if c.is_empty()));
-        assert!(decode_relayed(&schema, br#"{"heads": [["m"]]}"#).is_none());
-        let plain = BusMessage::Channel { name: Arc::from("chat"), data: Arc::new(json!(1)) };
-        assert!(encode_relayed(&schema, &plain).is_none());
+    fn changes_and_heads_go_on_the_changes_channel_and_plain_messages_on_the_other() {
+        let channels = Channels::SINGLE;
+        let heads = BusMessage::Heads(Arc::new(Vec::new()));
+        let changes = BusMessage::Changes(Arc::new(Vec::new()));
+        let plain = BusMessage::Channel { name: Arc::from("chat"), data: Arc::new(serde_json::json!(1)) };
+        assert_eq!(channel_of(channels, &heads), "drakon:changes");
+        assert_eq!(channel_of(channels, &changes), "drakon:changes");
+        assert_eq!(channel_of(Channels::SHARDED, &plain), "{drakon}:publish");
     }
 
     #[test]

@@ -17,16 +17,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use drakon_core::Store;
 use drakon_core::config::{Config, ServerConfig};
 use drakon_core::engine::CustomVerb;
 use drakon_core::limits::BUS_QUEUE_BATCHES;
+use drakon_core::node::{Alone, Liveness, NodeId};
 use drakon_core::schema::RouteKind;
+use drakon_core::{Bus, LocalBus, Store};
 use drakon_postgres::PgStore;
+use drakon_redis::RedisLiveness;
 use drakon_server::ServerOptions;
 use drakon_sqlite::SqliteStore;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use drakon_core::config;
@@ -45,6 +47,8 @@ pub struct App {
 pub struct Running {
     pub addr: SocketAddr,
     pub engine: Engine,
+    /// This node, and which nodes are alive (with Redis, every node on it; else this one alone).
+    pub liveness: Arc<dyn Liveness>,
     /// A login link for the admin page, when the admin secret was generated for this run (and so is known only
     /// from this link).
     pub admin_link: Option<String>,
@@ -95,18 +99,25 @@ impl App {
             None => database.display().to_string(),
         };
         let schema = checked.schema().clone();
-        let (sink, bus) = mpsc::channel(BUS_QUEUE_BATCHES);
-        // With a Redis URL, plain pub/sub messages go out through Redis and come back to every node's bus. With
-        // PostgreSQL as well, so do row changes: one node at a time relays the shared change log to Redis (see
-        // drakon_redis and PgStore::connect_relay). With SQLite there is one node, and changes stay in-process.
-        let redis = match &server.redis_url {
+        let node = NodeId::new(random_hex::<8>()?);
+        let (local, inbox) = LocalBus::new(BUS_QUEUE_BATCHES);
+        // With a Redis URL, messages published on the bus go out through Redis and come back to every node's
+        // inbox. With PostgreSQL as well, so do row changes: one node at a time relays the shared change log to
+        // Redis (see drakon_redis and PgStore::connect_relay). With SQLite there is one node, and changes stay
+        // in-process. Node liveness lives on Redis too; without it this node is alone.
+        let (redis, liveness) = match &server.redis_url {
             Some(url) => {
                 let options =
                     drakon_redis::Options { sharded: server.redis_sharded, ca_file: server.redis_ca_file.clone() };
-                let bus = drakon_redis::start(url, options, sink.clone(), schema.clone());
-                Some(bus.await.context("starting the Redis bus")?)
+                let bus = drakon_redis::start(url, options.clone(), local.sink(), schema.clone())
+                    .await
+                    .context("starting the Redis bus")?;
+                let liveness = RedisLiveness::start(url, &options, node.clone())
+                    .await
+                    .context("starting node liveness on Redis")?;
+                (Some(bus), Arc::new(liveness) as Arc<dyn Liveness>)
             }
-            None => None,
+            None => (None, Arc::new(Alone::new(node.clone())) as Arc<dyn Liveness>),
         };
         let store: Arc<dyn Store> = match (&server.database_url, &redis) {
             (Some(url), Some(redis)) => Arc::new(
@@ -115,10 +126,10 @@ impl App {
                     .context("connecting to PostgreSQL")?,
             ),
             (Some(url), None) => Arc::new(
-                PgStore::connect(url, sink.clone(), server.log_retention).await.context("connecting to PostgreSQL")?,
+                PgStore::connect(url, local.sink(), server.log_retention).await.context("connecting to PostgreSQL")?,
             ),
             (None, _) => Arc::new(
-                SqliteStore::open_with(&database, sink.clone(), server.log_retention)
+                SqliteStore::open_with(&database, local.sink(), server.log_retention)
                     .with_context(|| format!("opening {}", database.display()))?,
             ),
         };
@@ -130,16 +141,17 @@ impl App {
             tracing::info!(column, "added column");
         }
         let limits = drakon_core::EngineLimits { max_subscriptions: server.max_subscriptions };
-        let (engine, _fan_out) = Engine::start(checked, store, sink, bus, limits);
-        if let Some(redis) = redis {
-            engine.set_publisher(redis);
-        }
+        let bus: Arc<dyn Bus> = match redis {
+            Some(redis) => redis,
+            None => Arc::new(local),
+        };
+        let (engine, _fan_out) = Engine::start(checked, store, bus, inbox, limits);
         engine.ready().await;
         let addr = bind.or(server.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
         let generated = server.admin_secret.is_none();
         let admin_secret = match &server.admin_secret {
             Some(secret) => secret.clone(),
-            None => generate_secret()?,
+            None => random_hex::<16>()?,
         };
         let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr()?;
@@ -162,21 +174,24 @@ impl App {
             })
             .await
         });
-        tracing::info!(%addr, store = %store_name, "drakon is serving");
+        tracing::info!(%addr, store = %store_name, %node, "drakon is serving");
         let signals = Signals::install()?;
-        Ok(Running { addr, engine, signals, stop, server, admin_link: generated.then_some(admin_link) })
+        Ok(Running { addr, engine, liveness, signals, stop, server, admin_link: generated.then_some(admin_link) })
     }
 }
 
 impl Running {
-    /// Stops accepting, closes connections with 1001 once their in-flight request is done, and waits for that.
+    /// Stops accepting, closes connections with 1001 once their in-flight request is done, and waits for that;
+    /// then tells the other nodes that this one is gone.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
         let grace = drakon_core::limits::SHUTDOWN_GRACE;
-        match tokio::time::timeout(grace, self.server).await {
-            Ok(joined) => joined.context("server task failed")?.context("server failed"),
-            Err(_) => bail!("connections did not close within {grace:?}"),
-        }
+        let stopped = match tokio::time::timeout(grace, self.server).await {
+            Ok(joined) => joined.context("server task failed").and_then(|served| served.context("server failed")),
+            Err(_) => Err(anyhow::anyhow!("connections did not close within {grace:?}")),
+        };
+        self.liveness.leave().await;
+        stopped
     }
 
     /// Runs until the server stops by itself (it only does on error).
@@ -226,10 +241,10 @@ impl Signals {
     }
 }
 
-/// 128 random bits as hex: the admin secret of a run that configured none.
-fn generate_secret() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot generate an admin secret: {e}"))?;
+/// `N` random bytes as hex: the admin secret of a run that configured none (16), a node's id (8).
+fn random_hex<const N: usize>() -> anyhow::Result<String> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("cannot draw random bytes: {e}"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use drakon_core::config;
 use drakon_core::store::BusMessage;
-use drakon_core::{Engine, EngineLimits, Store};
+use drakon_core::{Bus, Engine, EngineLimits, LocalBus, Store};
 use drakon_server::ServerOptions;
 use drakon_sqlite::SqliteStore;
 use drakon_testkit::{Client, PATIENCE};
@@ -23,9 +23,10 @@ async fn dropped_bus_batches_are_repaired_from_the_change_log() {
     let config = config::parse(TODO, &dir.path().join("drakon.toml")).unwrap();
     let checked = config.schema.check().unwrap();
 
-    // store → (lossy relay) → engine
+    // store → (lossy relay) → bus → engine
     let (store_sink, mut from_store) = mpsc::channel(64);
-    let (to_engine, bus) = mpsc::channel(64);
+    let (bus, inbox) = LocalBus::new(64);
+    let to_engine = bus.clone();
     let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = dropped.clone();
     tokio::spawn(async move {
@@ -36,14 +37,14 @@ async fn dropped_bus_batches_are_repaired_from_the_change_log() {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 continue;
             }
-            if to_engine.send(msg).await.is_err() {
+            if to_engine.publish(msg).await.is_err() {
                 return;
             }
         }
     });
-    let store = SqliteStore::open(dir.path().join("drakon.db"), store_sink.clone()).unwrap();
+    let store = SqliteStore::open(dir.path().join("drakon.db"), store_sink).unwrap();
     store.migrate(checked.schema()).await.unwrap();
-    let (engine, _fan_out) = Engine::start(checked, Arc::new(store), store_sink, bus, EngineLimits::default());
+    let (engine, _fan_out) = Engine::start(checked, Arc::new(store), Arc::new(bus), inbox, EngineLimits::default());
     engine.ready().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

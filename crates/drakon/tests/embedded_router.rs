@@ -6,12 +6,12 @@ mod common;
 
 use std::sync::Arc;
 
-use drakon_core::{Engine, EngineLimits, Store, limits::BUS_QUEUE_BATCHES};
+use drakon_core::{Engine, EngineLimits, LocalBus, Store, limits::BUS_QUEUE_BATCHES};
 use drakon_server::ServerOptions;
 use drakon_sqlite::SqliteStore;
 use drakon_testkit::{Client, PATIENCE};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 #[tokio::test]
 async fn the_router_served_by_another_server_keeps_subscribers_live() {
@@ -19,11 +19,12 @@ async fn the_router_served_by_another_server_keeps_subscribers_live() {
     let config = drakon_core::config::parse(common::TODO, &dir.path().join("drakon.toml")).expect("the todo config");
     let checked = config.schema.check().expect("the todo schema checks");
     let schema = checked.schema().clone();
-    let (sink, bus) = mpsc::channel(BUS_QUEUE_BATCHES);
+    let (bus, inbox) = LocalBus::new(BUS_QUEUE_BATCHES);
     let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(dir.path().join("todo.db"), sink.clone()).expect("open the store"));
+        Arc::new(SqliteStore::open(dir.path().join("todo.db"), bus.sink()).expect("open the store"));
     store.migrate(&schema).await.expect("migrate");
-    let (engine, _fan_out) = Engine::start(checked, store, sink, bus, EngineLimits { max_subscriptions: 16 });
+    let (engine, _fan_out) =
+        Engine::start(checked, store, Arc::new(bus), inbox, EngineLimits { max_subscriptions: 16 });
     engine.ready().await;
     let (_stop, stopping) = watch::channel(false);
     let app = drakon_server::router(engine, ServerOptions::default(), stopping);

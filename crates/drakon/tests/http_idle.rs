@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use drakon_core::bus::LocalBus;
 use drakon_core::config;
 use drakon_core::{Engine, EngineLimits, Store};
 use drakon_server::ServerOptions;
@@ -16,7 +17,6 @@ use drakon_testkit::Client;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
 
 const TODO: &str = include_str!("../../../examples/todo/drakon.toml");
 const HEAD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -77,10 +77,10 @@ async fn silent_and_slow_connections_are_closed_and_everyone_else_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let config = config::parse(TODO, &dir.path().join("drakon.toml")).unwrap();
     let checked = config.schema.check().unwrap();
-    let (sink, bus) = mpsc::channel(64);
-    let store = SqliteStore::open(dir.path().join("drakon.db"), sink.clone()).unwrap();
+    let (bus, inbox) = LocalBus::new(64);
+    let store = SqliteStore::open(dir.path().join("drakon.db"), bus.sink()).unwrap();
     store.migrate(checked.schema()).await.unwrap();
-    let (engine, _fan_out) = Engine::start(checked, Arc::new(store), sink, bus, EngineLimits::default());
+    let (engine, _fan_out) = Engine::start(checked, Arc::new(store), Arc::new(bus), inbox, EngineLimits::default());
     engine.ready().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use drakon_protocol::{Args, ChannelAction, ErrorCode};
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use custom::{BoxFuture, CustomVerb, VerbContext, custom_verb};
@@ -33,12 +32,13 @@ use routes::Routes;
 use session::Parked;
 pub use session::{Principal, Session};
 
+use crate::bus::{Bus, BusError, BusMessage, Inbox};
 use crate::event::Event;
 use crate::filter::Filter;
 use crate::hub::Hub;
 use crate::limits;
 use crate::schema::{CheckedSchema, Model, Schema, Verb};
-use crate::store::{BusMessage, Change, ChangeSink, Publisher, Store, WriteOp};
+use crate::store::{Change, Store, WriteOp};
 
 /// Per-connection limits the engine enforces.
 #[derive(Debug, Clone, Copy)]
@@ -56,11 +56,10 @@ struct Inner {
     schema: Arc<Schema>,
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
-    sink: ChangeSink,
+    /// Where plain pub/sub messages go to every node.
+    bus: Arc<dyn Bus>,
     models: HashMap<String, Arc<Model>>,
     routes: Routes,
-    /// The bus between nodes for plain pub/sub, when there is one.
-    publisher: std::sync::OnceLock<Arc<dyn Publisher>>,
     /// References the store already logs touches for (see [`Store::watch_reference`]).
     watched: std::sync::Mutex<HashSet<(String, String)>>,
     limits: EngineLimits,
@@ -125,14 +124,14 @@ impl Outcome {
 }
 
 impl Engine {
-    /// Starts an engine for a checked schema (see [`Schema::check`]) over a migrated store. `bus` receives what the
-    /// store (and [`Engine::publish`]) sends to `sink`; the returned task fans it out to the hub until every sender
-    /// is gone.
+    /// Starts an engine for a checked schema (see [`Schema::check`]) over a migrated store, on `bus` (where
+    /// [`Engine::publish`] sends) and its `inbox` (which receives what every node publishes and what the store
+    /// commits); the returned task fans the inbox out to the hub until every sender is gone.
     pub fn start(
         checked: CheckedSchema,
         store: Arc<dyn Store>,
-        sink: ChangeSink,
-        bus: mpsc::Receiver<BusMessage>,
+        bus: Arc<dyn Bus>,
+        inbox: Inbox,
         limits: EngineLimits,
     ) -> (Engine, JoinHandle<()>) {
         let schema = checked.schema().clone();
@@ -145,16 +144,15 @@ impl Engine {
             schema,
             store,
             hub,
-            sink,
+            bus,
             models,
             routes,
             watched: Default::default(),
-            publisher: Default::default(),
             limits,
             ready,
             parked: Parked::default(),
         });
-        let task = tokio::spawn(fan_out::fan_out(inner.clone(), bus, ready_tx));
+        let task = tokio::spawn(fan_out::fan_out(inner.clone(), inbox, ready_tx));
         tokio::spawn(expire_parked(Arc::downgrade(&inner)));
         (Engine { inner }, task)
     }
@@ -215,44 +213,21 @@ impl Engine {
         Ok(self.inner.store.write(WriteOp::DeleteWhere { model: model.to_owned(), filter }).await?)
     }
 
-    /// Sends plain pub/sub messages through `publisher` (a bus between nodes) instead of this node's own bus. Set it
-    /// once, before serving.
-    pub fn set_publisher(&self, publisher: Arc<dyn Publisher>) {
-        let _ = self.inner.publisher.set(publisher);
-    }
-
-    /// Whether the bus between nodes (if any) is connected.
-    pub fn bus_ready(&self) -> Result<(), String> {
-        self.inner.publisher.get().map_or(Ok(()), |p| p.ready())
+    /// Whether the bus is connected (between nodes, whether messages from the others arrive).
+    pub fn bus_ready(&self) -> Result<(), BusError> {
+        self.inner.bus.ready()
     }
 
     /// Publishes a plain pub/sub message to channel `name` on every node.
     pub async fn publish(&self, name: &str, data: Json) -> Result<(), VerbError> {
-        if name.is_empty() || name.contains('|') {
-            return Err(VerbError::new(
-                ErrorCode::InvalidArgs,
-                "channel names must be non-empty and may not contain `|`",
-            ));
+        routes::check_plain_channel_name(name)?;
+        let message = BusMessage::Channel { name: Arc::from(name), data: Arc::new(data) };
+        match tokio::time::timeout(limits::PUBLISH_TIMEOUT, self.inner.bus.publish(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(BusError::Stopped)) => Err(VerbError::new(ErrorCode::Unavailable, "the server is shutting down")),
+            Ok(Err(e @ BusError::Down(_))) => Err(VerbError::new(ErrorCode::Unavailable, e.to_string())),
+            Err(_) => Err(VerbError::new(ErrorCode::Unavailable, "the bus did not take the message in time")),
         }
-        let (name, data): (Arc<str>, Arc<Json>) = (Arc::from(name), Arc::new(data));
-        if let Some(publisher) = self.inner.publisher.get() {
-            return match tokio::time::timeout(limits::PUBLISH_TIMEOUT, publisher.publish(name, data)).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => {
-                    Err(VerbError::new(ErrorCode::Unavailable, format!("the bus between nodes is down: {e}")))
-                }
-                Err(_) => Err(VerbError::new(
-                    ErrorCode::Unavailable,
-                    "the bus between nodes did not take the message in time",
-                )),
-            };
-        }
-        let msg = BusMessage::Channel { name, data };
-        self.inner
-            .sink
-            .send(msg)
-            .await
-            .map_err(|_| VerbError::new(ErrorCode::Unavailable, "the server is shutting down"))
     }
 
     fn model(&self, name: &str) -> Result<Arc<Model>, VerbError> {
