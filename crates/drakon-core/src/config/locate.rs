@@ -1,18 +1,18 @@
-//! Where things are in the file: the line of each model, field, route and route key as reading meets them, so that
-//! a problem [`Schema::finish`](crate::schema::Schema::finish) finds, which knows nothing of the file, can be reported at its line.
+//! Where things are in the file: the line of each model, field, route, route key and param as reading meets them,
+//! so that a problem [`Schema::finish`](crate::schema::Schema::finish) finds, which knows nothing of the file, can
+//! be reported at its line. A problem's path names what it is about; nothing here reads its message.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
-
-use crate::schema::SchemaProblem;
 
 /// The 1-based line holding byte `offset` of `text`.
 pub(super) fn line_of(text: &str, offset: usize) -> usize {
     text.as_bytes().iter().take(offset).filter(|&&b| b == b'\n').count() + 1
 }
 
-/// The file's text and the line of each declared model, field, route and route key, keyed by the path a
-/// [`SchemaProblem`] uses (`["models", "todo_item", "fields", "text"]`, `["routes", "todo-item", "page_size"]`).
+/// The file's text and the line of each declared thing, keyed by the path a
+/// [`SchemaProblem`](crate::schema::SchemaProblem) uses for it (`["models", "todo_item", "fields", "text"]`,
+/// `["routes", "todo-item", "page_size"]`, `["routes", "todo-item", "params", "list_id"]`).
 pub(super) struct Anchors<'a> {
     text: &'a str,
     lines: BTreeMap<Vec<String>, usize>,
@@ -34,33 +34,80 @@ impl<'a> Anchors<'a> {
         self.lines.insert(path.iter().map(|s| s.to_string()).collect(), line);
     }
 
-    /// The line a problem from [`Schema::finish`](crate::schema::Schema::finish) is about: the most specific declared thing its path names.
-    pub(super) fn locate(&self, problem: &SchemaProblem) -> Option<usize> {
-        let mut path = problem.path.clone();
-        if path.len() == 2 && path[0] == "routes" {
-            path.extend(route_key_named_by(&problem.message));
-        }
-        while !path.is_empty() {
-            if let Some(line) = self.lines.get(&path) {
-                return Some(*line);
-            }
-            path.pop();
-        }
-        None
+    /// The line of the thing `path` names or, when the file does not spell it out (a key the route leaves to its
+    /// default, a field's `unique`), of the nearest enclosing thing that it does: the field or the route.
+    /// `None` when nothing on the path is in the file, as for a schema built in Rust.
+    pub(super) fn locate(&self, path: &[String]) -> Option<usize> {
+        (1..=path.len()).rev().find_map(|len| self.lines.get(&path[..len]).copied())
     }
 }
 
-/// The route key a [`Schema::validate`](crate::schema::Schema::validate) message is about, judged from how the message starts, so that the problem
-/// points at that key rather than at the route header. A message that names no key, or a key the route left out,
-/// falls back to the header.
-fn route_key_named_by(message: &str) -> Vec<String> {
-    let mut words = message.split(' ');
-    match (words.next(), words.next()) {
-        (Some("param"), Some(name)) => vec!["params".into(), name.trim_matches('`').into()],
-        (Some("fixed"), Some("filter")) => vec!["filters".into()],
-        (Some("unknown"), Some("model")) => vec!["model".into()],
-        (Some("channel"), _) | (Some("a"), Some("channel")) => vec!["channels".into()],
-        (Some(key @ ("publish_fields" | "update_fields" | "create_fields" | "page_size")), _) => vec![key.into()],
-        _ => Vec::new(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw::RawConfig;
+    use crate::config::read::Reader;
+
+    /// Reads `text` as `parse` does and returns where each thing in it is.
+    fn anchors(text: &str) -> Anchors<'_> {
+        let raw: RawConfig = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let mut reader = Reader::new(text);
+        reader.schema(raw.models, raw.routes);
+        let (problems, anchors) = reader.into_parts();
+        assert!(problems.is_empty(), "{problems:?}");
+        anchors
+    }
+
+    #[test]
+    fn line_of_counts_the_newlines_before_an_offset() {
+        let text = "a\nbc\n\nd";
+        let lines: Vec<usize> = (0..text.len()).map(|offset| line_of(text, offset)).collect();
+        assert_eq!(lines, [1, 1, 2, 2, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_path_is_located_at_the_line_of_what_it_names_or_of_the_nearest_thing_around_it() {
+        let text = [
+            "[models.todo_item.fields]",      // 1
+            "text = { type = \"text\" }",     // 2
+            "",                               // 3
+            "[models.todo_item.fields.done]", // 4
+            "type = \"bool\"",                // 5
+            "default = false",                // 6
+            "",                               // 7
+            "[routes.todo-item]",             // 8
+            "model = \"todo_item\"",          // 9
+            "publish_fields = [",             // 10
+            "  \"text\",",                    // 11
+            "]",                              // 12
+            "",                               // 13
+            "[routes.todo-item.params]",      // 14
+            "list_id = \"todo_list__id\"",    // 15
+        ]
+        .join("\n");
+        let anchors = anchors(&text);
+        let cases: &[(&[&str], Option<usize>)] = &[
+            (&["models", "todo_item"], Some(1)),
+            (&["models", "todo_item", "fields", "text"], Some(2)),
+            (&["models", "todo_item", "fields", "text", "to"], Some(2)),
+            (&["models", "todo_item", "fields", "done"], Some(4)),
+            (&["models", "todo_item", "fields", "done", "default"], Some(4)),
+            (&["routes", "todo-item"], Some(8)),
+            (&["routes", "todo-item", "model"], Some(9)),
+            (&["routes", "todo-item", "publish_fields"], Some(10)),
+            (&["routes", "todo-item", "page_size"], Some(8)),
+            (&["routes", "todo-item", "params", "list_id"], Some(15)),
+            (&["routes", "todo-item", "params", "other"], Some(14)),
+            (&["routes", "todo-list"], None),
+            (&["models", "todo_list", "fields", "text"], None),
+            (&[], None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(anchors.locate(&strings(path)), *want, "{path:?}");
+        }
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
     }
 }

@@ -3,11 +3,12 @@
 //! Every problem carries the line it is about so that `drakon check` can print `path:line: message` for each one.
 //! A TOML syntax or shape error (an unknown key, a string where a list belongs) stops reading at the first one, as
 //! the toml crate does; past that, every semantic problem in the file is collected, including those that
-//! [`Schema::finish`] finds, which are mapped back to the line of the model, field, route or route key they name.
+//! [`Schema::finish`] finds; each of those carries the path of what it is about (`["routes", "todo-item",
+//! "publish_fields"]`), which is mapped to the line where the file declares that.
 //!
 //! By job: `raw` is the file as written (serde structs whose keys keep their spans), `read` turns it into a
-//! [`ServerConfig`] and a [`Schema`] with the problems it finds on the way, and `locate` maps the path of a
-//! [`Schema::finish`] problem to the line of the thing it names. This module ties them together.
+//! [`ServerConfig`] and a [`Schema`] with the problems it finds on the way, recording where each thing is declared,
+//! and `locate` maps a problem's path to that line. This module ties them together.
 
 mod locate;
 mod raw;
@@ -229,7 +230,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut schema = reader.schema(raw.models, raw.routes);
     let (mut problems, anchors) = reader.into_parts();
     for problem in schema.finish() {
-        let line = anchors.locate(&problem);
+        let line = anchors.locate(&problem.path);
         // Without a line the message alone would not say where; the dotted path does.
         let message = if line.is_some() { problem.message } else { problem.to_string() };
         problems.push(ConfigProblem { line, message });

@@ -384,3 +384,74 @@ fn toml_to_json(value: &toml::Value) -> Result<Json, String> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::raw::RawConfig;
+    use crate::schema::RouteKind;
+
+    /// Reads `lines` (line N of the file is `lines[N - 1]`) without finishing the schema: what reading alone makes
+    /// of the file, and the problems it finds.
+    fn read(lines: &[&str]) -> (ServerConfig, Schema, Vec<(Option<usize>, String)>) {
+        let text = lines.join("\n");
+        let raw: RawConfig = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        let mut reader = Reader::new(&text);
+        let server = reader.server(raw.server, Path::new("app"));
+        let schema = reader.schema(raw.models, raw.routes);
+        let (problems, _) = reader.into_parts();
+        (server, schema, problems.into_iter().map(|p| (p.line, p.message)).collect())
+    }
+
+    #[test]
+    fn models_fields_and_routes_keep_the_order_of_the_file() {
+        let (_, schema, problems) = read(&[
+            "[models.zebra.fields]",
+            "b = { type = \"text\" }",
+            "a = { type = \"int\" }",
+            "[models.ant.fields]",
+            "[routes.z]",
+            "model = \"zebra\"",
+            "[routes.a]",
+            "kind = \"channel\"",
+            "channels = [\"room\"]",
+        ]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let models: Vec<&str> = schema.models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(models, ["zebra", "ant"]);
+        let fields: Vec<&str> = schema.models[0].fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(fields, ["id", "b", "a"]);
+        let routes: Vec<&str> = schema.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(routes, ["z", "a"]);
+    }
+
+    #[test]
+    fn reading_leaves_cross_references_and_defaults_to_the_schema() {
+        // Whether `model` and the field lists name things that exist is `Schema::finish`'s to say, and so is what
+        // an absent `publish_fields` means; reading only takes the file at its word.
+        let (_, schema, problems) =
+            read(&["[models.a.fields]", "x = { type = \"ref\", to = \"nope\" }", "[routes.r]", "model = \"gone\""]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(schema.models[0].fields[1].ref_target(), Some(("nope", OnDelete::Restrict)));
+        let RouteKind::Model(route) = &schema.routes[0].kind else { panic!("r is a model route") };
+        assert_eq!(route.model, "gone");
+        assert!(route.publish_fields.is_empty());
+    }
+
+    #[test]
+    fn a_field_with_an_unusable_type_is_read_as_json_and_reported_once() {
+        let (_, schema, problems) = read(&["[models.a.fields]", "x = { type = \"txt\", optional = true }"]);
+        let unknown = "unknown type `txt`; use one of text, int, float, bool, datetime, json, ref";
+        assert_eq!(problems, [(Some(2), unknown.to_string())]);
+        assert_eq!(schema.models[0].fields[1], Field::json("x").optional());
+    }
+
+    #[test]
+    fn server_problems_name_their_key_and_leave_its_default() {
+        let (server, _, problems) = read(&["[server]", "max_subscriptions = 0", "database = \"data/app.db\""]);
+        let bad = "max_subscriptions must be a whole number of at least 1, got 0";
+        assert_eq!(problems, [(Some(2), bad.to_string())]);
+        assert_eq!(server.max_subscriptions, ServerConfig::default().max_subscriptions);
+        assert_eq!(server.database, Path::new("app/data/app.db"));
+    }
+}

@@ -378,6 +378,44 @@ fn broken_configs_report_each_problem_at_its_line() {
             &[(4, "fixed filter is invalid: model `a` has no field `nope`")],
         ),
         (
+            "filter_fields naming a bad lookup",
+            &["[models.a.fields]", "[routes.r]", "model = \"a\"", "filter_fields = [\"nope\"]"],
+            &[(4, "filter_fields names a bad lookup `nope`: model `a` has no field `nope`")],
+        ),
+        (
+            "param clashing with a reserved argument",
+            &[
+                "[models.a.fields]",
+                "x = { type = \"text\" }",
+                "[routes.r]",
+                "model = \"a\"",
+                "[routes.r.params]",
+                "ok = \"x\"",
+                "channel = \"x\"",
+            ],
+            &[(7, "param `channel` clashes with a reserved argument")],
+        ),
+        (
+            "update_fields naming id, and create_fields left to default to it",
+            &[
+                "[models.a.fields]",
+                "x = { type = \"text\" }",
+                "[routes.r]",
+                "model = \"a\"",
+                "publish_fields = [\"x\"]",
+                "update_fields = [\"id\"]",
+            ],
+            &[
+                (3, "create_fields may not include `id`: the store assigns it"),
+                (6, "update_fields may not include `id`: the store assigns it"),
+            ],
+        ),
+        (
+            "channel name that is only `*`",
+            &["[routes.chat]", "kind = \"channel\"", "channels = [", "  \"room\",", "  \"*\",", "]"],
+            &[(3, "channel `*` must be non-empty, not `*`, and may not contain `|`")],
+        ),
+        (
             "unknown route kind",
             &["[routes.r]", "kind = \"stream\""],
             &[(2, "unknown route kind `stream`; use \"model\" or \"channel\"")],
