@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod schema;
 pub mod store;
 pub mod value;
+mod verb;
 
 pub use engine::{ChannelChange, Engine, EngineLimits, Outcome, Payload, Session, VerbContext, VerbError, custom_verb};
 pub use event::{Encoding, Event, EventBody};

@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::engine::CustomVerb;
 use crate::filter::{Filter, Lookup, parse_lookup};
 use crate::limits;
 use crate::value::Value;
+use crate::verb::CustomVerb;
 use drakon_protocol::Args;
 
 /// What happens to rows that refer to a deleted row.
