@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod schema;
 pub mod store;
 pub mod value;
+mod verb;
 
 pub use bus::{Bus, LocalBus};
 pub use engine::{ChannelChange, Engine, EngineLimits, Outcome, Payload, Session, VerbContext, VerbError, custom_verb};

@@ -9,10 +9,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::engine::CustomVerb;
 use crate::filter::{Filter, Lookup, parse_lookup};
 use crate::limits;
 use crate::value::Value;
+use crate::verb::CustomVerb;
 use drakon_protocol::Args;
 
 /// What happens to rows that refer to a deleted row.
@@ -326,9 +326,12 @@ pub struct Schema {
     pub routes: Vec<Route>,
 }
 
-/// One thing wrong with a schema. `path` names where, e.g. `models.todo_item.fields.todo_list` or `routes.todo-item`.
+/// One thing wrong with a schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaProblem {
+    /// What the problem is about, as `drakon.toml` names it, down to the key when there is one:
+    /// `["models", "todo_item", "fields", "todo_list", "to"]`, `["routes", "todo-item", "publish_fields"]`,
+    /// `["routes", "todo-item", "params", "list_id"]`. The config reader finds a problem's line from it.
     pub path: Vec<String>,
     pub message: String,
 }
@@ -396,19 +399,20 @@ impl Schema {
         for route in &self.routes {
             let RouteKind::Model(spec) = &route.kind else { continue };
             // `validate` has checked each of these; a failure here is reported the same way, never assumed away.
-            let mut problem = |message: String| {
-                problems.push(SchemaProblem { path: vec!["routes".into(), route.name.clone()], message })
+            let mut problem = |key: &str, message: String| {
+                let path = ["routes", route.name.as_str(), key].map(String::from).to_vec();
+                problems.push(SchemaProblem { path, message })
             };
             let Some(model) = self.get_model(&spec.model) else {
-                problem(format!("names unknown model `{}`", spec.model));
+                problem("model", format!("names unknown model `{}`", spec.model));
                 continue;
             };
             let fixed = Filter::parse(&self, model, &spec.fixed_filter)
-                .map_err(|e| problem(format!("fixed filter is invalid: {}", e.message)));
+                .map_err(|e| problem("filters", format!("fixed filter is invalid: {}", e.message)));
             let filter_paths = spec.filter_fields.as_ref().map(|paths| {
                 paths
                     .iter()
-                    .filter_map(|p| parse_lookup(&self, model, p).map_err(|e| problem(e.message)).ok())
+                    .filter_map(|p| parse_lookup(&self, model, p).map_err(|e| problem("filter_fields", e.message)).ok())
                     .collect()
             });
             if let Ok(fixed) = fixed {
@@ -453,27 +457,29 @@ impl Schema {
                         "`id` is implicit: every model has one integer id and no other field may be of type id".into(),
                     );
                 }
+                let key = |key| ["models", model.name.as_str(), "fields", field.name.as_str(), key];
                 if let Some((target, on_delete)) = field.ref_target() {
                     if self.get_model(target).is_none() {
-                        problem(&path, format!("refers to unknown model `{target}`"));
+                        problem(&key("to"), format!("refers to unknown model `{target}`"));
                     }
                     if on_delete == OnDelete::SetNull && !field.optional {
-                        problem(&path, "on_delete = \"set_null\" needs the field to be optional".into());
+                        problem(&key("on_delete"), "on_delete = \"set_null\" needs the field to be optional".into());
                     }
                 }
                 if field.ty == FieldType::Json && field.unique {
-                    problem(&path, "json fields cannot be unique".into());
+                    problem(&key("unique"), "json fields cannot be unique".into());
                 }
                 if let Some(default) = &field.default
                     && !default_fits(&field.ty, default)
                 {
-                    problem(&path, format!("default does not fit type {}", field.ty.name()));
+                    problem(&key("default"), format!("default does not fit type {}", field.ty.name()));
                 }
             }
         }
         let mut seen = BTreeSet::new();
         for route in &self.routes {
             let path = ["routes", route.name.as_str()];
+            let key = |key| ["routes", route.name.as_str(), key];
             if !seen.insert(route.name.as_str()) {
                 problem(&path, "route is declared twice".into());
             }
@@ -489,7 +495,7 @@ impl Schema {
             match &route.kind {
                 RouteKind::Model(r) => {
                     let Some(model) = self.get_model(&r.model) else {
-                        problem(&path, format!("unknown model `{}`", r.model));
+                        problem(&key("model"), format!("unknown model `{}`", r.model));
                         continue;
                     };
                     for (list, label) in [
@@ -500,20 +506,24 @@ impl Schema {
                         for name in list {
                             match model.get_field(name) {
                                 None => problem(
-                                    &path,
+                                    &key(label),
                                     format!("{label} names unknown field `{name}` of model `{}`", model.name),
                                 ),
                                 Some(f) if f.ty == FieldType::Id && label != "publish_fields" => {
-                                    problem(&path, format!("{label} may not include `id`: the store assigns it"))
+                                    problem(&key(label), format!("{label} may not include `id`: the store assigns it"))
                                 }
                                 _ => {}
                             }
                         }
                     }
                     if r.page_size == 0 || r.page_size > limits::MAX_PAGE_SIZE {
-                        problem(&path, format!("page_size must be between 1 and {}", limits::MAX_PAGE_SIZE));
+                        problem(
+                            &key("page_size"),
+                            format!("page_size must be between 1 and {}", limits::MAX_PAGE_SIZE),
+                        );
                     }
                     for (name, lookup) in &r.params {
+                        let path = ["routes", route.name.as_str(), "params", name.as_str()];
                         if let Err(e) = crate::filter::parse_lookup(self, model, lookup) {
                             problem(&path, format!("param `{name}` maps to a bad lookup: {}", e.message));
                         }
@@ -522,11 +532,14 @@ impl Schema {
                         }
                     }
                     if let Err(e) = crate::filter::Filter::parse(self, model, &r.fixed_filter) {
-                        problem(&path, format!("fixed filter is invalid: {}", e.message));
+                        problem(&key("filters"), format!("fixed filter is invalid: {}", e.message));
                     }
                     for lookup in r.filter_fields.iter().flatten() {
                         if let Err(e) = crate::filter::parse_lookup(self, model, lookup) {
-                            problem(&path, format!("filter_fields names a bad lookup `{lookup}`: {}", e.message));
+                            problem(
+                                &key("filter_fields"),
+                                format!("filter_fields names a bad lookup `{lookup}`: {}", e.message),
+                            );
                         }
                     }
                     for name in r.custom_verbs.keys() {
@@ -537,12 +550,12 @@ impl Schema {
                 }
                 RouteKind::Channel(c) => {
                     if c.channels.is_empty() {
-                        problem(&path, "a channel route needs at least one channel".into());
+                        problem(&key("channels"), "a channel route needs at least one channel".into());
                     }
                     for name in &c.channels {
                         if name.contains('|') || name.is_empty() || name == "*" {
                             problem(
-                                &path,
+                                &key("channels"),
                                 format!("channel `{name}` must be non-empty, not `*`, and may not contain `|`"),
                             );
                         }

@@ -1,20 +1,21 @@
 //! Custom verbs: async functions a Rust program adds to a model route, called like the built-in verbs.
 
 use std::future::Future;
+use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use drakon_protocol::Args;
 use serde_json::Value as Json;
 
 use super::{Engine, VerbError};
 use crate::hub::ConnId;
+pub use crate::verb::CustomVerb;
 
 /// A boxed future, as custom verbs return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// A custom verb: an async function of the calling context and the client's args.
-pub type CustomVerb = Arc<dyn Fn(VerbContext, Args) -> BoxFuture<Result<Json, VerbError>> + Send + Sync>;
+/// What a [`CustomVerb`] wraps: an async function of the calling context and the client's args.
+type VerbFn = dyn Fn(VerbContext, Args) -> BoxFuture<Result<Json, VerbError>> + Send + Sync;
 
 /// Wraps an async function as a [`CustomVerb`].
 ///
@@ -29,7 +30,19 @@ where
     F: Fn(VerbContext, Args) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Json, VerbError>> + Send + 'static,
 {
-    Arc::new(move |ctx, args| Box::pin(f(ctx, args)))
+    let verb: Box<VerbFn> = Box::new(move |ctx, args| Box::pin(f(ctx, args)));
+    CustomVerb::new(verb)
+}
+
+// The schema holds a custom verb without knowing its type (so that it need not know the engine); here, where the
+// type is known, the handle becomes the function again, and the engine calls it as `verb(ctx, args)`.
+impl Deref for CustomVerb {
+    type Target = VerbFn;
+
+    fn deref(&self) -> &VerbFn {
+        // `custom_verb` makes every handle, and always of a `Box<VerbFn>`.
+        self.get::<Box<VerbFn>>().expect("every CustomVerb is made by custom_verb")
+    }
 }
 
 /// What a custom verb can see and use.
@@ -39,4 +52,17 @@ pub struct VerbContext {
     pub route: String,
     /// The calling connection, when the call came over a socket.
     pub conn: Option<ConnId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handle_is_the_function_it_was_made_from_again() {
+        let verb = custom_verb(|_ctx, _args| async { Ok(Json::Null) });
+        let copy = verb.clone();
+        // Deref is the one place that names the handle's hidden type; a clone holds the very same function.
+        assert!(std::ptr::addr_eq(&*verb as *const VerbFn, &*copy as *const VerbFn));
+    }
 }
