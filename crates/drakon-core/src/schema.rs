@@ -486,11 +486,8 @@ impl Schema {
             if route.name.is_empty() || route.name.contains('|') || route.name.chars().any(char::is_whitespace) {
                 problem(&path, "route names may not be empty or contain `|` or spaces".into());
             }
-            if route.name.starts_with(crate::engine::ADMIN_ROUTE_PREFIX) {
-                problem(
-                    &path,
-                    format!("route names starting with `{}` are the admin's", crate::engine::ADMIN_ROUTE_PREFIX),
-                );
+            if route.name.starts_with(ADMIN_ROUTE_PREFIX) {
+                problem(&path, format!("route names starting with `{}` are the admin's", ADMIN_ROUTE_PREFIX));
             }
             match &route.kind {
                 RouteKind::Model(r) => {
@@ -584,6 +581,9 @@ fn default_fits(ty: &FieldType, value: &Value) -> bool {
             | (FieldType::Json, Value::Json(_))
     )
 }
+
+/// Prefix of the per-model routes the engine makes for admin sessions; no route of a schema may start with it.
+pub const ADMIN_ROUTE_PREFIX: &str = "admin:";
 
 /// Shared, immutable schema.
 pub type SharedSchema = Arc<Schema>;

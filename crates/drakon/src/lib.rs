@@ -163,7 +163,9 @@ impl App {
             api_key: server.api_key.clone(),
             admin_secret: admin_secret.clone(),
             static_dir: server.static_dir.clone(),
-            ..ServerOptions::default()
+            request_head_timeout: server.request_head_timeout,
+            max_pending_per_address: server.max_pending_per_address,
+            allowed_origins: server.allowed_origins.clone(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let admin_link = format!("http://{addr}/admin/login?token={admin_secret}");

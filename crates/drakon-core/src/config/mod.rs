@@ -90,6 +90,12 @@ pub struct ServerConfig {
     /// The PEM file of the CA that signed the Redis server's certificate, for `rediss://` URLs (else the system's
     /// trusted roots are used). Relative to the config file's directory.
     pub redis_ca_file: Option<PathBuf>,
+    /// How long a client has to send a whole request head (the next one, on a kept-alive connection).
+    pub request_head_timeout: Duration,
+    /// Connections one client address may hold open before sending a whole request head.
+    pub max_pending_per_address: usize,
+    /// Origins besides the server's own whose pages may open WebSockets and use the admin cookie (`*` for any).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +116,9 @@ impl Default for ServerConfig {
             redis_url: None,
             redis_sharded: false,
             redis_ca_file: None,
+            request_head_timeout: limits::DEFAULT_REQUEST_HEAD_TIMEOUT,
+            max_pending_per_address: limits::DEFAULT_MAX_PENDING_PER_ADDRESS,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -133,6 +142,9 @@ impl fmt::Debug for ServerConfig {
             .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
             .field("redis_sharded", &self.redis_sharded)
             .field("redis_ca_file", &self.redis_ca_file)
+            .field("request_head_timeout", &self.request_head_timeout)
+            .field("max_pending_per_address", &self.max_pending_per_address)
+            .field("allowed_origins", &self.allowed_origins)
             .finish()
     }
 }

@@ -38,6 +38,9 @@ pub(super) struct RawServer {
     pub(super) redis_url: Option<Spanned<String>>,
     pub(super) redis_sharded: Option<bool>,
     pub(super) redis_ca_file: Option<Spanned<String>>,
+    pub(super) request_head_timeout_secs: Option<Spanned<i64>>,
+    pub(super) max_pending_per_address: Option<Spanned<i64>>,
+    pub(super) allowed_origins: Option<Vec<Spanned<String>>>,
 }
 
 /// `[models.<name>]`.

@@ -138,8 +138,32 @@ impl<'a> Reader<'a> {
             Some(file) => server.redis_ca_file = Some(base_dir.join(file.get_ref())),
             None => {}
         }
+        if let Some(secs) = self.number("request_head_timeout_secs", raw.request_head_timeout_secs.as_ref(), 1) {
+            server.request_head_timeout = Duration::from_secs(secs);
+        }
+        if let Some(n) = self.number("max_pending_per_address", raw.max_pending_per_address.as_ref(), 1) {
+            server.max_pending_per_address = n;
+        }
+        for origin in raw.allowed_origins.into_iter().flatten() {
+            let value = origin.get_ref();
+            let well_formed = value == "*"
+                || value.split_once("://").is_some_and(|(scheme, host)| {
+                    matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains(['/', ' '])
+                });
+            if well_formed {
+                server.allowed_origins.push(value.clone());
+            } else {
+                self.problem(
+                    origin.span(),
+                    format!("allowed_origins entries are origins such as \"https://app.example:8443\" (no path), or \"*\"; got {value:?}"),
+                );
+            }
+        }
         match raw.static_dir {
-            Some(dir) if dir.get_ref().is_empty() => self.problem(dir.span(), "static_dir must name a directory"),
+            Some(dir) if dir.get_ref().is_empty() => self.problem(
+                dir.span(),
+                "static_dir is empty: give a directory (relative to this file), or remove the line to serve no files",
+            ),
             Some(dir) => server.static_dir = Some(base_dir.join(dir.get_ref())),
             None => {}
         }

@@ -197,6 +197,20 @@ fn server_keys_override_defaults() {
                 ..ServerConfig::default()
             },
         ),
+        (
+            &[
+                "[server]",
+                "request_head_timeout_secs = 5",
+                "max_pending_per_address = 2000",
+                "allowed_origins = [\"https://app.example:8443\", \"http://localhost:3000\"]",
+            ],
+            ServerConfig {
+                request_head_timeout: Duration::from_secs(5),
+                max_pending_per_address: 2000,
+                allowed_origins: vec!["https://app.example:8443".into(), "http://localhost:3000".into()],
+                ..defaults.clone()
+            },
+        ),
     ];
     for (lines, want) in cases {
         assert_eq!(&parse_ok(lines).server, want, "{lines:?}");
@@ -234,12 +248,34 @@ fn broken_configs_report_each_problem_at_its_line() {
             &[(4, "unknown field `model`, expected one of `server`, `models`, `routes`")],
         ),
         (
+            "an empty static_dir and origins that are not origins",
+            &[
+                "[server]",
+                "static_dir = \"\"",
+                "allowed_origins = [\"https://ok.example\", \"app.example\", \"https://x.example/path\"]",
+            ],
+            &[
+                (
+                    2,
+                    "static_dir is empty: give a directory (relative to this file), or remove the line to serve no files",
+                ),
+                (
+                    3,
+                    "allowed_origins entries are origins such as \"https://app.example:8443\" (no path), or \"*\"; got \"app.example\"",
+                ),
+                (
+                    3,
+                    "allowed_origins entries are origins such as \"https://app.example:8443\" (no path), or \"*\"; got \"https://x.example/path\"",
+                ),
+            ],
+        ),
+        (
             "unknown server key",
             &["[server]", "port = 8000"],
             &[(
                 2,
                 "unknown field `port`, expected one of `bind`, `database`, `max_frame_bytes`, `max_subscriptions`, \
-                 `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`, `redis_url`, `redis_sharded`, `redis_ca_file`",
+                 `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`, `redis_url`, `redis_sharded`, `redis_ca_file`, `request_head_timeout_secs`, `max_pending_per_address`, `allowed_origins`",
             )],
         ),
         (

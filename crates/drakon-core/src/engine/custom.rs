@@ -1,10 +1,9 @@
 //! Custom verbs: async functions a Rust program adds to a model route, called like the built-in verbs.
 
 use std::future::Future;
-use std::ops::Deref;
 use std::pin::Pin;
 
-use drakon_protocol::Args;
+use drakon_protocol::{Args, ErrorCode};
 use serde_json::Value as Json;
 
 use super::{Engine, VerbError};
@@ -35,13 +34,15 @@ where
 }
 
 // The schema holds a custom verb without knowing its type (so that it need not know the engine); here, where the
-// type is known, the handle becomes the function again, and the engine calls it as `verb(ctx, args)`.
-impl Deref for CustomVerb {
-    type Target = VerbFn;
-
-    fn deref(&self) -> &VerbFn {
-        // `custom_verb` makes every handle, and always of a `Box<VerbFn>`.
-        self.get::<Box<VerbFn>>().expect("every CustomVerb is made by custom_verb")
+// type is known, the handle becomes the function again.
+impl CustomVerb {
+    /// Calls the verb. `custom_verb` makes every handle, always of a `Box<VerbFn>`; anything else would be a bug,
+    /// answered as one rather than a panic.
+    pub(crate) fn call(&self, ctx: VerbContext, args: Args) -> BoxFuture<Result<Json, VerbError>> {
+        match self.get::<Box<VerbFn>>() {
+            Some(f) => f(ctx, args),
+            None => Box::pin(async { Err(VerbError::new(ErrorCode::Internal, "this custom verb cannot be called")) }),
+        }
     }
 }
 
@@ -62,7 +63,9 @@ mod tests {
     fn a_handle_is_the_function_it_was_made_from_again() {
         let verb = custom_verb(|_ctx, _args| async { Ok(Json::Null) });
         let copy = verb.clone();
-        // Deref is the one place that names the handle's hidden type; a clone holds the very same function.
-        assert!(std::ptr::addr_eq(&*verb as *const VerbFn, &*copy as *const VerbFn));
+        // `call` is the one place that names the handle's hidden type; a clone holds the very same function.
+        let (a, b) = (verb.get::<Box<VerbFn>>().expect("made by custom_verb"), copy.get::<Box<VerbFn>>().unwrap());
+        assert!(std::ptr::addr_eq(&**a as *const VerbFn, &**b as *const VerbFn));
+        assert!(CustomVerb::new(42u8).get::<Box<VerbFn>>().is_none(), "a handle of anything else is not a verb");
     }
 }

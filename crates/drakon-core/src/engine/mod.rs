@@ -259,7 +259,7 @@ impl Engine {
         let route = self.inner.routes.model(route_name, session.as_ref().is_none_or(|s| s.is_admin()))?;
         if let Some(custom) = route.spec.custom_verbs.get(verb) {
             let ctx = VerbContext { engine: self.clone(), route: route_name.to_owned(), conn: session.map(|s| s.conn) };
-            return custom(ctx, args).await.map(Outcome::data);
+            return custom.call(ctx, args).await.map(Outcome::data);
         }
         let Some(builtin) = Verb::parse(verb) else {
             let mut known: Vec<&str> = route.spec.verbs.iter().map(|v| v.as_str()).collect();

@@ -16,8 +16,7 @@ use crate::schema::{ChannelRoute, CheckedSchema, FieldType, Model, ModelRoute, R
 use crate::store::OrderBy;
 use crate::value::Value;
 
-/// Prefix of the per-model routes that only admin sessions may use.
-pub const ADMIN_ROUTE_PREFIX: &str = "admin:";
+pub use crate::schema::ADMIN_ROUTE_PREFIX;
 
 /// Refuses a plain channel name that could not be published to: empty, or holding `|`, which separates a model
 /// channel's filter.
