@@ -116,6 +116,12 @@ pub const DEFAULT_MAX_PENDING_PER_ADDRESS: usize = 1024;
 /// How long an admin login lasts before the admin logs in again; logging out ends it at once.
 pub const ADMIN_LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
 
+/// How many of the connections still waiting for their first request head, oldest first, are closed each time
+/// `accept` fails for want of file descriptors. Those are the connections a flood of silent ones is made of; closing
+/// them frees descriptors for the clients and health checks queued behind, while every connection that has sent a
+/// request (a WebSocket among them) is left alone.
+pub const PENDING_SHED_AT_FILE_LIMIT: usize = 64;
+
 /// How often a failing `accept` (say, out of file descriptors) is logged, with how many failed since the last line:
 /// often enough to see, rarely enough not to fill the log.
 pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);

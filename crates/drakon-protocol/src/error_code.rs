@@ -58,6 +58,8 @@ pub enum ErrorCode {
     RequestTimeout,
     /// A list the client sent is longer than the server allows (`_order`).
     LimitExceeded,
+    /// The HTTP request itself is malformed (a broken chunked body, a head that frames its body two ways).
+    BadRequest,
     /// A bug or unexpected failure in the server; the details are in the server log.
     Internal,
 }
@@ -88,6 +90,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::RequestTimeout,
         ErrorCode::LimitExceeded,
+        ErrorCode::BadRequest,
         ErrorCode::Internal,
     ];
 
@@ -121,6 +124,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::BadRequest => "bad_request",
             ErrorCode::Internal => "internal",
         }
     }
@@ -151,6 +155,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "A store or bus is temporarily unreachable; retrying later may succeed.",
             ErrorCode::RequestTimeout => "The request's body did not arrive in time.",
             ErrorCode::LimitExceeded => "A list in the request is longer than the server allows.",
+            ErrorCode::BadRequest => "The HTTP request is malformed.",
             ErrorCode::Internal => "The server failed unexpectedly; details are in the server log.",
         }
     }
@@ -185,7 +190,7 @@ mod tests {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{s}\""));
             assert!(code.description().ends_with('.'), "{s} description is not a sentence");
         }
-        assert_eq!(seen.len(), 24);
+        assert_eq!(seen.len(), 25);
     }
 
     #[test]
@@ -215,6 +220,7 @@ mod tests {
             (ErrorCode::Unavailable, "unavailable"),
             (ErrorCode::RequestTimeout, "request_timeout"),
             (ErrorCode::LimitExceeded, "limit_exceeded"),
+            (ErrorCode::BadRequest, "bad_request"),
             (ErrorCode::Internal, "internal"),
         ];
         assert_eq!(table.len(), ErrorCode::ALL.len());

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use drakon_protocol::ErrorCode;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -95,9 +96,12 @@ pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: ax
     }
     let max = drakon_core::limits::MAX_PUBLISH_BODY_BYTES;
     let wait = drakon_core::limits::REQUEST_BODY_TIMEOUT;
-    let body = match tokio::time::timeout(wait, axum::body::to_bytes(body, max)).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => return error(ErrorCode::FrameTooLarge, format!("the body may be at most {max} bytes")),
+    let body = match tokio::time::timeout(wait, Limited::new(body, max).collect()).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
+            return error(ErrorCode::FrameTooLarge, format!("the body may be at most {max} bytes"));
+        }
+        Ok(Err(e)) => return error(ErrorCode::BadRequest, format!("the request body is malformed: {e}")),
         Err(_) => {
             return error(ErrorCode::RequestTimeout, format!("the request body did not arrive within {wait:?}"));
         }

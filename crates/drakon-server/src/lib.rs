@@ -176,13 +176,13 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    accept_errors.failed(e).await;
+                    accept_errors.failed(e, &pending).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
-        let Some(waiting) = pending.admit(peer.ip(), max_pending) else {
+        let Some((waiting, shed)) = pending.admit(peer.ip(), max_pending) else {
             // Dropped at once: the address already has as many connections waiting for their first request.
             tracing::debug!(%peer, "too many connections from this address without a request; closed");
             continue;
@@ -203,6 +203,8 @@ pub async fn serve(
             let mut connection = std::pin::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
+                // Still silent when the server ran out of descriptors: closed to make room.
+                () = shed.notified() => Ok(()),
                 () = async { let _ = stopping.wait_for(|stop| *stop).await; } => {
                     // Finishes the request in flight, if any, then closes; an upgrade already done is unaffected.
                     connection.as_mut().graceful_shutdown();
@@ -229,10 +231,19 @@ pub async fn serve(
     Ok(())
 }
 
-/// Per client address, the connections that have not yet sent a whole request head.
+/// The connections that have not yet sent a whole request head: how many per client address, and each one's way to
+/// be closed, oldest first, for when the server runs out of file descriptors.
 #[derive(Debug, Default)]
 struct Pending {
-    by_address: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    inner: std::sync::Mutex<PendingInner>,
+}
+
+#[derive(Debug, Default)]
+struct PendingInner {
+    by_address: std::collections::HashMap<std::net::IpAddr, usize>,
+    /// By admission order.
+    shed: std::collections::BTreeMap<u64, Arc<tokio::sync::Notify>>,
+    admitted: u64,
 }
 
 /// One connection counted in [`Pending`] until its first request head arrives or it closes.
@@ -240,32 +251,50 @@ struct Pending {
 struct Waiting {
     pending: Arc<Pending>,
     address: std::net::IpAddr,
+    number: u64,
 }
 
 impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
-        self.by_address.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a new connection from `address`, unless `max` from there are waiting already.
-    fn admit(self: &Arc<Self>, address: std::net::IpAddr, max: usize) -> Option<Waiting> {
-        let mut by_address = self.lock();
-        let count = by_address.entry(address).or_default();
+    /// Counts a new connection from `address`, unless `max` from there are waiting already. The `Notify` fires
+    /// when the connection is to be closed to free its descriptor.
+    fn admit(self: &Arc<Self>, address: std::net::IpAddr, max: usize) -> Option<(Waiting, Arc<tokio::sync::Notify>)> {
+        let mut inner = self.lock();
+        let count = inner.by_address.entry(address).or_default();
         if *count >= max {
             return None;
         }
         *count += 1;
-        Some(Waiting { pending: self.clone(), address })
+        inner.admitted += 1;
+        let (number, shed) = (inner.admitted, Arc::<tokio::sync::Notify>::default());
+        inner.shed.insert(number, shed.clone());
+        Some((Waiting { pending: self.clone(), address, number }, shed))
+    }
+
+    /// Closes up to `count` of the longest-waiting connections; how many.
+    fn shed_oldest(&self, count: usize) -> usize {
+        let mut inner = self.lock();
+        let mut shed = 0;
+        while shed < count {
+            let Some((_, connection)) = inner.shed.pop_first() else { break };
+            connection.notify_one();
+            shed += 1;
+        }
+        shed
     }
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let mut by_address = self.pending.lock();
-        if let Some(count) = by_address.get_mut(&self.address) {
+        let mut inner = self.pending.lock();
+        inner.shed.remove(&self.number);
+        if let Some(count) = inner.by_address.get_mut(&self.address) {
             *count -= 1;
             if *count == 0 {
-                by_address.remove(&self.address);
+                inner.by_address.remove(&self.address);
             }
         }
     }
@@ -296,26 +325,38 @@ where
 #[derive(Debug, Default)]
 struct AcceptErrors {
     since_logged: u64,
+    shed_since_logged: usize,
     logged: Option<std::time::Instant>,
 }
 
 impl AcceptErrors {
-    /// A peer that gave up in the backlog is nothing. Anything else (running out of file descriptors, say) is
-    /// logged once per interval with a count, and a pause lets connections close before the next try; existing
-    /// connections are served meanwhile.
-    async fn failed(&mut self, e: std::io::Error) {
+    /// A peer that gave up in the backlog is nothing. Out of file descriptors, the longest-waiting silent
+    /// connections are closed to make room (see [`limits::PENDING_SHED_AT_FILE_LIMIT`]) and `accept` is tried again
+    /// as soon as they are gone, so health checks and new clients keep being served; with nothing to close, or on
+    /// any other error, the next try is 100 ms later. Failures are logged once per interval with a count.
+    async fn failed(&mut self, e: std::io::Error, pending: &Pending) {
         use std::io::ErrorKind;
         if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused)
         {
             return;
         }
+        // EMFILE and ENFILE: this process's descriptors, or the whole system's.
+        let out_of_files = matches!(e.raw_os_error(), Some(24 | 23));
+        let shed = if out_of_files { pending.shed_oldest(limits::PENDING_SHED_AT_FILE_LIMIT) } else { 0 };
         self.since_logged += 1;
+        self.shed_since_logged += shed;
         let now = std::time::Instant::now();
         if self.logged.is_none_or(|at| now.duration_since(at) >= limits::ACCEPT_ERROR_LOG_INTERVAL) {
-            tracing::error!(error = %e, failed = self.since_logged, "accept failed; retrying every 100 ms");
-            self.since_logged = 0;
+            tracing::error!(
+                error = %e,
+                failed = self.since_logged,
+                closed_silent = self.shed_since_logged,
+                "accept failed; closing connections that sent nothing and retrying"
+            );
+            (self.since_logged, self.shed_since_logged) = (0, 0);
             self.logged = Some(now);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let pause = if shed > 0 { std::time::Duration::from_millis(5) } else { std::time::Duration::from_millis(100) };
+        tokio::time::sleep(pause).await;
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{QUIET, TODO, http, publish, spawn, todo_with_server};
+use common::{QUIET, TODO, http, publish, raw_http, spawn, todo_with_server};
 use drakon_testkit::{PATIENCE, TestServer};
 use serde_json::json;
 
@@ -54,6 +54,31 @@ async fn publish_checks_the_key_then_the_body() {
                 assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {reply}");
             }
             None => assert_eq!(reply, json!({"ok": true}), "{what}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_read_and_a_malformed_one_is_a_bad_request() {
+    let server = with_key().await;
+    let chunked = |chunks: &str| {
+        format!(
+            "POST /api/publish HTTP/1.1\r\nHost: drakon\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n{chunks}"
+        )
+    };
+    let good = r#"{"channel":"chatroom","data":1}"#;
+    let big = "x".repeat(300 * 1024);
+    let cases = [
+        (chunked(&format!("{:x}\r\n{good}\r\n0\r\n\r\n", good.len())), 200, None),
+        (chunked(&format!("zz\r\n{good}\r\n0\r\n\r\n")), 400, Some("bad_request")),
+        (chunked(&format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len())), 413, Some("frame_too_large")),
+    ];
+    for (request, status, code) in cases {
+        let response = raw_http(&server.addr, request.as_bytes()).await;
+        assert_eq!(response.status, status, "{}: {}", &request[..request.len().min(200)], response.body);
+        if let Some(code) = code {
+            assert_eq!(response.json()["code"], code, "{}", response.body);
         }
     }
 }

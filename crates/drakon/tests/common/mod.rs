@@ -67,7 +67,6 @@ impl HttpResponse {
 
 /// One HTTP/1.1 request with `Connection: close`; reads the whole response.
 pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
-    let mut stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr)).await.expect("connect").expect("connect");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -76,8 +75,15 @@ pub async fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]
         head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.expect("write request head");
-    stream.write_all(body).await.expect("write request body");
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    raw_http(addr, &request).await
+}
+
+/// Sends `request` exactly as given (it should ask for `Connection: close`) and reads the answer.
+pub async fn raw_http(addr: &str, request: &[u8]) -> HttpResponse {
+    let mut stream = tokio::time::timeout(PATIENCE, TcpStream::connect(addr)).await.expect("connect").expect("connect");
+    stream.write_all(request).await.expect("write the request");
     let mut raw = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut raw)).await.expect("response in time").expect("read");
     let text = String::from_utf8(raw).expect("response is UTF-8");
