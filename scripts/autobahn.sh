@@ -27,13 +27,19 @@ fi
 cargo build -q -p drakon-server --features autobahn --example autobahn_echo
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 work=$(mktemp -d)
-target/debug/examples/autobahn_echo "127.0.0.1:$port" >"$work/echo.log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/examples/autobahn_echo" "127.0.0.1:$port" >"$work/echo.log" 2>&1 &
 echo_pid=$!
 trap 'kill $echo_pid 2>/dev/null; rm -rf "$work"' EXIT
+listening=
 for _ in $(seq 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { listening=1; break; }
   sleep 0.1
 done
+if [[ -z $listening ]]; then
+  echo "the echo endpoint did not start on 127.0.0.1:$port:" >&2
+  cat "$work/echo.log" >&2
+  exit 1
+fi
 
 cat >"$work/spec.json" <<SPEC
 {"outdir": "$work/report", "servers": [{"agent": "drakon", "url": "ws://127.0.0.1:$port"}],

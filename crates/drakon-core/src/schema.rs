@@ -13,7 +13,10 @@ use crate::filter::{Filter, Lookup, parse_lookup};
 use crate::limits;
 use crate::value::Value;
 use crate::verb::CustomVerb;
-use drakon_protocol::Args;
+use drakon_protocol::{Args, ErrorCode};
+use serde_json::Value as Json;
+
+use crate::rules::Rules;
 
 /// What happens to rows that refer to a deleted row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -232,6 +235,10 @@ pub struct ModelRoute {
     /// Lookups (without their operator) that clients may filter on; `None` allows every field.
     pub filter_fields: Option<BTreeSet<String>>,
     pub custom_verbs: BTreeMap<String, CustomVerb>,
+    /// Who may read, subscribe, create, update and delete, per verb.
+    pub rules: Rules,
+    /// Fields the server sets on `create` (`owner = "$user.id"`); clients cannot set them.
+    pub set: Args,
 }
 
 impl fmt::Debug for ModelRoute {
@@ -247,6 +254,8 @@ impl fmt::Debug for ModelRoute {
             .field("fixed_filter", &self.fixed_filter)
             .field("filter_fields", &self.filter_fields)
             .field("custom_verbs", &self.custom_verbs.keys().collect::<Vec<_>>())
+            .field("rules", &self.rules)
+            .field("set", &self.set)
             .finish()
     }
 }
@@ -265,6 +274,8 @@ impl ModelRoute {
             fixed_filter: Args::new(),
             filter_fields: None,
             custom_verbs: BTreeMap::new(),
+            rules: Rules::default(),
+            set: Args::new(),
         }
     }
     pub fn publish(mut self, fields: &[&str]) -> ModelRoute {
@@ -285,6 +296,11 @@ impl ModelRoute {
     }
     pub fn verb(mut self, name: &str, verb: CustomVerb) -> ModelRoute {
         self.custom_verbs.insert(name.into(), verb);
+        self
+    }
+    /// Sets the rules of the route's verbs.
+    pub fn rules(mut self, rules: Rules) -> ModelRoute {
+        self.rules = rules;
         self
     }
 }
@@ -486,6 +502,9 @@ impl Schema {
             if route.name.is_empty() || route.name.contains('|') || route.name.chars().any(char::is_whitespace) {
                 problem(&path, "route names may not be empty or contain `|` or spaces".into());
             }
+            if route.name == SERVER_ROUTE {
+                problem(&path, format!("the route name `{SERVER_ROUTE}` is the server's own (its `auth` verb)"));
+            }
             if route.name.starts_with(ADMIN_ROUTE_PREFIX) {
                 problem(&path, format!("route names starting with `{}` are the admin's", ADMIN_ROUTE_PREFIX));
             }
@@ -530,6 +549,9 @@ impl Schema {
                     }
                     if let Err(e) = crate::filter::Filter::parse(self, model, &r.fixed_filter) {
                         problem(&key("filters"), format!("fixed filter is invalid: {}", e.message));
+                    }
+                    for (k, message) in rule_problems(self, model, r) {
+                        problem(&key(k), message);
                     }
                     for lookup in r.filter_fields.iter().flatten() {
                         if let Err(e) = crate::filter::parse_lookup(self, model, lookup) {
@@ -585,8 +607,81 @@ fn default_fits(ty: &FieldType, value: &Value) -> bool {
 /// Prefix of the per-model routes the engine makes for admin sessions; no route of a schema may start with it.
 pub const ADMIN_ROUTE_PREFIX: &str = "admin:";
 
+/// The route of the server's own requests (`auth`), which no app route may take.
+pub const SERVER_ROUTE: &str = "drakon";
+
 /// Shared, immutable schema.
 pub type SharedSchema = Arc<Schema>;
+
+/// Problems with a model route's rules and server-set fields, each with the key it is about.
+fn rule_problems(schema: &Schema, model: &Model, spec: &ModelRoute) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &'static str, message: String| problems.push((key, message));
+    for (verb, rule) in [
+        ("read", &spec.rules.read),
+        ("subscribe", &spec.rules.subscribe),
+        ("create", &spec.rules.create),
+        ("update", &spec.rules.update),
+        ("delete", &spec.rules.delete),
+    ] {
+        let Some(rule) = rule else { continue };
+        match rule.check() {
+            Ok(filters) => {
+                for filter in filters {
+                    if let Err(message) = check_user_filter(schema, model, filter) {
+                        problem("rules", format!("{verb}: {message}"));
+                    }
+                }
+            }
+            Err(message) => problem("rules", format!("{verb}: {message}")),
+        }
+    }
+    for (field, value) in &spec.set {
+        let Some(index) = model.field_index(field).filter(|&i| i > 0) else {
+            problem("set", format!("model `{}` has no field `{field}`", model.name));
+            continue;
+        };
+        if spec.create_fields.contains(field) {
+            problem("set", format!("`{field}` is set by the server; remove it from create_fields"));
+        }
+        if value != crate::rules::USER_ID && Value::from_json(&model.fields[index].ty, value).is_err() {
+            problem("set", format!("`{field}`: {value} is neither \"$user.id\" nor a value of the field's type"));
+        }
+    }
+    problems
+}
+
+/// Whether a rule's row filter parses on `model` once `$user.id` stands for a user id, as text or, for integer
+/// fields, as a number.
+fn check_user_filter(schema: &Schema, model: &Model, filter: &Args) -> Result<(), String> {
+    let sample = crate::rules::User { id: "1".into(), roles: Vec::new(), info: Json::Null };
+    user_filter(schema, model, filter, &sample).map(drop).map_err(|e| e.message)
+}
+
+/// A rule's row filter for `user`, parsed on `model`. A user id is text; a field holding integers compares with it
+/// as a number when it is one.
+pub fn user_filter(
+    schema: &Schema,
+    model: &Model,
+    filter: &Args,
+    user: &crate::rules::User,
+) -> Result<Filter, crate::filter::FilterError> {
+    let args = crate::rules::substitute(filter, user);
+    match Filter::parse(schema, model, &args) {
+        Err(e) if e.code == ErrorCode::WrongType => {
+            let Ok(number) = user.id.parse::<i64>() else { return Err(e) };
+            let numeric = crate::rules::User { id: String::new(), ..user.clone() };
+            let mut args = crate::rules::substitute(filter, &numeric);
+            for (key, value) in args.iter_mut() {
+                if filter.get(key).is_some_and(|v| v == crate::rules::USER_ID) {
+                    *value = Json::from(number);
+                }
+            }
+            Filter::parse(schema, model, &args)
+        }
+        parsed => parsed,
+    }
+}
 
 /// A finished schema without problems, with what its model routes filter with compiled (see [`Schema::check`]).
 #[derive(Debug, Clone)]

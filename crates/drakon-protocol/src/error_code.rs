@@ -60,6 +60,18 @@ pub enum ErrorCode {
     LimitExceeded,
     /// The HTTP request itself is malformed (a broken chunked body, a head that frames its body two ways).
     BadRequest,
+    /// The token is not a well-formed JWT.
+    TokenMalformed,
+    /// The token is unsigned (alg: none).
+    TokenUnsigned,
+    /// The token's signature or algorithm does not match the server's key.
+    TokenBadSignature,
+    /// The token has expired; the client should get a fresh one.
+    TokenExpired,
+    /// The token is not valid yet (its nbf is in the future).
+    TokenNotYetValid,
+    /// The token is signed but not for this server (iss, aud) or lacks a claim (sub, exp).
+    TokenRejected,
     /// A bug or unexpected failure in the server; the details are in the server log.
     Internal,
 }
@@ -91,6 +103,12 @@ impl ErrorCode {
         ErrorCode::RequestTimeout,
         ErrorCode::LimitExceeded,
         ErrorCode::BadRequest,
+        ErrorCode::TokenMalformed,
+        ErrorCode::TokenUnsigned,
+        ErrorCode::TokenBadSignature,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenNotYetValid,
+        ErrorCode::TokenRejected,
         ErrorCode::Internal,
     ];
 
@@ -125,6 +143,12 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::TokenMalformed => "token_malformed",
+            ErrorCode::TokenUnsigned => "token_unsigned",
+            ErrorCode::TokenBadSignature => "token_bad_signature",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenNotYetValid => "token_not_yet_valid",
+            ErrorCode::TokenRejected => "token_rejected",
             ErrorCode::Internal => "internal",
         }
     }
@@ -156,6 +180,14 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "The request's body did not arrive in time.",
             ErrorCode::LimitExceeded => "A list in the request is longer than the server allows.",
             ErrorCode::BadRequest => "The HTTP request is malformed.",
+            ErrorCode::TokenMalformed => "The token is not a well-formed JWT.",
+            ErrorCode::TokenUnsigned => "The token is unsigned (alg: none).",
+            ErrorCode::TokenBadSignature => "The token's signature or algorithm does not match the server's key.",
+            ErrorCode::TokenExpired => "The token has expired; the client should get a fresh one.",
+            ErrorCode::TokenNotYetValid => "The token is not valid yet (its nbf is in the future).",
+            ErrorCode::TokenRejected => {
+                "The token is signed but not for this server (iss, aud) or lacks a claim (sub, exp)."
+            }
             ErrorCode::Internal => "The server failed unexpectedly; details are in the server log.",
         }
     }
@@ -190,7 +222,7 @@ mod tests {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{s}\""));
             assert!(code.description().ends_with('.'), "{s} description is not a sentence");
         }
-        assert_eq!(seen.len(), 25);
+        assert_eq!(seen.len(), 31);
     }
 
     #[test]
@@ -221,6 +253,12 @@ mod tests {
             (ErrorCode::RequestTimeout, "request_timeout"),
             (ErrorCode::LimitExceeded, "limit_exceeded"),
             (ErrorCode::BadRequest, "bad_request"),
+            (ErrorCode::TokenMalformed, "token_malformed"),
+            (ErrorCode::TokenUnsigned, "token_unsigned"),
+            (ErrorCode::TokenBadSignature, "token_bad_signature"),
+            (ErrorCode::TokenExpired, "token_expired"),
+            (ErrorCode::TokenNotYetValid, "token_not_yet_valid"),
+            (ErrorCode::TokenRejected, "token_rejected"),
             (ErrorCode::Internal, "internal"),
         ];
         assert_eq!(table.len(), ErrorCode::ALL.len());

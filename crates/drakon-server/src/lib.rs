@@ -9,6 +9,7 @@ mod admin;
 #[cfg(feature = "autobahn")]
 pub mod autobahn;
 mod http;
+pub mod identity;
 mod origin;
 mod protocol;
 mod socket;
@@ -51,6 +52,8 @@ pub struct ServerOptions {
     /// Origins besides the server's own whose pages may open WebSockets and use the admin cookie
     /// (`http://app.example:3000`; `*` for any).
     pub allowed_origins: Vec<String>,
+    /// How clients sign in (`[auth]`); without it every client is anonymous.
+    pub identity: Option<Arc<identity::Identity>>,
 }
 
 impl Default for ServerOptions {
@@ -66,6 +69,7 @@ impl Default for ServerOptions {
             request_head_timeout: limits::DEFAULT_REQUEST_HEAD_TIMEOUT,
             max_pending_per_address: limits::DEFAULT_MAX_PENDING_PER_ADDRESS,
             allowed_origins: Vec::new(),
+            identity: None,
         }
     }
 }

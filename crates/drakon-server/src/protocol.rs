@@ -11,7 +11,10 @@
 //! [`Native`] is drakon's protocol: SwampDragon's envelope with its bugs fixed, in `drakon_protocol`.
 
 use bytes::Bytes;
+use drakon_core::Principal;
 use drakon_core::engine::{Outcome, Payload};
+
+use crate::identity::{Identity, SERVER_ROUTE};
 use drakon_core::{Encoding, Engine, Event, EventBody, Session, VerbError};
 use drakon_protocol::{
     ChannelData, ClientFrame, ErrorBody, ErrorCode, ReplyContext, Request, State, encode_channel_message, encode_error,
@@ -58,6 +61,7 @@ pub trait Protocol: Encoding + 'static {
 pub async fn answer(
     protocol: &dyn Protocol,
     engine: &Engine,
+    identity: Option<&Identity>,
     session: &mut Session,
     text: &str,
     max_bytes: usize,
@@ -68,11 +72,48 @@ pub async fn answer(
     match protocol.decode(text) {
         Decoded::Heartbeat => None,
         Decoded::Request(Request { route, verb, args, callbackname, page }) => {
-            let result = engine.handle(session, &route, &verb, args, page).await;
+            let result = if route == SERVER_ROUTE {
+                server_verb(identity, session, &verb, &args)
+            } else {
+                engine.handle(session, &route, &verb, args, page).await
+            };
             Some(protocol.reply(ReplyTo { callbackname: callbackname.as_deref(), verb: &verb, page }, result))
         }
         Decoded::Invalid(reply) => Some(reply),
     }
+}
+
+/// The server's own verbs, on route `drakon`: `auth` signs the session in with a token.
+fn server_verb(
+    identity: Option<&Identity>,
+    session: &mut Session,
+    verb: &str,
+    args: &drakon_protocol::Args,
+) -> Result<Outcome, VerbError> {
+    if verb != "auth" {
+        return Err(VerbError::new(
+            ErrorCode::UnknownVerb,
+            format!("route `{SERVER_ROUTE}` has no verb `{verb}`; it has auth"),
+        ));
+    }
+    let Some(token) = args.get("token").and_then(Json::as_str) else {
+        return Err(VerbError::new(ErrorCode::InvalidArgs, "auth needs `token`, a signed JWT"));
+    };
+    let Some(identity) = identity else {
+        return Err(VerbError::new(ErrorCode::PermissionDenied, "this server takes no tokens: configure [auth]"));
+    };
+    let (user, expires) = identity.verify(token).map_err(|r| VerbError::new(r.code, r.message))?;
+    // What a session holds was chosen by its user's rules; another user must start a new session.
+    let same_user = session.principal.user().is_some_and(|u| u.id == user.id);
+    if session.is_subscribed() && !same_user {
+        return Err(VerbError::new(
+            ErrorCode::PermissionDenied,
+            "sign in before subscribing: a session's subscriptions belong to the user who made them",
+        ));
+    }
+    let reply = json!({"user": {"id": user.id, "roles": user.roles, "info": user.info}, "expires": expires});
+    session.principal = Principal::User(user);
+    Ok(Outcome { data: Payload::Json(reply), client_context: None, channel: None })
 }
 
 /// drakon's native protocol (SwampDragon's `route`/`verb`/`args`/`callbackname` envelope).

@@ -60,7 +60,14 @@ pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) ->
             "this page's origin may not open WebSockets here: add it to allowed_origins",
         ));
     }
-    let admin = crate::admin::is_admin(&state, request.headers());
+    let principal = match presented_token(&request) {
+        Some(token) => match sign_in(&state, &token) {
+            Ok(user) => Principal::User(user),
+            Err(refused) => return refuse_token(refused),
+        },
+        None if crate::admin::is_admin(&state, request.headers()) => Principal::Admin,
+        None => Principal::Anonymous,
+    };
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -73,15 +80,46 @@ pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) ->
             Ok(parts) => {
                 let tcp = SharedTcp(Arc::new(parts.io.into_inner().into_inner()));
                 let outbox = Outbox::with_direct(OUTBOUND_QUEUE_FRAMES, &NATIVE, Box::new(tcp.clone()));
-                run(Box::new(Wire::new(tcp, cap, parts.read_buf)), outbox, state, admin).await;
+                run(Box::new(Wire::new(tcp, cap, parts.read_buf)), outbox, state, principal).await;
             }
             Err(upgraded) => {
                 let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES, &NATIVE);
-                run(Box::new(Wire::new(TokioIo::new(upgraded), cap, Bytes::new())), outbox, state, admin).await;
+                run(Box::new(Wire::new(TokioIo::new(upgraded), cap, Bytes::new())), outbox, state, principal).await;
             }
         }
     });
     response
+}
+
+/// The token an upgrade request carries: `?token=` or `Authorization: Bearer`.
+fn presented_token(request: &HttpRequest) -> Option<String> {
+    let from_query = request.uri().query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+            .map(|token| percent_encoding::percent_decode_str(token).decode_utf8_lossy().into_owned())
+    });
+    from_query.or_else(|| {
+        let header = request.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+        header.strip_prefix("Bearer ").map(|token| token.trim().to_owned())
+    })
+}
+
+/// The user a token names, with this server's `[auth]`.
+pub(crate) fn sign_in(state: &AppState, token: &str) -> Result<Arc<drakon_core::User>, crate::identity::Refused> {
+    let Some(identity) = &state.options.identity else {
+        return Err(crate::identity::Refused {
+            code: drakon_protocol::ErrorCode::PermissionDenied,
+            message: "this server takes no tokens: configure [auth]".into(),
+        });
+    };
+    identity.verify(token).map(|(user, _expires)| user)
+}
+
+/// An upgrade refused for its token: 401 with the token's error code, so a client can tell why.
+fn refuse_token(refused: crate::identity::Refused) -> Response {
+    let body = serde_json::json!({"code": refused.code.as_str(), "message": refused.message});
+    axum::response::IntoResponse::into_response((axum::http::StatusCode::UNAUTHORIZED, axum::Json(body)))
 }
 
 /// Ticks every `period`, the first time one period from now (a fresh connection needs no ping).
@@ -123,12 +161,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut wire: Box<Wire<S>>,
     outbox: Arc<Outbox>,
     state: AppState,
-    admin: bool,
+    principal: Principal,
 ) {
     let _open = state.connections.enter();
     let protocol: &'static dyn Protocol = &NATIVE;
     let engine = state.engine.clone();
-    let principal = if admin { Principal::Admin } else { Principal::Anonymous };
     let mut session = engine.open_session(outbox.clone(), principal);
     let conn = session.conn;
     let options = state.options.clone();
@@ -219,7 +256,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         outbox.hold();
         let reply = match message {
             // Boxed: a request's future is large, and inline it would sit in every idle connection's task.
-            Message::Text(t) => Box::pin(answer(protocol, &engine, &mut session, &t, options.max_frame_bytes)).await,
+            Message::Text(t) => {
+                let identity = options.identity.as_deref();
+                Box::pin(answer(protocol, &engine, identity, &mut session, &t, options.max_frame_bytes)).await
+            }
             Message::Binary(_) => {
                 Some(protocol.refusal(ErrorCode::BadJson, "binary frames are not supported; send JSON as text frames"))
             }

@@ -118,7 +118,7 @@ impl TestServer {
     }
 }
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A native-protocol client that keeps publications that arrive while it waits for a reply.
 #[derive(Debug)]
@@ -141,6 +141,11 @@ impl Client {
             .await
             .expect("connect timed out")
             .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+        Client::from_socket(ws)
+    }
+
+    /// A client over a WebSocket connected some other way (with headers of its own, say).
+    pub fn from_socket(ws: Ws) -> Client {
         Client { ws, next_callback: 0, publications: Default::default() }
     }
 

@@ -66,7 +66,7 @@ impl App {
 
     /// An app described in Rust rather than in a config file.
     pub fn from_schema(schema: Schema, server: ServerConfig) -> App {
-        App { config: Config { server, schema, base_dir: std::env::current_dir().unwrap_or_default() } }
+        App { config: Config { server, schema, base_dir: std::env::current_dir().unwrap_or_default(), auth: None } }
     }
 
     /// Adds a custom verb to a model route.
@@ -155,6 +155,12 @@ impl App {
         };
         let listener = listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
         let addr = listener.local_addr()?;
+        let identity = match &self.config.auth {
+            Some(auth) => Some(Arc::new(
+                drakon_server::identity::Identity::from_config(auth).map_err(|e| anyhow::anyhow!("[auth]: {e}"))?,
+            )),
+            None => None,
+        };
         let options = ServerOptions {
             max_frame_bytes: server.max_frame_bytes,
             idle_timeout: server.idle_timeout,
@@ -166,6 +172,7 @@ impl App {
             request_head_timeout: server.request_head_timeout,
             max_pending_per_address: server.max_pending_per_address,
             allowed_origins: server.allowed_origins.clone(),
+            identity,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let admin_link = format!("http://{addr}/admin/login?token={admin_secret}");

@@ -41,6 +41,12 @@ pub const REDIS_SHARDED_ENV: &str = "DRAKON_REDIS_SHARDED";
 /// The environment variable that overrides `[server] admin_secret`.
 pub const ADMIN_SECRET_ENV: &str = "DRAKON_ADMIN_SECRET";
 
+/// The shortest admin secret accepted, from the file or the environment.
+const MIN_ADMIN_SECRET_LEN: usize = 12;
+
+/// The environment variable that overrides `[auth] jwt_secret`.
+pub const JWT_SECRET_ENV: &str = "DRAKON_JWT_SECRET";
+
 /// The SQLite file used when `[server]` names none.
 const DEFAULT_DATABASE: &str = "drakon.db";
 
@@ -52,6 +58,39 @@ pub struct Config {
     pub schema: Schema,
     /// The directory of the config file, against which relative paths in it were resolved.
     pub base_dir: PathBuf,
+    /// How clients sign in; `None` without an `[auth]` table (everyone is anonymous).
+    pub auth: Option<AuthConfig>,
+}
+
+/// The `[auth]` table: how signed tokens are checked and read.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The HS256 secret; tokens signed with it are accepted.
+    pub jwt_secret: Option<String>,
+    /// A PEM public key (RSA for RS256, Ed25519 for EdDSA); tokens signed with its private key are accepted.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// When set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
+    /// When set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    /// The claim holding the user's roles (a list of strings).
+    pub roles_claim: String,
+    /// The claim holding the user's public information.
+    pub info_claim: String,
+}
+
+// Hand-written so that the secret never reaches a log line.
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("roles_claim", &self.roles_claim)
+            .field("info_claim", &self.info_claim)
+            .finish()
+    }
 }
 
 /// The `[server]` table.
@@ -221,7 +260,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     if let Ok(secret) = std::env::var(ADMIN_SECRET_ENV)
         && !secret.is_empty()
     {
+        if secret.len() < MIN_ADMIN_SECRET_LEN {
+            return Err(ConfigError {
+                path: path.to_owned(),
+                problems: vec![ConfigProblem {
+                    line: None,
+                    message: format!("{ADMIN_SECRET_ENV} must be at least {MIN_ADMIN_SECRET_LEN} characters"),
+                }],
+            });
+        }
         config.server.admin_secret = Some(secret);
+    }
+    if let Ok(secret) = std::env::var(JWT_SECRET_ENV)
+        && !secret.is_empty()
+        && let Some(auth) = &mut config.auth
+    {
+        auth.jwt_secret = Some(secret);
     }
     Ok(config)
 }
@@ -239,6 +293,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let mut reader = Reader::new(text);
     let server = reader.server(raw.server, &base_dir);
+    let auth = raw.auth.map(|auth| reader.auth(auth, &base_dir));
     let mut schema = reader.schema(raw.models, raw.routes);
     let (mut problems, anchors) = reader.into_parts();
     for problem in schema.finish() {
@@ -248,7 +303,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         problems.push(ConfigProblem { line, message });
     }
     if problems.is_empty() {
-        Ok(Config { server, schema, base_dir })
+        Ok(Config { server, schema, base_dir, auth })
     } else {
         problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
         Err(fail(problems))

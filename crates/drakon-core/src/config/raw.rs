@@ -16,6 +16,19 @@ pub(super) struct RawConfig {
     pub(super) models: BTreeMap<Spanned<String>, RawModel>,
     #[serde(default)]
     pub(super) routes: BTreeMap<Spanned<String>, RawRoute>,
+    pub(super) auth: Option<Spanned<RawAuth>>,
+}
+
+/// `[auth]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub(super) jwt_secret: Option<Spanned<String>>,
+    pub(super) jwt_public_key_file: Option<Spanned<String>>,
+    pub(super) issuer: Option<String>,
+    pub(super) audience: Option<String>,
+    pub(super) roles_claim: Option<String>,
+    pub(super) info_claim: Option<String>,
 }
 
 /// `[server]`.
@@ -81,6 +94,8 @@ pub(super) struct RawRoute {
     pub(super) filters: Option<Spanned<toml::Table>>,
     pub(super) filter_fields: Option<Spanned<Vec<String>>>,
     pub(super) channels: Option<Spanned<Vec<String>>>,
+    pub(super) rules: Option<Spanned<toml::Table>>,
+    pub(super) set: Option<Spanned<toml::Table>>,
 }
 
 /// Map entries in the order the file declares them: serde cannot fill an order-keeping map with spanned keys, so

@@ -11,8 +11,9 @@ use serde_json::Value as Json;
 use toml::Spanned;
 
 use super::locate::Anchors;
-use super::raw::{RawField, RawModel, RawRoute, RawServer, in_file_order};
-use super::{ADMIN_SECRET_ENV, API_KEY_ENV, ConfigProblem, DEFAULT_DATABASE, ServerConfig};
+use super::raw::{RawAuth, RawField, RawModel, RawRoute, RawServer, in_file_order};
+use super::{ADMIN_SECRET_ENV, API_KEY_ENV, AuthConfig, ConfigProblem, DEFAULT_DATABASE, ServerConfig};
+use crate::rules::Rule;
 use crate::schema::{ChannelRoute, Field, FieldType, Model, ModelRoute, OnDelete, Schema, Verb};
 use crate::value::Value;
 
@@ -90,9 +91,12 @@ impl<'a> Reader<'a> {
             None => {}
         }
         match raw.admin_secret {
-            Some(secret) if secret.get_ref().len() < 12 => self.problem(
+            Some(secret) if secret.get_ref().len() < super::MIN_ADMIN_SECRET_LEN => self.problem(
                 secret.span(),
-                format!("admin_secret must be at least 12 characters; remove it to have one generated, or use {ADMIN_SECRET_ENV}"),
+                format!(
+                    "admin_secret must be at least {} characters; remove it to have one generated, or use {ADMIN_SECRET_ENV}",
+                    super::MIN_ADMIN_SECRET_LEN
+                ),
             ),
             Some(secret) => server.admin_secret = Some(secret.into_inner()),
             None => {}
@@ -168,6 +172,33 @@ impl<'a> Reader<'a> {
             None => {}
         }
         server
+    }
+
+    /// `[auth]`. Whether it names a key at all is checked once the environment is read (`DRAKON_JWT_SECRET`).
+    pub(super) fn auth(&mut self, raw: Spanned<RawAuth>, base_dir: &Path) -> AuthConfig {
+        let raw = raw.into_inner();
+        let mut auth = AuthConfig {
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            issuer: raw.issuer,
+            audience: raw.audience,
+            roles_claim: raw.roles_claim.unwrap_or_else(|| "roles".into()),
+            info_claim: raw.info_claim.unwrap_or_else(|| "info".into()),
+        };
+        match raw.jwt_secret {
+            // Shorter HS256 secrets can be brute-forced from one token (RFC 7518 §3.2 asks for 256 bits).
+            Some(secret) if secret.get_ref().len() < 32 => {
+                self.problem(secret.span(), "jwt_secret must be at least 32 characters (RFC 7518 §3.2)")
+            }
+            Some(secret) => auth.jwt_secret = Some(secret.into_inner()),
+            None => {}
+        }
+        match raw.jwt_public_key_file {
+            Some(file) if file.get_ref().is_empty() => self.problem(file.span(), "jwt_public_key_file is empty"),
+            Some(file) => auth.jwt_public_key_file = Some(base_dir.join(file.get_ref())),
+            None => {}
+        }
+        auth
     }
 
     /// A whole number of at least `min`, or a problem at its line.
@@ -295,6 +326,8 @@ impl<'a> Reader<'a> {
             ("filters", raw.filters.as_ref().map(Spanned::span)),
             ("filter_fields", raw.filter_fields.as_ref().map(Spanned::span)),
             ("channels", raw.channels.as_ref().map(Spanned::span)),
+            ("rules", raw.rules.as_ref().map(Spanned::span)),
+            ("set", raw.set.as_ref().map(Spanned::span)),
         ];
         for (key, span) in &keys {
             if let Some(span) = span {
@@ -378,6 +411,43 @@ impl<'a> Reader<'a> {
             }
         }
         route.filter_fields = raw.filter_fields.map(|f| f.into_inner().into_iter().collect());
+        if let Some(rules) = raw.rules {
+            for (verb, value) in rules.get_ref() {
+                let rule = toml_to_json(value).and_then(|json| Rule::from_json(&json));
+                let rule = match rule {
+                    Ok(rule) => rule,
+                    Err(message) => {
+                        self.problem(rules.span(), format!("rule `{verb}`: {message}"));
+                        continue;
+                    }
+                };
+                let slot = match verb.as_str() {
+                    "read" => &mut route.rules.read,
+                    "subscribe" => &mut route.rules.subscribe,
+                    "create" => &mut route.rules.create,
+                    "update" => &mut route.rules.update,
+                    "delete" => &mut route.rules.delete,
+                    other => {
+                        self.problem(
+                            rules.span(),
+                            format!("`{other}` is not a rule; use read, subscribe, create, update or delete"),
+                        );
+                        continue;
+                    }
+                };
+                *slot = Some(rule);
+            }
+        }
+        if let Some(set) = raw.set {
+            for (key, value) in set.get_ref() {
+                match toml_to_json(value) {
+                    Ok(json) => {
+                        route.set.insert(key.clone(), json);
+                    }
+                    Err(message) => self.problem(set.span(), format!("set `{key}`: {message}")),
+                }
+            }
+        }
         schema.model_route(route_name, route)
     }
 }

@@ -245,7 +245,7 @@ fn broken_configs_report_each_problem_at_its_line() {
         (
             "unknown top-level key",
             &["[server]", "bind = \"127.0.0.1:8000\"", "", "[model.a.fields]"],
-            &[(4, "unknown field `model`, expected one of `server`, `models`, `routes`")],
+            &[(4, "unknown field `model`, expected one of `server`, `models`, `routes`, `auth`")],
         ),
         (
             "an empty static_dir and origins that are not origins",
@@ -407,6 +407,49 @@ fn broken_configs_report_each_problem_at_its_line() {
                 "list_id = \"list__id\"",
             ],
             &[(7, "param `list_id` maps to a bad lookup: model `a` has no field `list`")],
+        ),
+        (
+            "rules: an unknown verb, a bad shape, a bad filter, two row filters under any",
+            &[
+                "[models.a.fields]",
+                "owner = { type = \"text\" }",
+                "[routes.r]",
+                "model = \"a\"",
+                "[routes.r.rules]",
+                "read = { any = [{ filter = { owner = \"$user.id\" } }, { filter = { id = 1 } }] }",
+                "update = { filter = { nope = \"$user.id\" } }",
+                "create = \"everyone\"",
+                "list = \"public\"",
+            ],
+            &[
+                (
+                    5,
+                    "rule `create`: \"everyone\": a rule is \"public\", \"authenticated\", { role = \"…\" }, { filter = { … } }, { any = [ … ] } or { all = [ … ] }",
+                ),
+                (5, "`list` is not a rule; use read, subscribe, create, update or delete"),
+                (
+                    5,
+                    "read: `any` may hold at most one rule with a row filter: drakon cannot yet combine two row filters with OR",
+                ),
+                (5, "update: model `a` has no field `nope`"),
+            ],
+        ),
+        (
+            "set: an unknown field, a client-writable one, a value of the wrong type",
+            &[
+                "[models.a.fields]",
+                "owner = { type = \"text\" }",
+                "n = { type = \"int\" }",
+                "[routes.r]",
+                "model = \"a\"",
+                "update_fields = [\"owner\"]",
+                "set = { owner = \"$user.id\", nope = 1, n = \"x\" }",
+            ],
+            &[
+                (7, "`owner` is set by the server; remove it from create_fields"),
+                (7, "model `a` has no field `nope`"),
+                (7, "`n`: \"x\" is neither \"$user.id\" nor a value of the field's type"),
+            ],
         ),
         (
             "bad fixed filter",

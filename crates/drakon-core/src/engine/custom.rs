@@ -8,6 +8,7 @@ use serde_json::Value as Json;
 
 use super::{Engine, VerbError};
 use crate::hub::ConnId;
+use crate::rules::Principal;
 pub use crate::verb::CustomVerb;
 
 /// A boxed future, as custom verbs return.
@@ -53,6 +54,8 @@ pub struct VerbContext {
     pub route: String,
     /// The calling connection, when the call came over a socket.
     pub conn: Option<ConnId>,
+    /// Who called, when the call came over a socket: rules are the verb's own to apply.
+    pub principal: Option<Principal>,
 }
 
 #[cfg(test)]

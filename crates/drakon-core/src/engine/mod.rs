@@ -37,6 +37,7 @@ use crate::event::Event;
 use crate::filter::Filter;
 use crate::hub::Hub;
 use crate::limits;
+use crate::rules::Action;
 use crate::schema::{CheckedSchema, Model, Schema, Verb};
 use crate::store::{Change, Store, WriteOp};
 
@@ -258,7 +259,12 @@ impl Engine {
         // Admin routes exist only for admin sessions and in-process callers; to anyone else they are unknown.
         let route = self.inner.routes.model(route_name, session.as_ref().is_none_or(|s| s.is_admin()))?;
         if let Some(custom) = route.spec.custom_verbs.get(verb) {
-            let ctx = VerbContext { engine: self.clone(), route: route_name.to_owned(), conn: session.map(|s| s.conn) };
+            let ctx = VerbContext {
+                engine: self.clone(),
+                route: route_name.to_owned(),
+                conn: session.as_ref().map(|s| s.conn),
+                principal: session.as_ref().map(|s| s.principal.clone()),
+            };
             return custom.call(ctx, args).await.map(Outcome::data);
         }
         let Some(builtin) = Verb::parse(verb) else {
@@ -272,19 +278,26 @@ impl Engine {
                 format!("route `{route_name}` does not allow `{verb}`"),
             ));
         }
+        let principal = session.as_ref().map(|s| s.principal.clone());
+        let scope = |action| self.inner.routes.scope(&self.inner.schema, route, action, principal.as_ref());
         match builtin {
-            Verb::GetList => self.get_list(route, args, page).await,
-            Verb::GetSingle => self.get_single(route, args).await,
-            Verb::Create => self.create(route, args).await,
-            Verb::Update => self.update(route, args).await,
-            Verb::Delete => self.delete(route, args).await,
+            Verb::GetList => self.get_list(route, &scope(Action::Read)?, args, page).await,
+            Verb::GetSingle => self.get_single(route, &scope(Action::Read)?, args).await,
+            Verb::Create => {
+                let user = principal.as_ref().and_then(Principal::user);
+                self.create(route, scope(Action::Create)?, user, args).await
+            }
+            // A row the caller cannot read is not found, whatever the write rule says.
+            Verb::Update => self.update(route, scope(Action::Read)?, scope(Action::Update)?, args).await,
+            Verb::Delete => self.delete(route, &scope(Action::Read)?, &scope(Action::Delete)?, args).await,
             Verb::Subscribe | Verb::Unsubscribe => {
                 let session =
                     session.ok_or_else(|| VerbError::new(ErrorCode::InvalidArgs, "subscriptions need a connection"))?;
+                let scope = scope(Action::Subscribe)?;
                 if builtin == Verb::Subscribe {
-                    self.subscribe_model(session, route, args).await
+                    self.subscribe_model(session, route, &scope, args).await
                 } else {
-                    self.unsubscribe_model(session, route, args)
+                    self.unsubscribe_model(session, route, &scope, args)
                 }
             }
         }

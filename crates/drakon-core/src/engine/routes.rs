@@ -12,7 +12,8 @@ use super::VerbError;
 use crate::filter::{Filter, Lookup};
 use crate::hub::RouteView;
 use crate::limits;
-use crate::schema::{ChannelRoute, CheckedSchema, FieldType, Model, ModelRoute, RouteKind, Schema};
+use crate::rules::{Access, Action, Denied, Principal};
+use crate::schema::{ChannelRoute, CheckedSchema, FieldType, Model, ModelRoute, RouteKind, Schema, user_filter};
 use crate::store::OrderBy;
 use crate::value::Value;
 
@@ -37,6 +38,26 @@ pub(super) struct CompiledRoute {
     pub(super) admin: bool,
     /// `filter_fields`, parsed: the only lookups client filters may use, when set.
     pub(super) filter_paths: Option<HashSet<Lookup>>,
+}
+
+/// What one principal may touch on a route: the route's fixed filter ANDed with their rule's row filters, and the
+/// rule's values as they name a channel (keys `@<n>.<lookup>`, which no client filter can spell).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Scope {
+    pub(super) filter: Filter,
+    names: Args,
+}
+
+impl Scope {
+    /// Every row of the route (its fixed filter only).
+    pub(super) fn whole(route: &CompiledRoute) -> Scope {
+        Scope { filter: route.fixed.clone(), names: Args::new() }
+    }
+
+    /// Whether a rule narrowed the route's rows.
+    pub(super) fn is_ruled(&self) -> bool {
+        !self.names.is_empty()
+    }
 }
 
 /// Every route of a schema, compiled.
@@ -114,13 +135,51 @@ impl Routes {
         }
     }
 
+    /// What `principal` may touch on `route` for `action`: the route's fixed filter and the rule's, as a [`Scope`].
+    /// A principal the rule refuses gets `permission_denied`, saying what would let them in; `None` (an in-process
+    /// caller) and the admin may touch every row.
+    pub(super) fn scope(
+        &self,
+        schema: &Schema,
+        route: &CompiledRoute,
+        action: Action,
+        principal: Option<&Principal>,
+    ) -> Result<Scope, VerbError> {
+        let mut scope = Scope::whole(route);
+        let (Some(rule), Some(principal)) = (route.spec.rules.for_action(action), principal) else { return Ok(scope) };
+        if *principal == Principal::Admin {
+            return Ok(scope);
+        }
+        let denied =
+            |why: String| VerbError::new(ErrorCode::PermissionDenied, format!("route `{}`: {why}", route.name));
+        let filters = match rule.resolve(principal.user()) {
+            Access::Denied(why) => return Err(denied(why.to_string())),
+            Access::Rows(filters) => filters,
+        };
+        let user = principal.user().ok_or_else(|| denied(Denied::SignIn.to_string()))?;
+        for (i, args) in filters.iter().enumerate() {
+            // A rule checked with the schema fails here only for this user (an id that is not a number where the
+            // field holds numbers): they may touch no row.
+            let filter = user_filter(schema, &route.view.model, args, user).map_err(|e| {
+                tracing::debug!(route = %route.name, error = %e.message, "a rule does not apply to this user");
+                denied("this rule lets you touch no row".into())
+            })?;
+            scope.filter = scope.filter.and(filter);
+            for (key, value) in crate::rules::substitute(args, user) {
+                scope.names.insert(format!("@{i}.{key}"), value);
+            }
+        }
+        Ok(scope)
+    }
+
     /// Maps route params to lookups, checks `filter_fields`, and parses the client's filter; returns the effective
-    /// filter (the route's fixed filter and the client's) and the client's filter in canonical form (for channel
-    /// names; see [`canonical_args`]).
+    /// filter (the scope's and the client's) and the client's filter in canonical form plus the scope's rule
+    /// values (for channel names; see [`canonical_args`]): clients whose rules differ never share a channel.
     pub(super) fn filter(
         &self,
         schema: &Schema,
         route: &CompiledRoute,
+        scope: &Scope,
         args: Args,
     ) -> Result<(Filter, Args), VerbError> {
         let mut normalized = Args::new();
@@ -149,8 +208,9 @@ impl Routes {
                 self.check_visible(route, key, &cond.lookup)?;
             }
         }
-        let canonical = canonical_args(&client)?;
-        Ok((route.fixed.clone().and(client), canonical))
+        let mut canonical = canonical_args(&client)?;
+        canonical.extend(scope.names.clone());
+        Ok((scope.filter.clone().and(client), canonical))
     }
 
     /// Refuses a lookup that reads a field the client cannot see: on the route's model, a field outside
@@ -264,7 +324,7 @@ mod tests {
     fn check(routes: &Routes, schema: &Schema, filter: Json) -> Result<String, ErrorCode> {
         let route = routes.model("todo-item", false).expect("the route");
         routes
-            .filter(schema, route, args(filter))
+            .filter(schema, route, &Scope::whole(route), args(filter))
             .map(|(_, canonical)| model_channel_name("todo-item", &canonical))
             .map_err(|e| e.code)
     }
@@ -296,7 +356,7 @@ mod tests {
         let (checked, routes) = fixture::routes();
         assert_eq!(routes.model("admin:todo_item", false).err().map(|e| e.code), Some(ErrorCode::UnknownRoute));
         let admin = routes.model("admin:todo_item", true).expect("an admin route");
-        assert!(routes.filter(checked.schema(), admin, args(json!({"secret": "x"}))).is_ok());
+        assert!(routes.filter(checked.schema(), admin, &Scope::whole(admin), args(json!({"secret": "x"}))).is_ok());
         assert_eq!(routes.model("nope", true).err().map(|e| e.code), Some(ErrorCode::UnknownRoute));
     }
 

@@ -20,15 +20,7 @@ use super::{Engine, EngineLimits, VerbError};
 use crate::filter::Filter;
 use crate::hub::{ConnId, Hub, RouteView};
 use crate::outbox::Outbox;
-
-/// Who a session acts for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// Anyone: the routes as configured.
-    Anonymous,
-    /// Whoever holds the admin secret: also the `admin:<model>` routes.
-    Admin,
-}
+pub use crate::rules::Principal;
 
 /// One client's state on this node: who it is and the channels it holds.
 #[derive(Debug)]
@@ -71,9 +63,19 @@ impl Session {
         &self.outbox
     }
 
-    /// Admin sessions may use the `admin:<model>` routes, which see and write every field.
+    /// Admin sessions (the admin secret's, or a user with the `staff` role) may use the `admin:<model>` routes,
+    /// which see and write every field.
     pub fn is_admin(&self) -> bool {
-        self.principal == Principal::Admin
+        match &self.principal {
+            Principal::Admin => true,
+            Principal::User(user) => user.has_role(crate::rules::STAFF_ROLE),
+            Principal::Anonymous => false,
+        }
+    }
+
+    /// Whether this session holds any subscription.
+    pub fn is_subscribed(&self) -> bool {
+        self.count > 0
     }
 
     /// How many (local, remote) subscriptions the session holds.
@@ -231,7 +233,8 @@ mod tests {
         let limits = EngineLimits { max_subscriptions: 3 };
         let route = routes.model("todo-item", false).expect("the route");
         let args = serde_json::json!({"todo_list": 1}).as_object().unwrap().clone();
-        let (filter, _) = routes.filter(checked.schema(), route, args).expect("a filter");
+        let scope = crate::engine::routes::Scope::whole(route);
+        let (filter, _) = routes.filter(checked.schema(), route, &scope, args).expect("a filter");
         let items = Target::Model(&route.view, &filter);
         assert_eq!(session.join(&hub, "a", "todo-item|todo_list__id:1", items, limits), Ok(true));
         let items = Target::Model(&route.view, &filter);

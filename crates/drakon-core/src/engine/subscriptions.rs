@@ -9,7 +9,7 @@ use drakon_protocol::{Args, ChannelAction, ErrorCode, model_channel_name};
 use serde_json::{Value as Json, json};
 
 use super::fan_out::{BatchImages, resolve};
-use super::routes::{CompiledRoute, check_plain_channel_name, parse_order};
+use super::routes::{CompiledRoute, Scope, check_plain_channel_name, parse_order};
 use super::session::{Session, Target};
 use super::{ChannelChange, Engine, Outcome, Payload, VerbError};
 use crate::filter::{Filter, Lookup};
@@ -39,6 +39,7 @@ impl Engine {
         &self,
         session: &mut Session,
         route: &CompiledRoute,
+        scope: &Scope,
         mut args: Args,
     ) -> Result<Outcome, VerbError> {
         let local = Self::take_local_channel(&mut args)?;
@@ -57,7 +58,7 @@ impl Engine {
             return Err(VerbError::new(ErrorCode::InvalidArgs, "ask for `snapshot` or `since`, not both"));
         }
         let order = parse_order(&route.view.model, &route.view.publish, args.remove("_order"))?;
-        let (filter, normalized) = self.inner.routes.filter(&self.inner.schema, route, args)?;
+        let (filter, normalized) = self.inner.routes.filter(&self.inner.schema, route, scope, args)?;
         let remote = model_channel_name(&route.name, &normalized);
         let channel = ChannelChange::one(local.clone(), remote.clone(), ChannelAction::Subscribe);
         // Before anything can be missed: renames of referenced rows must log touches for this filter's references.
@@ -147,6 +148,7 @@ impl Engine {
         &self,
         session: &mut Session,
         route: &CompiledRoute,
+        scope: &Scope,
         mut args: Args,
     ) -> Result<Outcome, VerbError> {
         let local = Self::take_local_channel(&mut args)?;
@@ -154,7 +156,7 @@ impl Engine {
         args.remove("snapshot");
         args.remove("since");
         args.remove("_order");
-        let (_, normalized) = self.inner.routes.filter(&self.inner.schema, route, args)?;
+        let (_, normalized) = self.inner.routes.filter(&self.inner.schema, route, scope, args)?;
         let remote = model_channel_name(&route.name, &normalized);
         session.leave(&self.inner.hub, &local, &remote)?;
         Ok(Outcome {

@@ -7,9 +7,10 @@ use drakon_protocol::{Args, ErrorCode};
 use serde_json::{Value as Json, json};
 
 use super::error::read_only;
-use super::routes::{CompiledRoute, parse_order};
+use super::routes::{CompiledRoute, Scope, parse_order};
 use super::{Engine, Outcome, Payload, VerbError};
 use crate::filter::Filter;
+use crate::rules::User;
 use crate::schema::Model;
 use crate::store::{Assignment, Change, Row, WriteOp, row_to_json};
 use crate::value::Value;
@@ -18,12 +19,13 @@ impl Engine {
     pub(super) async fn get_list(
         &self,
         route: &CompiledRoute,
+        scope: &Scope,
         mut args: Args,
         page: Option<u64>,
     ) -> Result<Outcome, VerbError> {
         let model = &route.view.model;
         let order = parse_order(model, &route.view.publish, args.remove("_order"))?;
-        let (filter, _) = self.inner.routes.filter(&self.inner.schema, route, args)?;
+        let (filter, _) = self.inner.routes.filter(&self.inner.schema, route, scope, args)?;
         let page_size = u64::from(route.spec.page_size);
         let number = page.unwrap_or(1);
         // A page so far out that its first row's position does not fit the database's integers is past the last
@@ -46,10 +48,15 @@ impl Engine {
         Ok(Outcome { data: Payload::Json(Json::Array(data)), client_context: Some(info), channel: None })
     }
 
-    pub(super) async fn get_single(&self, route: &CompiledRoute, mut args: Args) -> Result<Outcome, VerbError> {
+    pub(super) async fn get_single(
+        &self,
+        route: &CompiledRoute,
+        scope: &Scope,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
         let id = take_id(&mut args)?;
         args.remove("_type");
-        let (filter, _) = self.inner.routes.filter(&self.inner.schema, route, args)?;
+        let (filter, _) = self.inner.routes.filter(&self.inner.schema, route, scope, args)?;
         let row = self.fetch(route, id, filter).await?;
         Ok(Outcome::data(row_to_json(&route.view.model, &row, &route.view.publish)))
     }
@@ -64,22 +71,51 @@ impl Engine {
             .ok_or_else(|| VerbError::new(ErrorCode::NotFound, format!("no {} with id {id}", model.name)))
     }
 
-    pub(super) async fn create(&self, route: &CompiledRoute, args: Args) -> Result<Outcome, VerbError> {
+    /// Creates a row, which must fall within `scope` once written (the create rule, checked after the write).
+    /// Refuses with `permission_denied` when row `id`, which the caller may read, is outside `scope` (a write rule).
+    async fn allowed(&self, route: &CompiledRoute, id: i64, scope: &Scope, verb: &str) -> Result<(), VerbError> {
+        if !scope.is_ruled() {
+            return Ok(());
+        }
+        match self.fetch(route, id, scope.filter.clone()).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == ErrorCode::NotFound => Err(VerbError::new(
+                ErrorCode::PermissionDenied,
+                format!("route `{}`: you may not {verb} this {}", route.name, route.view.model.name),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn create(
+        &self,
+        route: &CompiledRoute,
+        scope: Scope,
+        user: Option<&User>,
+        args: Args,
+    ) -> Result<Outcome, VerbError> {
         let model = &route.view.model;
-        let values = create_values(route, args)?;
-        let changes = self
-            .inner
-            .store
-            .write(WriteOp::Create { model: model.name.clone(), values, guard: route.fixed.clone() })
-            .await?;
+        let mut values = create_values(route, args)?;
+        values.extend(server_set_values(route, user)?);
+        let changes =
+            self.inner.store.write(WriteOp::Create { model: model.name.clone(), values, guard: scope.filter }).await?;
         let row = primary_image(&changes, |c| c.new.as_ref())?;
         Ok(Outcome::data(row_to_json(model, row, &route.view.publish)))
     }
 
-    pub(super) async fn update(&self, route: &CompiledRoute, mut args: Args) -> Result<Outcome, VerbError> {
+    /// Updates a row the caller may read and update (`before`: a row outside it is not found), which must still fall
+    /// within `after` (the update rule) once written.
+    pub(super) async fn update(
+        &self,
+        route: &CompiledRoute,
+        before: Scope,
+        after: Scope,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
         let model = &route.view.model;
         let id = take_id(&mut args)?;
-        let current = self.fetch(route, id, route.fixed.clone()).await?;
+        let current = self.fetch(route, id, before.filter).await?;
+        self.allowed(route, id, &after, "update").await?;
         let values = update_values(route, &current, args)?;
         let ident = row_to_json(model, &current, &[]);
         if values.is_empty() {
@@ -88,7 +124,7 @@ impl Engine {
         let changes = self
             .inner
             .store
-            .write(WriteOp::Update { model: model.name.clone(), id, values, guard: route.fixed.clone() })
+            .write(WriteOp::Update { model: model.name.clone(), id, values, guard: after.filter })
             .await?;
         let Some(change) = changes.first() else { return Ok(Outcome::data(ident)) };
         let (old, new) = (change.old.as_ref(), change.new.as_ref());
@@ -98,12 +134,22 @@ impl Engine {
         Ok(Outcome::data(row_to_json(model, row, &changed)))
     }
 
-    pub(super) async fn delete(&self, route: &CompiledRoute, mut args: Args) -> Result<Outcome, VerbError> {
+    /// Deletes a row the caller may read (any other is not found) and delete (`permission_denied` otherwise).
+    pub(super) async fn delete(
+        &self,
+        route: &CompiledRoute,
+        read: &Scope,
+        scope: &Scope,
+        mut args: Args,
+    ) -> Result<Outcome, VerbError> {
         let model = &route.view.model;
         let id = take_id(&mut args)?;
         args.remove("_type");
         // Other arguments are conditions the row must meet, as in get_single.
-        let (guard, _) = self.inner.routes.filter(&self.inner.schema, route, args)?;
+        let (visible, _) = self.inner.routes.filter(&self.inner.schema, route, read, args.clone())?;
+        self.fetch(route, id, visible).await?;
+        self.allowed(route, id, scope, "delete").await?;
+        let (guard, _) = self.inner.routes.filter(&self.inner.schema, route, scope, args)?;
         let changes = self.inner.store.write(WriteOp::Delete { model: model.name.clone(), id, guard }).await?;
         let row = changes
             .iter()
@@ -147,11 +193,38 @@ fn create_values(route: &CompiledRoute, mut args: Args) -> Result<Vec<Assignment
         }
     }
     for (index, field) in model.fields.iter().enumerate().skip(1) {
-        if !given.contains(&index) && !field.has_fallback() && !errors.has(&field.name) {
+        let server_set = route.spec.set.contains_key(&field.name);
+        if !given.contains(&index) && !field.has_fallback() && !server_set && !errors.has(&field.name) {
             errors.add(ErrorCode::ValidationFailed, &field.name, "this field is required".into());
         }
     }
     errors.into_result()?;
+    Ok(values)
+}
+
+/// The values the route's `set` gives a new row: the caller's user id for `"$user.id"`, else the value as written.
+fn server_set_values(route: &CompiledRoute, user: Option<&User>) -> Result<Vec<Assignment>, VerbError> {
+    let model = &route.view.model;
+    let mut values = Vec::new();
+    for (field, value) in &route.spec.set {
+        // The schema check made sure the field exists.
+        let Some(index) = model.field_index(field) else { continue };
+        let json = if value == crate::rules::USER_ID {
+            let user = user.ok_or_else(|| {
+                VerbError::new(ErrorCode::PermissionDenied, format!("route `{}`: sign in first", route.name))
+            })?;
+            match (&model.fields[index].ty, user.id.parse::<i64>()) {
+                (crate::schema::FieldType::Int | crate::schema::FieldType::Ref { .. }, Ok(n)) => Json::from(n),
+                _ => Json::String(user.id.clone()),
+            }
+        } else {
+            value.clone()
+        };
+        let value = Value::from_json(&model.fields[index].ty, &json).map_err(|e| {
+            VerbError::new(ErrorCode::PermissionDenied, format!("`{field}` cannot hold your user id: {}", e.0))
+        })?;
+        values.push((index, value));
+    }
     Ok(values)
 }
 

@@ -1,0 +1,219 @@
+//! Identity and per-user rules against the real binary: tokens on the socket (`auth`), on the upgrade (`?token=`,
+//! `Authorization: Bearer`), each bad token refused with its own code; and a permission matrix of every verb of a
+//! notes app for an anonymous client, the owner, another user and staff, over a row the caller may see and one it
+//! may not. Subscriptions follow the rules too: each user hears only their rows, and a row that changes owner
+//! leaves one user's view as `deleted` and enters the other's as `created`.
+
+mod common;
+
+use common::{BIN, QUIET};
+use drakon_testkit::{Client, PATIENCE, TestServer};
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::{Value, json};
+
+const SECRET: &str = "the-notes-app-secret-of-32-chars-or-more";
+
+const NOTES: &str = r#"
+[auth]
+jwt_secret = "the-notes-app-secret-of-32-chars-or-more"
+
+[models.note.fields]
+text = { type = "text" }
+owner = { type = "text" }
+
+[routes.notes]
+model = "note"
+publish_fields = ["text", "owner"]
+update_fields = ["text"]
+set = { owner = "$user.id" }
+
+[routes.notes.rules]
+read = { any = [{ role = "staff" }, { filter = { owner = "$user.id" } }] }
+create = "authenticated"
+update = { filter = { owner = "$user.id" } }
+delete = { any = [{ role = "staff" }, { filter = { owner = "$user.id" } }] }
+
+# Staff hand notes over to another user.
+[routes.handover]
+model = "note"
+publish_fields = ["owner"]
+update_fields = ["owner"]
+verbs = ["update"]
+
+[routes.handover.rules]
+update = { role = "staff" }
+read = { role = "staff" }
+"#;
+
+fn now() -> i64 {
+    jsonwebtoken::get_current_timestamp() as i64
+}
+
+fn token(claims: Value) -> String {
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes()).expect("a key")).expect("a token")
+}
+
+fn user_token(id: &str, roles: &[&str]) -> String {
+    token(json!({"sub": id, "exp": now() + 600, "roles": roles, "info": {"name": id}}))
+}
+
+/// A client signed in as `id` with `roles` (none: anonymous), through the `auth` request.
+async fn signed_in(server: &TestServer, who: Option<(&str, &[&str])>) -> Client {
+    let mut client = server.client().await;
+    if let Some((id, roles)) = who {
+        let reply = client.ok("drakon", "auth", json!({"token": user_token(id, roles)})).await;
+        assert_eq!(reply["user"]["id"], id, "{reply}");
+    }
+    client
+}
+
+#[tokio::test]
+async fn every_verb_follows_the_rules_for_each_kind_of_caller() {
+    let server = TestServer::spawn(BIN, NOTES).await;
+    let mut alice = signed_in(&server, Some(("alice", &[]))).await;
+    let mut bob = signed_in(&server, Some(("bob", &[]))).await;
+    let mut staff = signed_in(&server, Some(("carol", &["staff"]))).await;
+    let mut anonymous = signed_in(&server, None).await;
+
+    // The owner is set by the server, and cannot be forged.
+    let mine = alice.ok("notes", "create", json!({"text": "alice's"})).await;
+    assert_eq!(mine["owner"], "alice", "{mine}");
+    alice.err("notes", "create", json!({"text": "forged", "owner": "bob"}), "read_only_field").await;
+    let theirs = bob.ok("notes", "create", json!({"text": "bob's"})).await;
+    let (a, b) = (mine["id"].clone(), theirs["id"].clone());
+
+    // Alice's view of her row (a) and of Bob's (b); anonymous and staff likewise. Each cell: the expected code, or
+    // "ok". A row the caller may not read is `not_found`, exactly as a row that does not exist.
+    let cells: &[(&str, &str, Value, [&str; 4])] = &[
+        //  route, verb, args,                         [anonymous, alice (owner of a), bob (not), staff]
+        ("notes", "get_single", json!({"id": a}), ["permission_denied", "ok", "not_found", "ok"]),
+        ("notes", "get_single", json!({"id": 999}), ["permission_denied", "not_found", "not_found", "not_found"]),
+        (
+            "notes",
+            "update",
+            json!({"id": a, "text": "edited"}),
+            ["permission_denied", "ok", "not_found", "permission_denied"],
+        ),
+        ("notes", "create", json!({"text": "new"}), ["permission_denied", "ok", "ok", "ok"]),
+        ("notes", "get_list", json!({"text__startswith": "zz"}), ["permission_denied", "ok", "ok", "ok"]),
+        (
+            "handover",
+            "update",
+            json!({"id": a, "owner": "alice"}),
+            ["permission_denied", "permission_denied", "permission_denied", "ok"],
+        ),
+        ("notes", "delete", json!({"id": b}), ["permission_denied", "not_found", "ok", "not_found"]),
+    ];
+    for (route, verb, args, expected) in cells {
+        for (client, want) in [&mut anonymous, &mut alice, &mut bob, &mut staff].into_iter().zip(expected) {
+            let reply = client.call(route, verb, args.clone()).await;
+            let got = match reply["context"]["state"].as_str() {
+                Some("success") => "ok",
+                _ => reply["data"]["code"].as_str().unwrap_or("?"),
+            };
+            assert_eq!(got, *want, "{route} {verb} {args}: {reply}");
+        }
+    }
+
+    // Lists hold exactly what each may read.
+    let texts = |rows: Value| -> Vec<String> {
+        let mut t: Vec<String> =
+            rows.as_array().unwrap().iter().map(|r| r["owner"].as_str().unwrap().to_owned()).collect();
+        t.sort();
+        t
+    };
+    assert_eq!(texts(alice.ok("notes", "get_list", json!({})).await), ["alice", "alice"]);
+    assert_eq!(texts(bob.ok("notes", "get_list", json!({})).await), ["bob"]);
+    assert_eq!(texts(staff.ok("notes", "get_list", json!({})).await), ["alice", "alice", "bob", "carol"]);
+    // A filter cannot reach around the rule.
+    assert!(bob.ok("notes", "get_list", json!({"owner": "alice"})).await.as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn subscribers_hear_only_their_rows_and_a_row_changing_owner_moves_between_them() {
+    let server = TestServer::spawn(BIN, NOTES).await;
+    let mut alice = signed_in(&server, Some(("alice", &[]))).await;
+    let mut bob = signed_in(&server, Some(("bob", &[]))).await;
+    let mut staff = signed_in(&server, Some(("carol", &["staff"]))).await;
+    let mut anonymous = signed_in(&server, None).await;
+    anonymous.err("notes", "subscribe", json!({"channel": "notes"}), "permission_denied").await;
+    let alice_channels = alice.subscribe("notes", "notes", json!({})).await;
+    let bob_channels = bob.subscribe("notes", "notes", json!({})).await;
+    assert_ne!(alice_channels, bob_channels, "users under an owner rule never share a channel");
+    staff.subscribe("notes", "notes", json!({})).await;
+
+    let note = alice.ok("notes", "create", json!({"text": "private"})).await;
+    let seen = alice.next_publication(PATIENCE).await.expect("alice hears her note");
+    assert_eq!((seen["action"].as_str(), seen["data"]["text"].as_str()), (Some("created"), Some("private")));
+    let seen = staff.next_publication(PATIENCE).await.expect("staff hear every note");
+    assert_eq!(seen["action"], "created");
+
+    // Staff hand the note to Bob: it leaves Alice's view and enters Bob's.
+    staff.ok("handover", "update", json!({"id": note["id"], "owner": "bob"})).await;
+    let left = alice.next_publication(PATIENCE).await.expect("the note leaves alice's view");
+    assert_eq!((left["action"].as_str(), &left["data"]["id"]), (Some("deleted"), &note["id"]), "{left}");
+    let entered = bob.next_publication(PATIENCE).await.expect("the note enters bob's view");
+    assert_eq!((entered["action"].as_str(), entered["data"]["text"].as_str()), (Some("created"), Some("private")));
+    assert_eq!(bob.next_publication(QUIET).await, None, "bob heard nothing before the handover: {entered}");
+    // Alice can no longer touch it.
+    alice.err("notes", "update", json!({"id": note["id"], "text": "mine?"}), "not_found").await;
+    assert!(alice.drain_publications(QUIET).await.is_empty());
+}
+
+#[tokio::test]
+async fn tokens_are_taken_on_the_socket_and_the_upgrade_and_bad_ones_get_their_own_code() {
+    let server = TestServer::spawn(BIN, NOTES).await;
+    let unsigned = {
+        use base64::Engine as _;
+        let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.", b64(json!({"alg": "none"})), b64(json!({"sub": "alice", "exp": now() + 60})))
+    };
+    let wrong_key = encode(
+        &Header::default(),
+        &json!({"sub": "alice", "exp": now() + 60}),
+        &EncodingKey::from_secret(b"another-secret-of-at-least-32-chars!!").expect("a key"),
+    )
+    .expect("a token");
+    let table = [
+        ("not.a.token".to_owned(), "token_malformed"),
+        (unsigned, "token_unsigned"),
+        (wrong_key, "token_bad_signature"),
+        (token(json!({"sub": "alice", "exp": now() - 60})), "token_expired"),
+        (token(json!({"sub": "alice", "exp": now() + 60, "nbf": now() + 60})), "token_not_yet_valid"),
+        (token(json!({"exp": now() + 60})), "token_rejected"),
+    ];
+    let mut client = server.client().await;
+    for (bad, code) in &table {
+        client.err("drakon", "auth", json!({"token": bad}), code).await;
+        // On the upgrade: refused with 401 and the same code.
+        let url = format!("{}?token={bad}", server.ws_url());
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 401);
+                let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+                assert_eq!(body["code"], *code, "{body}");
+            }
+            other => panic!("{code}: the upgrade was not refused: {other:?}"),
+        }
+    }
+    // Still anonymous after the refusals.
+    client.err("notes", "get_list", json!({}), "permission_denied").await;
+
+    // A good token on the upgrade, as `?token=` and as a bearer header.
+    let good = user_token("alice", &[]);
+    let (ws, _) = tokio_tungstenite::connect_async(format!("{}?token={good}", server.ws_url())).await.expect("connect");
+    let mut by_query = Client::from_socket(ws);
+    by_query.ok("notes", "create", json!({"text": "via query"})).await;
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(server.ws_url()).unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {good}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("connect with a bearer token");
+    let mut by_header = Client::from_socket(ws);
+    let rows = by_header.ok("notes", "get_list", json!({})).await;
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+
+    // A signed-in session may refresh its token, but not become someone else once subscribed.
+    by_header.subscribe("notes", "notes", json!({})).await;
+    by_header.ok("drakon", "auth", json!({"token": user_token("alice", &[])})).await;
+    by_header.err("drakon", "auth", json!({"token": user_token("bob", &[])}), "permission_denied").await;
+}
