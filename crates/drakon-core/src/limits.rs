@@ -116,6 +116,13 @@ pub const DEFAULT_MAX_PENDING_PER_ADDRESS: usize = 1024;
 /// How long an admin login lasts before the admin logs in again; logging out ends it at once.
 pub const ADMIN_LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
 
+/// How long before a session's token expires the client is asked for a fresh one (`{"auth":"expiring"}`).
+pub const TOKEN_REFRESH_NOTICE: Duration = Duration::from_secs(30);
+
+/// How long past its token's expiry a session that sent no fresh one is kept before it is closed (4001): the clock
+/// leeway tokens get when they are checked.
+pub const TOKEN_EXPIRY_GRACE: Duration = Duration::from_secs(5);
+
 /// How many of the connections still waiting for their first request head, oldest first, are closed each time
 /// `accept` fails for want of file descriptors. Those are the connections a flood of silent ones is made of; closing
 /// them frees descriptors for the clients and health checks queued behind, while every connection that has sent a

@@ -53,6 +53,9 @@ pub trait Protocol: Encoding + 'static {
 
     /// The application-level heartbeat this protocol sends when it is enabled.
     fn heartbeat(&self) -> Bytes;
+
+    /// Asks the client for a fresh token: the session's expires at `expires` (seconds since the Unix epoch).
+    fn token_expiring(&self, expires: u64) -> Bytes;
 }
 
 /// What every transport does with one text message from a session's client: decode it with the session's
@@ -113,6 +116,7 @@ fn server_verb(
     }
     let reply = json!({"user": {"id": user.id, "roles": user.roles, "info": user.info}, "expires": expires});
     session.principal = Principal::User(user);
+    session.expires = Some(expires);
     Ok(Outcome { data: Payload::Json(reply), client_context: None, channel: None })
 }
 
@@ -200,6 +204,10 @@ impl Protocol for Native {
 
     fn heartbeat(&self) -> Bytes {
         encode_heartbeat()
+    }
+
+    fn token_expiring(&self, expires: u64) -> Bytes {
+        Bytes::from(json!({"auth": "expiring", "expires": expires}).to_string())
     }
 }
 

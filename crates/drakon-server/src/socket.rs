@@ -41,6 +41,8 @@ pub const CLOSE_IDLE_TIMEOUT: u16 = 4000;
 /// Close code for a subscriber whose outbound queue stayed full, or that must reload what it missed; it may
 /// reconnect and subscribe again (resuming with `since`).
 pub const SLOW_CONSUMER_CLOSE_CODE: u16 = 4008;
+/// Close code for a session whose token expired without a fresh one (`auth` again, or reconnect with a new token).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 
 /// Messages beyond this size are not even buffered: the connection closes with 1009. Between the configured limit
 /// and this cap a frame is read and answered with `frame_too_large`, so an honest mistake does not cost the
@@ -60,13 +62,13 @@ pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) ->
             "this page's origin may not open WebSockets here: add it to allowed_origins",
         ));
     }
-    let principal = match presented_token(&request) {
+    let (principal, expires) = match presented_token(&request) {
         Some(token) => match sign_in(&state, &token) {
-            Ok(user) => Principal::User(user),
+            Ok((user, expires)) => (Principal::User(user), Some(expires)),
             Err(refused) => return refuse_token(refused),
         },
-        None if crate::admin::is_admin(&state, request.headers()) => Principal::Admin,
-        None => Principal::Anonymous,
+        None if crate::admin::is_admin(&state, request.headers()) => (Principal::Admin, None),
+        None => (Principal::Anonymous, None),
     };
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -80,11 +82,12 @@ pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) ->
             Ok(parts) => {
                 let tcp = SharedTcp(Arc::new(parts.io.into_inner().into_inner()));
                 let outbox = Outbox::with_direct(OUTBOUND_QUEUE_FRAMES, &NATIVE, Box::new(tcp.clone()));
-                run(Box::new(Wire::new(tcp, cap, parts.read_buf)), outbox, state, principal).await;
+                run(Box::new(Wire::new(tcp, cap, parts.read_buf)), outbox, state, principal, expires).await;
             }
             Err(upgraded) => {
                 let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES, &NATIVE);
-                run(Box::new(Wire::new(TokioIo::new(upgraded), cap, Bytes::new())), outbox, state, principal).await;
+                let wire = Box::new(Wire::new(TokioIo::new(upgraded), cap, Bytes::new()));
+                run(wire, outbox, state, principal, expires).await;
             }
         }
     });
@@ -105,15 +108,18 @@ fn presented_token(request: &HttpRequest) -> Option<String> {
     })
 }
 
-/// The user a token names, with this server's `[auth]`.
-pub(crate) fn sign_in(state: &AppState, token: &str) -> Result<Arc<drakon_core::User>, crate::identity::Refused> {
+/// The user a token names, and when the token expires, with this server's `[auth]`.
+pub(crate) fn sign_in(
+    state: &AppState,
+    token: &str,
+) -> Result<(Arc<drakon_core::User>, u64), crate::identity::Refused> {
     let Some(identity) = &state.options.identity else {
         return Err(crate::identity::Refused {
             code: drakon_protocol::ErrorCode::PermissionDenied,
             message: "this server takes no tokens: configure [auth]".into(),
         });
     };
-    identity.verify(token).map(|(user, _expires)| user)
+    identity.verify(token)
 }
 
 /// An upgrade refused for its token: 401 with the token's error code, so a client can tell why.
@@ -129,6 +135,37 @@ fn ticker(period: Duration) -> tokio::time::Interval {
     t
 }
 
+/// When a session's token runs out: a timer for the notice asking for a fresh one, then for the close.
+struct Expiry {
+    expires: u64,
+    noticed: bool,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Expiry {
+    fn arm(expires: u64) -> Expiry {
+        let notice = Instant::now() + until_unix(expires).saturating_sub(drakon_core::limits::TOKEN_REFRESH_NOTICE);
+        Expiry { expires, noticed: false, timer: Box::pin(tokio::time::sleep_until(notice)) }
+    }
+
+    /// The timer fired: the first time, the expiry to announce (and the timer now runs to the close); then `None`.
+    fn next(&mut self) -> Option<u64> {
+        if self.noticed {
+            return None;
+        }
+        self.noticed = true;
+        let close = Instant::now() + until_unix(self.expires) + drakon_core::limits::TOKEN_EXPIRY_GRACE;
+        self.timer.as_mut().reset(close);
+        Some(self.expires)
+    }
+}
+
+/// How long until `unix` seconds since the epoch; zero if that has passed.
+fn until_unix(unix: u64) -> Duration {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Duration::from_secs(unix).saturating_sub(now)
+}
+
 /// What woke the connection task.
 enum Wake {
     Inbound(Inbound),
@@ -140,6 +177,8 @@ enum Wake {
     WriteFailed,
     Ping,
     Heartbeat,
+    /// The session's token is about to expire, or has.
+    Expiry,
     Shutdown,
 }
 
@@ -162,11 +201,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     outbox: Arc<Outbox>,
     state: AppState,
     principal: Principal,
+    expires: Option<u64>,
 ) {
     let _open = state.connections.enter();
     let protocol: &'static dyn Protocol = &NATIVE;
     let engine = state.engine.clone();
     let mut session = engine.open_session(outbox.clone(), principal);
+    session.expires = expires;
+    // Armed only for a session whose token expires: first the notice asking for a fresh one, then the close.
+    let mut expiry = expires.map(Expiry::arm);
     let conn = session.conn;
     let options = state.options.clone();
     let mut shutdown = state.shutdown.clone();
@@ -221,6 +264,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             {
                 return Poll::Ready(Wake::Heartbeat);
             }
+            if let Some(expiry) = &mut expiry
+                && expiry.timer.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Wake::Expiry);
+            }
             Poll::Pending
         })
         .await;
@@ -248,6 +296,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 wire.outbound.push(protocol.heartbeat());
                 continue;
             }
+            Wake::Expiry => match expiry.as_mut().map(Expiry::next) {
+                Some(Some(expires)) => {
+                    outbox.hold();
+                    wire.outbound.push(protocol.token_expiring(expires));
+                    continue;
+                }
+                _ => break End::Close(CLOSE_TOKEN_EXPIRED, "token expired: sign in again", false),
+            },
             Wake::Shutdown => break End::Close(CLOSE_GOING_AWAY, "server shutting down", false),
         };
         last_seen = Instant::now();
@@ -272,6 +328,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         };
         if let Some(reply) = reply {
             wire.outbound.push(reply);
+        }
+        // A fresh token (`auth` again) moves the deadline.
+        if session.expires != expiry.as_ref().map(|e| e.expires) {
+            expiry = session.expires.map(Expiry::arm);
         }
     };
     // No more direct writes: the close frame must be the last frame on the wire.

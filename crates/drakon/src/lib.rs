@@ -190,6 +190,17 @@ impl App {
 }
 
 impl Running {
+    /// What `drakon serve` prints once it listens: the address, the WebSocket URL and how to reach the admin page.
+    pub fn banner(&self) -> String {
+        let admin = match &self.admin_link {
+            Some(link) => format!(
+                "admin: {link}  (secret generated for this run; set admin_secret or DRAKON_ADMIN_SECRET to keep one)"
+            ),
+            None => format!("admin: http://{}/admin", self.addr),
+        };
+        format!("drakon listening on http://{0}  (WebSocket: ws://{0}/data/websocket)\n{admin}", self.addr)
+    }
+
     /// Stops accepting, closes connections with 1001 once their in-flight request is done, and waits for that;
     /// then tells the other nodes that this one is gone.
     pub async fn shutdown(self) -> anyhow::Result<()> {

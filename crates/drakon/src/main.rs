@@ -79,11 +79,7 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            println!("drakon listening on http://{0}  (WebSocket: ws://{0}/data/websocket)", running.addr);
-            match &running.admin_link {
-                Some(link) => println!("admin: {link}  (secret generated for this run; set admin_secret to keep one)"),
-                None => println!("admin: http://{}/admin", running.addr),
-            }
+            println!("{}", running.banner());
             match running.until_signal().await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -217,3 +217,28 @@ async fn tokens_are_taken_on_the_socket_and_the_upgrade_and_bad_ones_get_their_o
     by_header.ok("drakon", "auth", json!({"token": user_token("alice", &[])})).await;
     by_header.err("drakon", "auth", json!({"token": user_token("bob", &[])}), "permission_denied").await;
 }
+
+#[tokio::test]
+async fn an_expiring_token_is_announced_then_the_session_is_closed_unless_a_fresh_one_arrives() {
+    let server = TestServer::spawn(BIN, NOTES).await;
+    let soon = now() + 2;
+    let short = token(json!({"sub": "alice", "exp": soon}));
+    // Within the notice period from the start: asked for a fresh token at once; closed with 4001 past expiry.
+    let (ws, _) =
+        tokio_tungstenite::connect_async(format!("{}?token={short}", server.ws_url())).await.expect("connect");
+    let mut lapsing = Client::from_socket(ws);
+    let notice = lapsing.next_frame(PATIENCE).await.expect("a notice");
+    assert_eq!(notice, json!({"auth": "expiring", "expires": soon}));
+    let closed = lapsing.closed(std::time::Duration::from_secs(12)).await.expect("closed after expiry");
+    assert_eq!((closed.code, closed.reason.as_str()), (Some(4001), "token expired: sign in again"));
+
+    // A fresh token moves the deadline: the next notice is for the new expiry, and nothing closes meanwhile.
+    let mut refreshing = server.client().await;
+    refreshing.ok("drakon", "auth", json!({"token": token(json!({"sub": "alice", "exp": now() + 2}))})).await;
+    assert_eq!(refreshing.next_frame(PATIENCE).await.expect("a notice")["auth"], "expiring");
+    let later = now() + 33;
+    refreshing.ok("drakon", "auth", json!({"token": token(json!({"sub": "alice", "exp": later}))})).await;
+    let notice = refreshing.next_frame(std::time::Duration::from_secs(12)).await.expect("the next notice");
+    assert_eq!(notice, json!({"auth": "expiring", "expires": later}));
+    refreshing.ok("notes", "get_list", json!({})).await;
+}

@@ -44,6 +44,6 @@ async fn main() -> anyhow::Result<()> {
     let (config, bind) = parse_args()?;
     let app = App::load(&config)?.custom_verb("todo-list", "clear_done", custom_verb(clear_done))?;
     let running = app.start(bind).await?;
-    println!("drakon listening on http://{}", running.addr);
+    println!("{}", running.banner());
     running.until_signal().await
 }

@@ -28,6 +28,8 @@ pub struct Session {
     /// The session's id on this node; the hub knows its queue by it.
     pub conn: ConnId,
     pub principal: Principal,
+    /// When the credentials that named the principal expire (seconds since the Unix epoch), if they do.
+    pub expires: Option<u64>,
     /// Where the hub pushes this session's events.
     outbox: Arc<Outbox>,
     /// The server channels this session holds. A list, not a tree: a session holds a handful, and a B-tree's first
@@ -55,7 +57,7 @@ impl Session {
     /// A session acting for `principal` whose events go to `outbox`, registered with the hub.
     pub(super) fn open(hub: &Hub, outbox: Arc<Outbox>, principal: Principal) -> Session {
         let conn = hub.register(outbox.clone());
-        Session { conn, principal, outbox, subs: Vec::new(), count: 0 }
+        Session { conn, principal, expires: None, outbox, subs: Vec::new(), count: 0 }
     }
 
     /// The session's bounded queue of events.
