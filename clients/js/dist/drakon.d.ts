@@ -9,6 +9,7 @@
  * - `closed`: the client (or the live collection) was closed.
  * - `login_required`: the server answered `state: "login_required"`.
  * - `bad_reply`: the server's reply did not have the expected shape.
+ * - `token_unavailable`: `getToken` threw or rejected (reported through the client's `user` event).
  *
  * `fields` holds per-field messages, `{field: [message, …]}`, for `validation_failed` and similar errors.
  *
@@ -51,6 +52,23 @@ interface ConnectOptions {
     queueWhileDisconnected?: boolean;
     /** The WebSocket constructor to use; in Node pass the `ws` package's export. Default `globalThis.WebSocket`. */
     WebSocket?: any;
+    /**
+     * A signed token (JWT) naming the user; sent as the first request on every connection (`auth` on route `drakon`),
+     * before any call or subscription. For tokens that expire, prefer `getToken`.
+     */
+    token?: string;
+    /**
+     * Returns a fresh token; called before each connection's first request and again when the server says the current
+     * one is about to expire, so that a long-lived page stays signed in.
+     */
+    getToken?: () => string | Promise<string>;
+}
+/** The signed-in user, as the server read them from the token. */
+interface User {
+    id: string;
+    roles: string[];
+    /** Public information from the token's `info` claim. */
+    info: unknown;
 }
 /** A row as the server publishes it: its id, its model name in `_type`, and the route's `publish_fields`. */
 interface Row {
@@ -62,8 +80,12 @@ interface Row {
 interface Client {
     /** The connection's current state. */
     readonly state: ConnectionState;
+    /** The signed-in user, once the server accepted the token; `undefined` when anonymous. */
+    readonly user: User | undefined;
     /** Calls `fn` on every state change; returns a function that removes it. */
     on(event: 'state', fn: (state: ConnectionState) => void): () => void;
+    /** Calls `fn` when the server accepts or refuses a token (`undefined` and the error); returns a function that removes it. */
+    on(event: 'user', fn: (user: User | undefined, error?: DrakonError) => void): () => void;
     /** Calls `verb` on `route` and resolves with the reply's `data`; rejects with a {@link DrakonError}. */
     call<T = unknown>(route: string, verb: string, args?: Record<string, unknown>): Promise<T>;
     /** Like {@link Client.call} but resolves with the whole reply, e.g. for `context.client_context.page` of `get_list`. */
@@ -157,4 +179,4 @@ interface LiveCollection<T extends Row> {
 declare function connect(url: string | string[], options?: ConnectOptions): Client;
 
 export { DrakonError, connect };
-export type { ChannelSubscription, Client, ConnectOptions, ConnectionState, LiveChange, LiveCollection, LiveStatus, Row };
+export type { ChannelSubscription, Client, ConnectOptions, ConnectionState, LiveChange, LiveCollection, LiveStatus, Row, User };

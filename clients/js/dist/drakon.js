@@ -41,7 +41,8 @@ var drakon = (() => {
     disconnected: "disconnected",
     closed: "closed",
     loginRequired: "login_required",
-    badReply: "bad_reply"
+    badReply: "bad_reply",
+    tokenUnavailable: "token_unavailable"
   };
   function errorFromReply(state, data) {
     if (state === "login_required") {
@@ -79,6 +80,7 @@ var drakon = (() => {
     }
     if (!isObject(frame)) return { kind: "unknown" };
     if ("heartbeat" in frame && !("context" in frame) && !("channel" in frame)) return { kind: "heartbeat" };
+    if (frame.auth === "expiring" && typeof frame.expires === "number") return { kind: "token-expiring", expires: frame.expires };
     if (isObject(frame.context) && typeof frame.context.state === "string") {
       const reply = { data: frame.data, context: frame.context };
       const cd = frame.channel_data;
@@ -873,6 +875,7 @@ var drakon = (() => {
   };
 
   // src/client.ts
+  var SERVER_ROUTE = "drakon";
   var DrakonClient = class {
     constructor(url, options = {}) {
       this.router = new ChannelRouter();
@@ -881,7 +884,9 @@ var drakon = (() => {
       this.channelCount = 0;
       this.subscriptions = /* @__PURE__ */ new Set();
       this.events = new Emitter();
-      var _a, _b, _c, _d, _e, _f;
+      /** True from a connection's opening until its token is sent: calls wait meanwhile, so none goes out anonymous. */
+      this.signingIn = false;
+      var _a, _b, _c, _d, _e, _f, _g;
       const urls = (typeof url === "string" ? [url] : [...url]).map(resolveUrl);
       if (urls.length === 0) throw new TypeError("connect needs at least one URL");
       const WebSocket = (_a = options.WebSocket) != null ? _a : globalThis.WebSocket;
@@ -889,16 +894,18 @@ var drakon = (() => {
         throw new TypeError("no WebSocket implementation here: pass one as options.WebSocket (in Node, the ws package)");
       }
       this.queueWhileDisconnected = (_b = options.queueWhileDisconnected) != null ? _b : DEFAULTS.queueWhileDisconnected;
+      const token = options.token;
+      this.getToken = (_c = options.getToken) != null ? _c : token === void 0 ? void 0 : () => token;
       this.calls = new Calls(
-        { isOpen: () => this.connection.isOpen(), send: (text) => this.connection.send(text) },
-        (_c = options.callTimeoutMs) != null ? _c : DEFAULTS.callTimeoutMs
+        { isOpen: () => this.connection.isOpen() && !this.signingIn, send: (text) => this.connection.send(text) },
+        (_d = options.callTimeoutMs) != null ? _d : DEFAULTS.callTimeoutMs
       );
       this.connection = new Connection(
         {
           urls,
-          reconnect: (_d = options.reconnect) != null ? _d : DEFAULTS.reconnect,
-          minDelayMs: (_e = options.minDelayMs) != null ? _e : DEFAULTS.minDelayMs,
-          maxDelayMs: (_f = options.maxDelayMs) != null ? _f : DEFAULTS.maxDelayMs,
+          reconnect: (_e = options.reconnect) != null ? _e : DEFAULTS.reconnect,
+          minDelayMs: (_f = options.minDelayMs) != null ? _f : DEFAULTS.minDelayMs,
+          maxDelayMs: (_g = options.maxDelayMs) != null ? _g : DEFAULTS.maxDelayMs,
           WebSocket
         },
         {
@@ -915,6 +922,9 @@ var drakon = (() => {
     }
     get generation() {
       return this.connections;
+    }
+    get user() {
+      return this.currentUser;
     }
     on(event, fn) {
       return this.events.on(event, fn);
@@ -940,7 +950,7 @@ var drakon = (() => {
     }
     // SubscriptionHost
     isOpen() {
-      return this.connection.isOpen();
+      return this.connection.isOpen() && !this.signingIn;
     }
     requestReply(route, verb, args, options) {
       return this.calls.request(route, verb, args, options);
@@ -958,8 +968,46 @@ var drakon = (() => {
     }
     opened() {
       this.connections++;
+      if (this.getToken === void 0) {
+        this.ready();
+        return;
+      }
+      const generation = this.connections;
+      this.signingIn = true;
+      this.fetchToken().then((token) => {
+        if (generation !== this.connections || !this.connection.isOpen()) return;
+        this.signingIn = false;
+        if (token !== void 0) this.sendToken(token);
+        this.ready();
+      });
+    }
+    /** The connection is open and signed in, if it signs in at all: resubscribe and send what waited. */
+    ready() {
       for (const subscription of [...this.subscriptions]) subscription.connected();
       this.calls.flush();
+    }
+    fetchToken() {
+      return Promise.resolve().then(() => {
+        var _a;
+        return (_a = this.getToken) == null ? void 0 : _a.call(this);
+      }).catch((err) => {
+        this.events.emit("user", void 0, new DrakonError(CLIENT_CODES.tokenUnavailable, `getToken failed: ${String(err)}`));
+        return void 0;
+      });
+    }
+    sendToken(token) {
+      this.calls.request(SERVER_ROUTE, "auth", { token }, { queue: false }).then(
+        (reply) => {
+          var _a;
+          const user = (_a = reply.data) == null ? void 0 : _a.user;
+          this.currentUser = user;
+          this.events.emit("user", user);
+        },
+        (err) => {
+          this.currentUser = void 0;
+          this.events.emit("user", void 0, err);
+        }
+      );
     }
     message(text) {
       const incoming = parseIncoming(text);
@@ -973,6 +1021,13 @@ var drakon = (() => {
         case "publication":
           this.router.dispatch(incoming.publication);
           break;
+        case "token-expiring": {
+          const generation = this.connections;
+          void this.fetchToken().then((token) => {
+            if (token !== void 0 && generation === this.connections && this.connection.isOpen()) this.sendToken(token);
+          });
+          break;
+        }
         case "unknown":
           break;
       }

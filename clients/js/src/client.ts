@@ -10,7 +10,11 @@ import { DEFAULTS } from './limits';
 import { Live } from './live';
 import { HEARTBEAT, parseIncoming, type Reply } from './protocol';
 import { ChannelRouter } from './router';
-import type { ChannelSubscription, Client, ConnectionState, ConnectOptions, LiveCollection, Row } from './types';
+import { CLIENT_CODES, DrakonError } from './errors';
+import type { ChannelSubscription, Client, ConnectionState, ConnectOptions, LiveCollection, Row, User } from './types';
+
+/** The server's own route, whose `auth` verb signs a connection in. */
+const SERVER_ROUTE = 'drakon';
 
 export class DrakonClient implements Client, SubscriptionHost {
   readonly router = new ChannelRouter();
@@ -20,8 +24,15 @@ export class DrakonClient implements Client, SubscriptionHost {
   private readonly connection: Connection;
   private readonly calls: Calls;
   private readonly subscriptions = new Set<Resubscribable>();
-  private readonly events = new Emitter<{ state: [state: ConnectionState] }>();
+  private readonly events = new Emitter<{
+    state: [state: ConnectionState];
+    user: [user: User | undefined, error?: DrakonError];
+  }>();
   private readonly queueWhileDisconnected: boolean;
+  private readonly getToken: (() => string | Promise<string>) | undefined;
+  /** True from a connection's opening until its token is sent: calls wait meanwhile, so none goes out anonymous. */
+  private signingIn = false;
+  private currentUser: User | undefined;
 
   constructor(url: string | readonly string[], options: ConnectOptions = {}) {
     const urls = (typeof url === 'string' ? [url] : [...url]).map(resolveUrl);
@@ -31,8 +42,10 @@ export class DrakonClient implements Client, SubscriptionHost {
       throw new TypeError('no WebSocket implementation here: pass one as options.WebSocket (in Node, the ws package)');
     }
     this.queueWhileDisconnected = options.queueWhileDisconnected ?? DEFAULTS.queueWhileDisconnected;
+    const token = options.token;
+    this.getToken = options.getToken ?? (token === undefined ? undefined : () => token);
     this.calls = new Calls(
-      { isOpen: () => this.connection.isOpen(), send: (text) => this.connection.send(text) },
+      { isOpen: () => this.connection.isOpen() && !this.signingIn, send: (text) => this.connection.send(text) },
       options.callTimeoutMs ?? DEFAULTS.callTimeoutMs,
     );
     this.connection = new Connection(
@@ -61,7 +74,13 @@ export class DrakonClient implements Client, SubscriptionHost {
     return this.connections;
   }
 
-  on(event: 'state', fn: (state: ConnectionState) => void): () => void {
+  get user(): User | undefined {
+    return this.currentUser;
+  }
+
+  on(event: 'state', fn: (state: ConnectionState) => void): () => void;
+  on(event: 'user', fn: (user: User | undefined, error?: DrakonError) => void): () => void;
+  on(event: 'state' | 'user', fn: (...args: any[]) => void): () => void {
     return this.events.on(event, fn);
   }
 
@@ -102,7 +121,7 @@ export class DrakonClient implements Client, SubscriptionHost {
   // SubscriptionHost
 
   isOpen(): boolean {
-    return this.connection.isOpen();
+    return this.connection.isOpen() && !this.signingIn;
   }
 
   requestReply(route: string, verb: string, args: Record<string, unknown>, options: CallOptions): Promise<Reply> {
@@ -124,8 +143,49 @@ export class DrakonClient implements Client, SubscriptionHost {
 
   private opened(): void {
     this.connections++;
+    if (this.getToken === undefined) {
+      this.ready();
+      return;
+    }
+    // The token goes first: the server takes a connection's requests in order, so every call and subscription after
+    // it is made as the user.
+    const generation = this.connections;
+    this.signingIn = true;
+    this.fetchToken().then((token) => {
+      if (generation !== this.connections || !this.connection.isOpen()) return;
+      this.signingIn = false;
+      if (token !== undefined) this.sendToken(token);
+      this.ready();
+    });
+  }
+
+  /** The connection is open and signed in, if it signs in at all: resubscribe and send what waited. */
+  private ready(): void {
     for (const subscription of [...this.subscriptions]) subscription.connected();
     this.calls.flush();
+  }
+
+  private fetchToken(): Promise<string | undefined> {
+    return Promise.resolve()
+      .then(() => this.getToken?.())
+      .catch((err: unknown) => {
+        this.events.emit('user', undefined, new DrakonError(CLIENT_CODES.tokenUnavailable, `getToken failed: ${String(err)}`));
+        return undefined;
+      });
+  }
+
+  private sendToken(token: string): void {
+    this.calls.request(SERVER_ROUTE, 'auth', { token }, { queue: false }).then(
+      (reply) => {
+        const user = (reply.data as { user?: User } | undefined)?.user;
+        this.currentUser = user;
+        this.events.emit('user', user);
+      },
+      (err: DrakonError) => {
+        this.currentUser = undefined;
+        this.events.emit('user', undefined, err);
+      },
+    );
   }
 
   private message(text: string): void {
@@ -140,6 +200,13 @@ export class DrakonClient implements Client, SubscriptionHost {
       case 'publication':
         this.router.dispatch(incoming.publication);
         break;
+      case 'token-expiring': {
+        const generation = this.connections;
+        void this.fetchToken().then((token) => {
+          if (token !== undefined && generation === this.connections && this.connection.isOpen()) this.sendToken(token);
+        });
+        break;
+      }
       case 'unknown':
         break;
     }

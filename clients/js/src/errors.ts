@@ -10,6 +10,7 @@
  * - `closed`: the client (or the live collection) was closed.
  * - `login_required`: the server answered `state: "login_required"`.
  * - `bad_reply`: the server's reply did not have the expected shape.
+ * - `token_unavailable`: `getToken` threw or rejected (reported through the client's `user` event).
  *
  * `fields` holds per-field messages, `{field: [message, …]}`, for `validation_failed` and similar errors.
  *
@@ -40,6 +41,7 @@ export const CLIENT_CODES = {
   closed: 'closed',
   loginRequired: 'login_required',
   badReply: 'bad_reply',
+  tokenUnavailable: 'token_unavailable',
 } as const;
 
 /** Builds the error for a reply whose `context.state` is not `success`. */

@@ -14,6 +14,7 @@ export type {
   LiveCollection,
   LiveStatus,
   Row,
+  User,
 } from './types';
 
 /**

@@ -42,6 +42,7 @@ export type Incoming =
   | { kind: 'heartbeat' }
   | { kind: 'reply'; reply: Reply }
   | { kind: 'publication'; publication: Publication }
+  | { kind: 'token-expiring'; expires: number }
   | { kind: 'unknown' };
 
 /** Encodes a request frame. */
@@ -59,6 +60,7 @@ export function parseIncoming(text: string): Incoming {
   }
   if (!isObject(frame)) return { kind: 'unknown' };
   if ('heartbeat' in frame && !('context' in frame) && !('channel' in frame)) return { kind: 'heartbeat' };
+  if (frame.auth === 'expiring' && typeof frame.expires === 'number') return { kind: 'token-expiring', expires: frame.expires };
   if (isObject(frame.context) && typeof frame.context.state === 'string') {
     const reply: Reply = { data: frame.data, context: frame.context as ReplyContext };
     const cd = frame.channel_data;

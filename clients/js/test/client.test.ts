@@ -705,3 +705,73 @@ describe('channels', () => {
     expect((await rejection(refused.ready)).code).toBe('permission_denied');
   });
 });
+
+describe('signing in', () => {
+  const ALICE = { id: 'alice', roles: ['staff'], info: { name: 'Alice' } };
+
+  it('sends the token before any call or subscription, on every connection, and exposes the user', async () => {
+    const client = setup({ token: 'T1' });
+    const pending = client.call('notes', 'get_list');
+    const live = client.live('notes');
+    let ws = FakeSocket.last;
+    ws.open();
+    await flush();
+    const routes = ws.frames().map((f) => `${f.route}.${f.verb}`);
+    expect(routes[0]).toBe('drakon.auth');
+    expect(ws.frames()[0].args).toEqual({ token: 'T1' });
+    expect(routes.slice(1).sort()).toEqual(['notes.get_list', 'notes.subscribe']);
+    ws.reply(ws.frames()[0] as any, { user: ALICE, expires: 9 });
+    await flush();
+    expect(client.user).toEqual(ALICE);
+    ws.reply(ws.frames().find((f) => f.verb === 'get_list') as any, []);
+    await expect(pending).resolves.toEqual([]);
+
+    ws.drop();
+    ws = nextAttempt();
+    ws.open();
+    await flush();
+    expect(ws.frames()[0]).toMatchObject({ route: 'drakon', verb: 'auth', args: { token: 'T1' } });
+    expect(ws.frames()[1]).toMatchObject({ route: 'notes', verb: 'subscribe' });
+    void live.close();
+  });
+
+  it('waits for getToken, asks it again when the server says the token expires, and reports refusals', async () => {
+    let n = 0;
+    const getToken = vi.fn(async () => `T${++n}`);
+    const client = setup({ getToken });
+    const users: unknown[] = [];
+    client.on('user', (user, error) => users.push(user ?? error?.code));
+    const ws = FakeSocket.last;
+    ws.open();
+    const early = client.call('notes', 'get_list');
+    await flush();
+    expect(ws.frames().map((f) => f.verb)).toEqual(['auth', 'get_list']);
+    ws.reply(ws.frames()[0] as any, { user: ALICE, expires: 9 });
+
+    ws.receive({ auth: 'expiring', expires: 9 });
+    await flush();
+    expect(getToken).toHaveBeenCalledTimes(2);
+    const refresh = ws.lastRequest();
+    expect(refresh).toMatchObject({ route: 'drakon', verb: 'auth', args: { token: 'T2' } });
+    ws.replyError(refresh, { code: 'token_expired', message: 'the token has expired; get a fresh one' });
+    await flush();
+    expect(users).toEqual([ALICE, 'token_expired']);
+    expect(client.user).toBeUndefined();
+    ws.reply(ws.frames()[1] as any, []);
+    await expect(early).resolves.toEqual([]);
+  });
+
+  it('a failing getToken leaves the connection anonymous and says why', async () => {
+    const client = setup({ getToken: () => Promise.reject(new Error('logged out')) });
+    const errors: string[] = [];
+    client.on('user', (_user, error) => errors.push(error?.code ?? ''));
+    const ws = FakeSocket.last;
+    ws.open();
+    const call = client.call('notes', 'get_list');
+    await flush();
+    expect(errors).toEqual(['token_unavailable']);
+    expect(ws.frames().map((f) => f.verb)).toEqual(['get_list']);
+    ws.reply(ws.lastRequest(), []);
+    await expect(call).resolves.toEqual([]);
+  });
+});
