@@ -2,12 +2,10 @@
 //!
 //! A rule is `public`, `authenticated`, a role, a filter over the row with user variables (`{ owner = "$user.id" }`),
 //! or `any` / `all` of rules. For one principal a rule resolves to an [`Access`]: denied, or the rows it may touch
-//! as filter arguments. The engine ANDs those into the client's filter wherever the verb reads or writes, so a rule
-//! means what a filter means, in SQL and in memory, and a subscription under a row rule is a channel of its own,
-//! indexed like any other filter (a write for one user costs that user's channels, not everyone's).
-//!
-//! `any` may hold at most one branch with a row filter (two would need an OR of filters, which channels cannot
-//! express yet); [`Rule::check`] says so when the schema is checked.
+//! as a [`RowFilter`] (filter arguments joined with AND and OR). The engine ANDs those into the client's filter
+//! wherever the verb reads or writes, so a rule means what a filter means, in SQL and in memory, and a subscription
+//! under a row rule is a channel of its own, indexed like any other filter (a write for one user costs that user's
+//! channels, not everyone's).
 
 use std::sync::Arc;
 
@@ -94,8 +92,29 @@ impl Rules {
 pub enum Access {
     /// Nothing; the reason, for the `permission_denied` reply.
     Denied(Denied),
-    /// The rows matching every one of these filters (none: every row).
-    Rows(Vec<Args>),
+    /// The rows this filter matches; `None`: every row.
+    Rows(Option<RowFilter>),
+}
+
+/// Which rows a rule lets a principal touch: filter arguments as the rule writes them (user variables are replaced
+/// when the filter is parsed for the principal), and `all` / `any` of such.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowFilter {
+    Where(Args),
+    All(Vec<RowFilter>),
+    Any(Vec<RowFilter>),
+}
+
+impl RowFilter {
+    /// The filter for `user` as JSON, for a channel name: principals whose rules give the same rows share a channel.
+    pub fn to_json(&self, user: Option<&User>) -> Json {
+        let list = |filters: &[RowFilter]| Json::Array(filters.iter().map(|f| f.to_json(user)).collect());
+        match self {
+            RowFilter::Where(args) => Json::Object(user.map_or_else(|| args.clone(), |u| substitute(args, u))),
+            RowFilter::All(all) => Json::Object(Args::from_iter([("all".to_owned(), list(all))])),
+            RowFilter::Any(any) => Json::Object(Args::from_iter([("any".to_owned(), list(any))])),
+        }
+    }
 }
 
 /// Why a rule refused.
@@ -117,11 +136,12 @@ impl std::fmt::Display for Denied {
 }
 
 impl Access {
-    const ALL: Access = Access::Rows(Vec::new());
+    const ALL: Access = Access::Rows(None);
 }
 
 impl Rule {
-    /// What this rule gives `user` (`None`: anonymous).
+    /// What this rule gives `user` (`None`: anonymous). A row filter that names no user variable applies to
+    /// anonymous callers too (`{ public = true }`); one that does admits signed-in users only.
     pub fn resolve(&self, user: Option<&User>) -> Access {
         match self {
             Rule::Public => Access::ALL,
@@ -135,67 +155,45 @@ impl Rule {
                 None => Access::Denied(Denied::SignIn),
             },
             Rule::Rows(filter) => match user {
-                Some(u) => Access::Rows(vec![substitute(filter, u)]),
-                None => Access::Denied(Denied::SignIn),
+                Some(_) => Access::Rows(Some(RowFilter::Where(filter.clone()))),
+                None if names_user(filter) => Access::Denied(Denied::SignIn),
+                None => Access::Rows(Some(RowFilter::Where(filter.clone()))),
             },
             Rule::All(rules) => {
                 let mut filters = Vec::new();
                 for rule in rules {
                     match rule.resolve(user) {
                         Access::Denied(why) => return Access::Denied(why),
-                        Access::Rows(more) => filters.extend(more),
+                        Access::Rows(Some(filter)) => filters.push(filter),
+                        Access::Rows(None) => {}
                     }
                 }
-                Access::Rows(filters)
+                Access::Rows(joined(filters, RowFilter::All))
             }
             Rule::Any(rules) => {
-                let mut narrowest: Option<Access> = None;
+                let mut filters = Vec::new();
                 let mut first_denial = None;
                 for rule in rules {
                     match rule.resolve(user) {
-                        Access::Rows(filters) if filters.is_empty() => return Access::ALL,
-                        allowed @ Access::Rows(_) => narrowest = narrowest.or(Some(allowed)),
+                        Access::Rows(None) => return Access::ALL,
+                        Access::Rows(Some(filter)) => filters.push(filter),
                         Access::Denied(why) => first_denial = first_denial.or(Some(why)),
                     }
                 }
-                narrowest.unwrap_or(Access::Denied(first_denial.unwrap_or(Denied::SignIn)))
-            }
-        }
-    }
-
-    /// How many of this rule's branches under an `any` carry a row filter; `check` refuses more than one.
-    fn has_rows(&self) -> bool {
-        match self {
-            Rule::Rows(_) => true,
-            Rule::Any(rules) | Rule::All(rules) => rules.iter().any(Rule::has_rows),
-            _ => false,
-        }
-    }
-
-    /// The rule's row filters, with `$user.id` standing for a sample id, for checking against the model; and a
-    /// problem with the rule's shape.
-    pub fn check(&self) -> Result<Vec<&Args>, String> {
-        let mut filters = Vec::new();
-        self.collect(&mut filters)?;
-        Ok(filters)
-    }
-
-    fn collect<'a>(&'a self, filters: &mut Vec<&'a Args>) -> Result<(), String> {
-        match self {
-            Rule::Public | Rule::Authenticated | Rule::Role(_) => Ok(()),
-            Rule::Rows(filter) => {
-                filters.push(filter);
-                Ok(())
-            }
-            Rule::All(rules) => rules.iter().try_for_each(|r| r.collect(filters)),
-            Rule::Any(rules) => {
-                if rules.iter().filter(|r| r.has_rows()).count() > 1 {
-                    return Err("`any` may hold at most one rule with a row filter: drakon cannot yet combine two \
-                                row filters with OR"
-                        .into());
+                match joined(filters, RowFilter::Any) {
+                    Some(filter) => Access::Rows(Some(filter)),
+                    None => Access::Denied(first_denial.unwrap_or(Denied::SignIn)),
                 }
-                rules.iter().try_for_each(|r| r.collect(filters))
             }
+        }
+    }
+
+    /// The rule's row filters (user variables unreplaced), for checking against the model.
+    pub fn row_filters(&self) -> Vec<&Args> {
+        match self {
+            Rule::Public | Rule::Authenticated | Rule::Role(_) => Vec::new(),
+            Rule::Rows(filter) => vec![filter],
+            Rule::All(rules) | Rule::Any(rules) => rules.iter().flat_map(Rule::row_filters).collect(),
         }
     }
 
@@ -222,6 +220,24 @@ impl Rule {
             other => Err(format!("{other}: {SHAPES}")),
         }
     }
+}
+
+/// One filter as it is, several joined by `join`, none as `None`.
+fn joined(mut filters: Vec<RowFilter>, join: fn(Vec<RowFilter>) -> RowFilter) -> Option<RowFilter> {
+    match filters.len() {
+        0 => None,
+        1 => filters.pop(),
+        _ => Some(join(filters)),
+    }
+}
+
+/// Whether a rule's filter names a user variable.
+fn names_user(filter: &Args) -> bool {
+    filter.values().any(|v| match v {
+        Json::String(s) => s == USER_ID,
+        Json::Array(items) => items.iter().any(|i| i == USER_ID),
+        _ => false,
+    })
 }
 
 /// `filter` with every `"$user.id"` value (alone or in a list) replaced by `user`'s id.
@@ -278,7 +294,7 @@ mod tests {
     }
 
     fn rows(value: Json) -> Access {
-        Access::Rows(vec![value.as_object().expect("an object").clone()])
+        Access::Rows(Some(RowFilter::Where(value.as_object().expect("an object").clone())))
     }
 
     #[test]
@@ -292,22 +308,33 @@ mod tests {
             (json!({"role": "staff"}), Some(&alice), Access::Denied(Denied::Role("staff".into()))),
             (json!({"role": "staff"}), Some(&staff), Access::ALL),
             (owner.clone(), None, Access::Denied(Denied::SignIn)),
-            (owner.clone(), Some(&alice), rows(json!({"owner": "7"}))),
+            (owner.clone(), Some(&alice), rows(json!({"owner": "$user.id"}))),
             (json!({"any": [{"role": "staff"}, owner.clone()]}), Some(&staff), Access::ALL),
-            (json!({"any": [{"role": "staff"}, owner.clone()]}), Some(&alice), rows(json!({"owner": "7"}))),
+            (json!({"any": [{"role": "staff"}, owner.clone()]}), Some(&alice), rows(json!({"owner": "$user.id"}))),
             (json!({"any": [{"role": "staff"}, owner.clone()]}), None, Access::Denied(Denied::SignIn)),
             (
                 json!({"all": [owner.clone(), {"filter": {"done": false, "id__in": [1, "$user.id"]}}]}),
                 Some(&alice),
-                Access::Rows(vec![
-                    json!({"owner": "7"}).as_object().unwrap().clone(),
-                    json!({"done": false, "id__in": [1, "7"]}).as_object().unwrap().clone(),
-                ]),
+                Access::Rows(Some(RowFilter::All(vec![
+                    RowFilter::Where(json!({"owner": "$user.id"}).as_object().unwrap().clone()),
+                    RowFilter::Where(json!({"done": false, "id__in": [1, "$user.id"]}).as_object().unwrap().clone()),
+                ]))),
             ),
             (
                 json!({"all": ["authenticated", {"role": "staff"}]}),
                 Some(&alice),
                 Access::Denied(Denied::Role("staff".into())),
+            ),
+            // A filter without user variables admits anonymous callers; `any` of two filters is their OR.
+            (json!({"filter": {"public": true}}), None, rows(json!({"public": true}))),
+            (json!({"any": [{"filter": {"public": true}}, owner.clone()]}), None, rows(json!({"public": true}))),
+            (
+                json!({"any": [{"filter": {"public": true}}, owner.clone()]}),
+                Some(&alice),
+                Access::Rows(Some(RowFilter::Any(vec![
+                    RowFilter::Where(json!({"public": true}).as_object().unwrap().clone()),
+                    RowFilter::Where(json!({"owner": "$user.id"}).as_object().unwrap().clone()),
+                ]))),
             ),
         ];
         for (given, who, want) in table {
@@ -316,13 +343,14 @@ mod tests {
     }
 
     #[test]
-    fn malformed_rules_and_two_row_filters_under_any_are_refused() {
+    fn malformed_rules_are_refused() {
         for bad in [json!("everyone"), json!({"role": ""}), json!({"filter": {}}), json!({"any": []}), json!(3)] {
             assert!(Rule::from_json(&bad).is_err(), "{bad}");
         }
-        let two = rule(json!({"any": [{"filter": {"a": 1}}, {"all": ["authenticated", {"filter": {"b": 1}}]}]}));
-        assert!(two.check().unwrap_err().contains("at most one"));
-        let one = rule(json!({"any": [{"role": "staff"}, {"all": ["authenticated", {"filter": {"b": 1}}]}]}));
-        assert_eq!(one.check().unwrap().len(), 1);
+        let nested = rule(json!({"any": [{"filter": {"a": 1}}, {"all": ["authenticated", {"filter": {"b": 1}}]}]}));
+        assert_eq!(nested.row_filters().len(), 2);
+        let Access::Rows(Some(rows)) = nested.resolve(Some(&user("7", &[]))) else { panic!("allowed") };
+        // `all` of one filter is that filter.
+        assert_eq!(rows.to_json(None), json!({"any": [{"a": 1}, {"b": 1}]}));
     }
 }

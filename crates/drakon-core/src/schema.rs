@@ -625,15 +625,10 @@ fn rule_problems(schema: &Schema, model: &Model, spec: &ModelRoute) -> Vec<(&'st
         ("delete", &spec.rules.delete),
     ] {
         let Some(rule) = rule else { continue };
-        match rule.check() {
-            Ok(filters) => {
-                for filter in filters {
-                    if let Err(message) = check_user_filter(schema, model, filter) {
-                        problem("rules", format!("{verb}: {message}"));
-                    }
-                }
+        for filter in rule.row_filters() {
+            if let Err(message) = check_user_filter(schema, model, filter) {
+                problem("rules", format!("{verb}: {message}"));
             }
-            Err(message) => problem("rules", format!("{verb}: {message}")),
         }
     }
     for (field, value) in &spec.set {

@@ -20,15 +20,17 @@ jwt_secret = "the-notes-app-secret-of-32-chars-or-more"
 [models.note.fields]
 text = { type = "text" }
 owner = { type = "text" }
+public = { type = "bool", default = false }
 
 [routes.notes]
 model = "note"
-publish_fields = ["text", "owner"]
-update_fields = ["text"]
+publish_fields = ["text", "owner", "public"]
+update_fields = ["text", "public"]
 set = { owner = "$user.id" }
 
+# Staff read every note; others their own, and anyone the public ones.
 [routes.notes.rules]
-read = { any = [{ role = "staff" }, { filter = { owner = "$user.id" } }] }
+read = { any = [{ role = "staff" }, { filter = { owner = "$user.id" } }, { filter = { public = true } }] }
 create = "authenticated"
 update = { filter = { owner = "$user.id" } }
 delete = { any = [{ role = "staff" }, { filter = { owner = "$user.id" } }] }
@@ -86,8 +88,8 @@ async fn every_verb_follows_the_rules_for_each_kind_of_caller() {
     // "ok". A row the caller may not read is `not_found`, exactly as a row that does not exist.
     let cells: &[(&str, &str, Value, [&str; 4])] = &[
         //  route, verb, args,                         [anonymous, alice (owner of a), bob (not), staff]
-        ("notes", "get_single", json!({"id": a}), ["permission_denied", "ok", "not_found", "ok"]),
-        ("notes", "get_single", json!({"id": 999}), ["permission_denied", "not_found", "not_found", "not_found"]),
+        ("notes", "get_single", json!({"id": a}), ["not_found", "ok", "not_found", "ok"]),
+        ("notes", "get_single", json!({"id": 999}), ["not_found", "not_found", "not_found", "not_found"]),
         (
             "notes",
             "update",
@@ -95,7 +97,7 @@ async fn every_verb_follows_the_rules_for_each_kind_of_caller() {
             ["permission_denied", "ok", "not_found", "permission_denied"],
         ),
         ("notes", "create", json!({"text": "new"}), ["permission_denied", "ok", "ok", "ok"]),
-        ("notes", "get_list", json!({"text__startswith": "zz"}), ["permission_denied", "ok", "ok", "ok"]),
+        ("notes", "get_list", json!({"text__startswith": "zz"}), ["ok", "ok", "ok", "ok"]),
         (
             "handover",
             "update",
@@ -127,6 +129,14 @@ async fn every_verb_follows_the_rules_for_each_kind_of_caller() {
     assert_eq!(texts(staff.ok("notes", "get_list", json!({})).await), ["alice", "alice", "bob", "carol"]);
     // A filter cannot reach around the rule.
     assert!(bob.ok("notes", "get_list", json!({"owner": "alice"})).await.as_array().unwrap().is_empty());
+    assert!(anonymous.ok("notes", "get_list", json!({})).await.as_array().unwrap().is_empty());
+
+    // A public note is readable by everyone, and writable by its owner only.
+    alice.ok("notes", "update", json!({"id": a, "public": true})).await;
+    assert_eq!(texts(anonymous.ok("notes", "get_list", json!({})).await), ["alice"]);
+    assert_eq!(texts(bob.ok("notes", "get_list", json!({})).await), ["alice", "bob"]);
+    bob.err("notes", "update", json!({"id": a, "text": "bob's now"}), "permission_denied").await;
+    bob.err("notes", "delete", json!({"id": a}), "permission_denied").await;
 }
 
 #[tokio::test]
@@ -136,7 +146,8 @@ async fn subscribers_hear_only_their_rows_and_a_row_changing_owner_moves_between
     let mut bob = signed_in(&server, Some(("bob", &[]))).await;
     let mut staff = signed_in(&server, Some(("carol", &["staff"]))).await;
     let mut anonymous = signed_in(&server, None).await;
-    anonymous.err("notes", "subscribe", json!({"channel": "notes"}), "permission_denied").await;
+    anonymous.err("notes", "create", json!({"text": "anonymous"}), "permission_denied").await;
+    anonymous.subscribe("notes", "public", json!({})).await;
     let alice_channels = alice.subscribe("notes", "notes", json!({})).await;
     let bob_channels = bob.subscribe("notes", "notes", json!({})).await;
     assert_ne!(alice_channels, bob_channels, "users under an owner rule never share a channel");
@@ -158,6 +169,21 @@ async fn subscribers_hear_only_their_rows_and_a_row_changing_owner_moves_between
     // Alice can no longer touch it.
     alice.err("notes", "update", json!({"id": note["id"], "text": "mine?"}), "not_found").await;
     assert!(alice.drain_publications(QUIET).await.is_empty());
+
+    // Made public by its new owner, it enters the anonymous view (and Alice's, through the other branch of `any`);
+    // made private again, it leaves both.
+    bob.ok("notes", "update", json!({"id": note["id"], "public": true})).await;
+    for client in [&mut anonymous, &mut alice] {
+        let entered = client.next_publication(PATIENCE).await.expect("the public note enters");
+        assert_eq!((entered["action"].as_str(), &entered["data"]["id"]), (Some("created"), &note["id"]), "{entered}");
+    }
+    bob.ok("notes", "update", json!({"id": note["id"], "public": false})).await;
+    for client in [&mut anonymous, &mut alice] {
+        let left = client.next_publication(PATIENCE).await.expect("the note leaves again");
+        assert_eq!((left["action"].as_str(), &left["data"]["id"]), (Some("deleted"), &note["id"]), "{left}");
+    }
+    let updates: Vec<_> = bob.drain_publications(QUIET).await.into_iter().map(|p| p["action"].clone()).collect();
+    assert_eq!(updates, [json!("updated"), json!("updated")], "bob's note stays in bob's view");
 }
 
 #[tokio::test]
@@ -197,7 +223,7 @@ async fn tokens_are_taken_on_the_socket_and_the_upgrade_and_bad_ones_get_their_o
         }
     }
     // Still anonymous after the refusals.
-    client.err("notes", "get_list", json!({}), "permission_denied").await;
+    client.err("notes", "create", json!({"text": "anonymous"}), "permission_denied").await;
 
     // A good token on the upgrade, as `?token=` and as a bearer header.
     let good = user_token("alice", &[]);

@@ -12,7 +12,7 @@ use super::VerbError;
 use crate::filter::{Filter, Lookup};
 use crate::hub::RouteView;
 use crate::limits;
-use crate::rules::{Access, Action, Denied, Principal};
+use crate::rules::{Access, Action, Principal, RowFilter, User};
 use crate::schema::{ChannelRoute, CheckedSchema, FieldType, Model, ModelRoute, RouteKind, Schema, user_filter};
 use crate::store::OrderBy;
 use crate::value::Value;
@@ -58,6 +58,31 @@ impl Scope {
     pub(super) fn is_ruled(&self) -> bool {
         !self.names.is_empty()
     }
+}
+
+/// A rule's rows for `user` (`None`: anonymous, whose rules name no user variable) as one filter.
+fn compile_rows(
+    schema: &Schema,
+    model: &Model,
+    rows: &RowFilter,
+    user: Option<&User>,
+) -> Result<Filter, crate::filter::FilterError> {
+    Ok(match rows {
+        RowFilter::Where(args) => match user {
+            Some(user) => user_filter(schema, model, args, user)?,
+            None => Filter::parse(schema, model, args)?,
+        },
+        RowFilter::All(all) => {
+            let mut filter = Filter::default();
+            for rows in all {
+                filter = filter.and(compile_rows(schema, model, rows, user)?);
+            }
+            filter
+        }
+        RowFilter::Any(any) => {
+            Filter::either(any.iter().map(|rows| compile_rows(schema, model, rows, user)).collect::<Result<_, _>>()?)
+        }
+    })
 }
 
 /// Every route of a schema, compiled.
@@ -152,23 +177,19 @@ impl Routes {
         }
         let denied =
             |why: String| VerbError::new(ErrorCode::PermissionDenied, format!("route `{}`: {why}", route.name));
-        let filters = match rule.resolve(principal.user()) {
+        let rows = match rule.resolve(principal.user()) {
             Access::Denied(why) => return Err(denied(why.to_string())),
-            Access::Rows(filters) => filters,
+            Access::Rows(None) => return Ok(scope),
+            Access::Rows(Some(rows)) => rows,
         };
-        let user = principal.user().ok_or_else(|| denied(Denied::SignIn.to_string()))?;
-        for (i, args) in filters.iter().enumerate() {
-            // A rule checked with the schema fails here only for this user (an id that is not a number where the
-            // field holds numbers): they may touch no row.
-            let filter = user_filter(schema, &route.view.model, args, user).map_err(|e| {
-                tracing::debug!(route = %route.name, error = %e.message, "a rule does not apply to this user");
-                denied("this rule lets you touch no row".into())
-            })?;
-            scope.filter = scope.filter.and(filter);
-            for (key, value) in crate::rules::substitute(args, user) {
-                scope.names.insert(format!("@{i}.{key}"), value);
-            }
-        }
+        // A rule checked with the schema fails here only for this user (an id that is not a number where the field
+        // holds numbers): they may touch no row.
+        let filter = compile_rows(schema, &route.view.model, &rows, principal.user()).map_err(|e| {
+            tracing::debug!(route = %route.name, error = %e.message, "a rule does not apply to this user");
+            denied("this rule lets you touch no row".into())
+        })?;
+        scope.filter = scope.filter.and(filter);
+        scope.names.insert("@rule".to_owned(), rows.to_json(principal.user()));
         Ok(scope)
     }
 

@@ -129,7 +129,7 @@ impl Engine {
             LogRead::Changes { changes, head } => (changes, head),
             LogRead::Gone { .. } => return Ok(None),
         };
-        let lookups: Vec<Lookup> = filter.remote_lookups().cloned().collect();
+        let lookups: Vec<Lookup> = filter.remote_lookups().into_iter().cloned().collect();
         let images = BatchImages::of(&changes);
         let channel: Arc<str> = Arc::from(channel);
         let mut events = Vec::new();

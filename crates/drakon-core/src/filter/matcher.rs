@@ -15,9 +15,10 @@ pub trait Resolver {
 }
 
 impl Filter {
-    /// Whether the row behind `resolver` satisfies every condition.
+    /// Whether the row behind `resolver` satisfies every condition, and one alternative of every group.
     pub fn matches(&self, resolver: &dyn Resolver) -> bool {
         self.conds.iter().all(|c| c.matches(&resolver.value(&c.lookup)))
+            && self.any_of.iter().all(|group| group.iter().any(|f| f.matches(resolver)))
     }
 }
 

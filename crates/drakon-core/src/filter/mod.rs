@@ -132,10 +132,14 @@ pub struct Cond {
     pub operand: Operand,
 }
 
-/// Conditions that must all hold.
+/// Conditions that must all hold, and groups of alternatives of which one must hold in each group.
+///
+/// Clients' filters are conditions only; the alternatives come from rules joined with `any` (one user's rows are
+/// "their own, or shared"). Both compile the same way: to SQL with `AND` and `OR`, and to the in-memory matcher.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Filter {
     pub conds: Vec<Cond>,
+    pub any_of: Vec<Vec<Filter>>,
 }
 
 /// Why a filter was refused; `key` is the argument it came from.
@@ -245,17 +249,36 @@ impl Filter {
         for (key, value) in args {
             conds.push(Cond::parse(schema, model, key, value)?);
         }
-        Ok(Filter { conds })
+        Ok(Filter { conds, any_of: Vec::new() })
+    }
+
+    /// Rows that match any of `filters` (none: no row).
+    pub fn either(filters: Vec<Filter>) -> Filter {
+        Filter { conds: Vec::new(), any_of: vec![filters] }
     }
 
     pub fn and(mut self, other: Filter) -> Filter {
         self.conds.extend(other.conds);
+        self.any_of.extend(other.any_of);
         self
     }
 
-    /// Every lookup that goes through a reference, once each.
-    pub fn remote_lookups(&self) -> impl Iterator<Item = &Lookup> {
-        self.conds.iter().map(|c| &c.lookup).filter(|l| !l.is_local())
+    /// Every lookup that goes through a reference, once each, alternatives included.
+    pub fn remote_lookups(&self) -> Vec<&Lookup> {
+        let mut lookups: Vec<&Lookup> = Vec::new();
+        self.collect_remote(&mut lookups);
+        lookups
+    }
+
+    fn collect_remote<'a>(&'a self, into: &mut Vec<&'a Lookup>) {
+        for lookup in self.conds.iter().map(|c| &c.lookup).filter(|l| !l.is_local()) {
+            if !into.contains(&lookup) {
+                into.push(lookup);
+            }
+        }
+        for filter in self.any_of.iter().flatten() {
+            filter.collect_remote(into);
+        }
     }
 }
 

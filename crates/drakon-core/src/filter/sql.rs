@@ -93,20 +93,45 @@ pub fn select_where(model: &crate::Model, filter: &Filter, dialect: Dialect) -> 
 /// PostgreSQL placeholders are numbered from `$1` in the order of `params`.
 pub fn compile(filter: &Filter, alias: &str, dialect: Dialect) -> SqlCondition {
     let mut out = SqlCondition::default();
-    if filter.conds.is_empty() {
-        out.sql.push_str(match dialect {
-            Dialect::Sqlite => "1",
-            Dialect::Postgres => "TRUE",
-        });
-        return out;
+    compile_into(filter, alias, dialect, &mut out);
+    out
+}
+
+fn compile_into(filter: &Filter, alias: &str, dialect: Dialect, out: &mut SqlCondition) {
+    let (yes, no) = match dialect {
+        Dialect::Sqlite => ("1", "0"),
+        Dialect::Postgres => ("TRUE", "FALSE"),
+    };
+    if filter.conds.is_empty() && filter.any_of.is_empty() {
+        out.sql.push_str(yes);
+        return;
     }
-    for (i, cond) in filter.conds.iter().enumerate() {
-        if i > 0 {
+    let mut first = true;
+    for cond in &filter.conds {
+        if !std::mem::take(&mut first) {
             out.sql.push_str(" AND ");
         }
-        compile_cond(cond, alias, dialect, &mut out);
+        compile_cond(cond, alias, dialect, out);
     }
-    out
+    for group in &filter.any_of {
+        if !std::mem::take(&mut first) {
+            out.sql.push_str(" AND ");
+        }
+        if group.is_empty() {
+            out.sql.push_str(no);
+            continue;
+        }
+        out.sql.push('(');
+        for (i, alternative) in group.iter().enumerate() {
+            if i > 0 {
+                out.sql.push_str(" OR ");
+            }
+            out.sql.push('(');
+            compile_into(alternative, alias, dialect, out);
+            out.sql.push(')');
+        }
+        out.sql.push(')');
+    }
 }
 
 fn lookup_expr(lookup: &Lookup, alias: &str) -> String {

@@ -266,7 +266,8 @@ pub async fn text_operators_agree_on_every_tricky_text(h: &dyn StoreHarness) {
     assert_eq!(checked, 2 * 11 * TEXTS.len());
 }
 
-/// The property over random rows and filters, shrunk to a small failing case when it breaks.
+/// The property over random rows and filters (with groups of alternatives, as `any` rules give), shrunk to a small
+/// failing case when it breaks.
 pub async fn sql_and_memory_select_the_same_rows(h: &dyn StoreHarness) {
     let (store, db) = setup(h).await;
     let db: Arc<dyn Outside> = db.into();
@@ -279,13 +280,30 @@ pub async fn sql_and_memory_select_the_same_rows(h: &dyn StoreHarness) {
             prop::collection::vec(list_row(), 0..4),
             prop::collection::vec(item_row(), 0..12),
             prop::collection::vec(cond(), 1..4),
+            // Alternatives, as rules joined with `any` make them: (a AND b) OR (c) OR …, ANDed with the rest.
+            prop::collection::vec(prop::collection::vec(cond(), 1..3), 0..3),
         );
         let mut runner = TestRunner::new(Config { cases: 400, ..Config::default() });
-        let outcome = runner.run(&strategy, |(lists, items, conds)| {
+        let outcome = runner.run(&strategy, |(lists, items, conds, alternatives)| {
             let args: serde_json::Map<String, Json> = conds.into_iter().collect();
-            let filter = match Filter::parse(&schema, model, &args) {
+            let mut filter = match Filter::parse(&schema, model, &args) {
                 Ok(f) => f,
                 Err(e) => return Err(TestCaseError::reject(e.to_string())),
+            };
+            let alternatives: Vec<serde_json::Map<String, Json>> =
+                alternatives.into_iter().map(|conds| conds.into_iter().collect()).collect();
+            if !alternatives.is_empty() {
+                let parsed: Result<Vec<Filter>, _> =
+                    alternatives.iter().map(|args| Filter::parse(&schema, model, args)).collect();
+                match parsed {
+                    Ok(parsed) => filter = filter.and(Filter::either(parsed)),
+                    Err(e) => return Err(TestCaseError::reject(e.to_string())),
+                }
+            }
+            let args = {
+                let mut shown = args;
+                shown.insert("$any".into(), Json::Array(alternatives.into_iter().map(Json::Object).collect()));
+                shown
             };
             let from_sql = runtime.block_on(async {
                 fill(&*db, &lists, &items).await;
