@@ -87,7 +87,9 @@ impl Subscribers {
 struct Channel {
     route: Arc<RouteView>,
     filter: Filter,
-    index: Option<(Lookup, Vec<IndexKey>)>,
+    /// Where the channel is found in its model's index: every row it matches holds one of these keys at its lookup.
+    /// Empty: the channel is checked against every change of its model.
+    index: Vec<(Lookup, Vec<IndexKey>)>,
     subscribers: Subscribers,
 }
 
@@ -154,14 +156,28 @@ impl Resolver for RowResolver<'_> {
     }
 }
 
-fn index_choice(filter: &Filter) -> Option<(Lookup, Vec<IndexKey>)> {
-    filter.conds.iter().find_map(|c| match (&c.op, &c.operand) {
+/// Where to index a channel with `filter`: one equality (or `in`) condition every matching row meets; or, for a
+/// group of alternatives (a rule joined with `any`) each of which has one, all of theirs, since a matching row meets
+/// one of the alternatives. Empty when there is no such condition.
+fn index_choice(filter: &Filter) -> Vec<(Lookup, Vec<IndexKey>)> {
+    let direct = filter.conds.iter().find_map(|c| match (&c.op, &c.operand) {
         (Op::Eq, Operand::One(v)) => Some((c.lookup.clone(), vec![v.index_key()?])),
         (Op::In, Operand::List(vs)) => {
             Some((c.lookup.clone(), vs.iter().map(Value::index_key).collect::<Option<_>>()?))
         }
         _ => None,
-    })
+    });
+    if let Some(entry) = direct {
+        return vec![entry];
+    }
+    filter
+        .any_of
+        .iter()
+        .find_map(|group| {
+            let entries: Vec<Vec<_>> = group.iter().map(index_choice).collect();
+            (!group.is_empty() && entries.iter().all(|e| !e.is_empty())).then(|| entries.concat())
+        })
+        .unwrap_or_default()
 }
 
 impl Hub {
@@ -210,16 +226,14 @@ impl Hub {
         }
         let name: Arc<str> = Arc::from(name);
         let index = index_choice(filter);
-        match &index {
-            Some((lookup, keys)) => {
-                let buckets = models.index.entry(lookup.clone()).or_default();
-                for key in keys {
-                    buckets.entry(key.clone()).or_default().insert(name.clone());
-                }
+        for (lookup, keys) in &index {
+            let buckets = models.index.entry(lookup.clone()).or_default();
+            for key in keys {
+                buckets.entry(key.clone()).or_default().insert(name.clone());
             }
-            None => {
-                models.scan.insert(name.clone());
-            }
+        }
+        if index.is_empty() {
+            models.scan.insert(name.clone());
         }
         for lookup in filter.remote_lookups() {
             *models.remote.entry(lookup.clone()).or_default() += 1;
@@ -433,25 +447,23 @@ fn drop_model_subscriber(models: &mut ModelChannels, name: &str, conn: ConnId) {
         return;
     }
     let Some((name, channel)) = models.channels.remove_entry(name) else { return };
-    match &channel.index {
-        Some((lookup, keys)) => {
-            if let Some(buckets) = models.index.get_mut(lookup) {
-                for key in keys {
-                    if let Some(names) = buckets.get_mut(key) {
-                        names.remove(&name);
-                        if names.is_empty() {
-                            buckets.remove(key);
-                        }
+    for (lookup, keys) in &channel.index {
+        if let Some(buckets) = models.index.get_mut(lookup) {
+            for key in keys {
+                if let Some(names) = buckets.get_mut(key) {
+                    names.remove(&name);
+                    if names.is_empty() {
+                        buckets.remove(key);
                     }
                 }
-                if buckets.is_empty() {
-                    models.index.remove(lookup);
-                }
+            }
+            if buckets.is_empty() {
+                models.index.remove(lookup);
             }
         }
-        None => {
-            models.scan.remove(&name);
-        }
+    }
+    if channel.index.is_empty() {
+        models.scan.remove(&name);
     }
     for lookup in channel.filter.remote_lookups() {
         if let Some(count) = models.remote.get_mut(lookup) {

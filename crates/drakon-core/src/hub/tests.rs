@@ -157,6 +157,29 @@ fn a_change_costs_the_matching_channels_not_all_of_them() {
 }
 
 #[test]
+fn channels_of_alternatives_are_indexed_under_each_alternative() {
+    let f = Fixture::new();
+    let (conn, rx) = f.connect(2_048);
+    let parse = |filter: Json| Filter::parse(&f.schema, &f.route.model, filter.as_object().unwrap()).unwrap();
+    // "list N, or anything done", as a rule joined with `any` gives, for 1,000 lists.
+    for list in 1..=1_000 {
+        let filter = Filter::either(vec![parse(json!({"todo_list__id": list})), parse(json!({"done": true}))]);
+        f.hub.subscribe_model(conn, &f.route, &format!("todo-item|@rule:{list}"), &filter);
+    }
+    // An alternative without an indexable condition leaves the channel to be checked on every change.
+    let unindexed = Filter::either(vec![parse(json!({"todo_list__id": 1})), parse(json!({"text__contains": "z"}))]);
+    f.hub.subscribe_model(conn, &f.route, "todo-item|@rule:scan", &unindexed);
+
+    let in_list_7 = f.deliver(None, Some(item(1, "a", false, "", 7)));
+    assert_eq!(in_list_7, Delivery { candidates: 2, queued: 1 }, "list 7's channel, and the unindexed one");
+    let done = f.deliver(Some(item(1, "a", false, "", 7)), Some(item(1, "a", true, "", 7)));
+    assert_eq!(done, Delivery { candidates: 1_001, queued: 1_000 }, "every channel takes done rows");
+    assert_eq!(frames(&rx).len(), 1_001);
+    f.hub.unsubscribe_model(conn, "todo_item", "todo-item|@rule:7");
+    assert_eq!(f.deliver(None, Some(item(2, "a", false, "", 7))), Delivery { candidates: 1, queued: 0 });
+}
+
+#[test]
 fn subscribers_of_one_channel_share_one_encoded_frame() {
     let f = Fixture::new();
     let (a, rx_a) = f.connect(4);
