@@ -116,6 +116,12 @@ pub const DEFAULT_MAX_PENDING_PER_ADDRESS: usize = 1024;
 /// How long an admin login lasts before the admin logs in again; logging out ends it at once.
 pub const ADMIN_LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
 
+/// How many requests one connection may send per second, on average; a burst of as many again is let through. A
+/// request beyond that is answered `rate_limited` without being run, and the connection stays open. Generous for
+/// any page (the demo sends a handful a second at most) and for a bulk importer, it keeps one client from
+/// monopolising the server.
+pub const DEFAULT_MAX_REQUESTS_PER_SECOND: u32 = 200;
+
 /// How long before a session's token expires the client is asked for a fresh one (`{"auth":"expiring"}`).
 pub const TOKEN_REFRESH_NOTICE: Duration = Duration::from_secs(30);
 

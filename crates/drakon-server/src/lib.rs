@@ -49,6 +49,8 @@ pub struct ServerOptions {
     /// Connections one client address may hold that have not yet sent a whole request head; more are closed at
     /// accept.
     pub max_pending_per_address: usize,
+    /// Requests one connection may send per second (with a burst of as many again); more are `rate_limited`.
+    pub max_requests_per_second: u32,
     /// Origins besides the server's own whose pages may open WebSockets and use the admin cookie
     /// (`http://app.example:3000`; `*` for any).
     pub allowed_origins: Vec<String>,
@@ -68,6 +70,7 @@ impl Default for ServerOptions {
             static_dir: None,
             request_head_timeout: limits::DEFAULT_REQUEST_HEAD_TIMEOUT,
             max_pending_per_address: limits::DEFAULT_MAX_PENDING_PER_ADDRESS,
+            max_requests_per_second: limits::DEFAULT_MAX_REQUESTS_PER_SECOND,
             allowed_origins: Vec::new(),
             identity: None,
         }

@@ -66,6 +66,7 @@ pub async fn answer(
     engine: &Engine,
     identity: Option<&Identity>,
     session: &mut Session,
+    rate: &mut RateLimit,
     text: &str,
     max_bytes: usize,
 ) -> Option<Bytes> {
@@ -75,7 +76,10 @@ pub async fn answer(
     match protocol.decode(text) {
         Decoded::Heartbeat => None,
         Decoded::Request(Request { route, verb, args, callbackname, page }) => {
-            let result = if route == SERVER_ROUTE {
+            let result = if !rate.take() {
+                let message = format!("more than {} requests a second; slow down", rate.per_second);
+                Err(VerbError::new(ErrorCode::RateLimited, message))
+            } else if route == SERVER_ROUTE {
                 server_verb(identity, session, &verb, &args)
             } else {
                 engine.handle(session, &route, &verb, args, page).await
@@ -83,6 +87,34 @@ pub async fn answer(
             Some(protocol.reply(ReplyTo { callbackname: callbackname.as_deref(), verb: &verb, page }, result))
         }
         Decoded::Invalid(reply) => Some(reply),
+    }
+}
+
+/// A connection's request budget: a token bucket holding up to one second's worth, refilled continuously.
+#[derive(Debug)]
+pub struct RateLimit {
+    per_second: u32,
+    tokens: f32,
+    refilled: std::time::Instant,
+}
+
+impl RateLimit {
+    pub fn new(per_second: u32) -> RateLimit {
+        // A burst of as many again as the rate: a page that opens with a flurry of subscriptions is not slowed.
+        RateLimit { per_second, tokens: 2.0 * per_second as f32, refilled: std::time::Instant::now() }
+    }
+
+    /// Spends one request; false when the budget is gone.
+    fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f32() * self.per_second as f32;
+        self.tokens = (self.tokens + earned).min(2.0 * self.per_second as f32);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
     }
 }
 

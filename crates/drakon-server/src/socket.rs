@@ -208,6 +208,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let engine = state.engine.clone();
     let mut session = engine.open_session(outbox.clone(), principal);
     session.expires = expires;
+    let mut rate = crate::protocol::RateLimit::new(state.options.max_requests_per_second);
     // Armed only for a session whose token expires: first the notice asking for a fresh one, then the close.
     let mut expiry = expires.map(Expiry::arm);
     let conn = session.conn;
@@ -314,7 +315,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             // Boxed: a request's future is large, and inline it would sit in every idle connection's task.
             Message::Text(t) => {
                 let identity = options.identity.as_deref();
-                Box::pin(answer(protocol, &engine, identity, &mut session, &t, options.max_frame_bytes)).await
+                Box::pin(answer(protocol, &engine, identity, &mut session, &mut rate, &t, options.max_frame_bytes))
+                    .await
             }
             Message::Binary(_) => {
                 Some(protocol.refusal(ErrorCode::BadJson, "binary frames are not supported; send JSON as text frames"))

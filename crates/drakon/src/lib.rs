@@ -171,6 +171,7 @@ impl App {
             static_dir: server.static_dir.clone(),
             request_head_timeout: server.request_head_timeout,
             max_pending_per_address: server.max_pending_per_address,
+            max_requests_per_second: server.max_requests_per_second,
             allowed_origins: server.allowed_origins.clone(),
             identity,
         };

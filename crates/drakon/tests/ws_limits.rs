@@ -169,3 +169,24 @@ async fn sigterm_closes_every_connection_with_1001_and_exits_0() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[tokio::test]
+async fn requests_past_the_rate_limit_get_rate_limited_and_the_budget_refills() {
+    let server = spawn(&todo_with_server("max_requests_per_second = 5")).await;
+    let mut client = server.client().await;
+    let mut other = server.client().await;
+    // A burst of twice the rate goes through; then each request is refused, without being run.
+    let mut codes = Vec::new();
+    for i in 0..14 {
+        let reply = client.call("todo-list", "create", json!({"name": format!("list {i}")})).await;
+        codes.push(reply["data"]["code"].as_str().unwrap_or("ok").to_owned());
+    }
+    let ok = codes.iter().filter(|c| *c == "ok").count();
+    assert!((10..=11).contains(&ok), "{codes:?}");
+    assert!(codes[ok..].iter().all(|c| c == "rate_limited"), "{codes:?}");
+    let lists = other.ok("todo-list", "get_list", json!({})).await;
+    assert_eq!(lists.as_array().map(Vec::len), Some(ok), "refused requests did not run");
+    // Another connection has its own budget, and this one earns requests back at the rate.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_alive(&mut client, "the rate limit").await;
+}

@@ -133,6 +133,8 @@ pub struct ServerConfig {
     pub request_head_timeout: Duration,
     /// Connections one client address may hold open before sending a whole request head.
     pub max_pending_per_address: usize,
+    /// Requests one connection may send per second (with a burst of as many again).
+    pub max_requests_per_second: u32,
     /// Origins besides the server's own whose pages may open WebSockets and use the admin cookie (`*` for any).
     pub allowed_origins: Vec<String>,
 }
@@ -157,6 +159,7 @@ impl Default for ServerConfig {
             redis_ca_file: None,
             request_head_timeout: limits::DEFAULT_REQUEST_HEAD_TIMEOUT,
             max_pending_per_address: limits::DEFAULT_MAX_PENDING_PER_ADDRESS,
+            max_requests_per_second: limits::DEFAULT_MAX_REQUESTS_PER_SECOND,
             allowed_origins: Vec::new(),
         }
     }
@@ -183,6 +186,7 @@ impl fmt::Debug for ServerConfig {
             .field("redis_ca_file", &self.redis_ca_file)
             .field("request_head_timeout", &self.request_head_timeout)
             .field("max_pending_per_address", &self.max_pending_per_address)
+            .field("max_requests_per_second", &self.max_requests_per_second)
             .field("allowed_origins", &self.allowed_origins)
             .finish()
     }

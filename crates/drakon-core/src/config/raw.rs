@@ -53,6 +53,7 @@ pub(super) struct RawServer {
     pub(super) redis_ca_file: Option<Spanned<String>>,
     pub(super) request_head_timeout_secs: Option<Spanned<i64>>,
     pub(super) max_pending_per_address: Option<Spanned<i64>>,
+    pub(super) max_requests_per_second: Option<Spanned<i64>>,
     pub(super) allowed_origins: Option<Vec<Spanned<String>>>,
 }
 

@@ -145,6 +145,9 @@ impl<'a> Reader<'a> {
         if let Some(secs) = self.number("request_head_timeout_secs", raw.request_head_timeout_secs.as_ref(), 1) {
             server.request_head_timeout = Duration::from_secs(secs);
         }
+        if let Some(n) = self.number("max_requests_per_second", raw.max_requests_per_second.as_ref(), 1) {
+            server.max_requests_per_second = n;
+        }
         if let Some(n) = self.number("max_pending_per_address", raw.max_pending_per_address.as_ref(), 1) {
             server.max_pending_per_address = n;
         }

@@ -202,11 +202,13 @@ fn server_keys_override_defaults() {
                 "[server]",
                 "request_head_timeout_secs = 5",
                 "max_pending_per_address = 2000",
+                "max_requests_per_second = 50",
                 "allowed_origins = [\"https://app.example:8443\", \"http://localhost:3000\"]",
             ],
             ServerConfig {
                 request_head_timeout: Duration::from_secs(5),
                 max_pending_per_address: 2000,
+                max_requests_per_second: 50,
                 allowed_origins: vec!["https://app.example:8443".into(), "http://localhost:3000".into()],
                 ..defaults.clone()
             },
@@ -275,7 +277,7 @@ fn broken_configs_report_each_problem_at_its_line() {
             &[(
                 2,
                 "unknown field `port`, expected one of `bind`, `database`, `max_frame_bytes`, `max_subscriptions`, \
-                 `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`, `redis_url`, `redis_sharded`, `redis_ca_file`, `request_head_timeout_secs`, `max_pending_per_address`, `allowed_origins`",
+                 `idle_timeout_secs`, `ping_interval_secs`, `heartbeat_secs`, `api_key`, `admin_secret`, `static_dir`, `log_retention_count`, `log_retention_secs`, `database_url`, `redis_url`, `redis_sharded`, `redis_ca_file`, `request_head_timeout_secs`, `max_pending_per_address`, `max_requests_per_second`, `allowed_origins`",
             )],
         ),
         (
