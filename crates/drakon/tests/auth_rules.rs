@@ -6,58 +6,10 @@
 
 mod common;
 
-use common::{BIN, QUIET};
+use common::{BIN, NOTES, QUIET, now, token, user_token};
 use drakon_testkit::{Client, PATIENCE, TestServer};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
-
-const SECRET: &str = "the-notes-app-secret-of-32-chars-or-more";
-
-const NOTES: &str = r#"
-[auth]
-jwt_secret = "the-notes-app-secret-of-32-chars-or-more"
-
-[models.note.fields]
-text = { type = "text" }
-owner = { type = "text" }
-public = { type = "bool", default = false }
-
-[routes.notes]
-model = "note"
-publish_fields = ["text", "owner", "public"]
-update_fields = ["text", "public"]
-set = { owner = "$user.id" }
-
-# Staff read every note; others their own, and anyone the public ones.
-[routes.notes.rules]
-read = { any = [{ role = "staff" }, { filter = { owner = "$user.id" } }, { filter = { public = true } }] }
-create = "authenticated"
-update = { filter = { owner = "$user.id" } }
-delete = { any = [{ role = "staff" }, { filter = { owner = "$user.id" } }] }
-
-# Staff hand notes over to another user.
-[routes.handover]
-model = "note"
-publish_fields = ["owner"]
-update_fields = ["owner"]
-verbs = ["update"]
-
-[routes.handover.rules]
-update = { role = "staff" }
-read = { role = "staff" }
-"#;
-
-fn now() -> i64 {
-    jsonwebtoken::get_current_timestamp() as i64
-}
-
-fn token(claims: Value) -> String {
-    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes()).expect("a key")).expect("a token")
-}
-
-fn user_token(id: &str, roles: &[&str]) -> String {
-    token(json!({"sub": id, "exp": now() + 600, "roles": roles, "info": {"name": id}}))
-}
 
 /// A client signed in as `id` with `roles` (none: anonymous), through the `auth` request.
 async fn signed_in(server: &TestServer, who: Option<(&str, &[&str])>) -> Client {

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use drakon_testkit::{Client, PATIENCE, TestServer};
+use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -259,4 +260,58 @@ pub fn e2e_dir() -> std::path::PathBuf {
         "the browser tests need their packages: (cd tests/e2e && npm ci) (scripts/test.sh does this)"
     );
     e2e
+}
+
+/// The HS256 secret of [`NOTES`].
+pub const SECRET: &str = "the-notes-app-secret-of-32-chars-or-more";
+
+/// A notes app with users: each note has an owner (set by the server) and may be public; staff read every note
+/// and hand notes over.
+pub const NOTES: &str = r#"
+[auth]
+jwt_secret = "the-notes-app-secret-of-32-chars-or-more"
+
+[models.note.fields]
+text = { type = "text" }
+owner = { type = "text" }
+public = { type = "bool", default = false }
+
+[routes.notes]
+model = "note"
+publish_fields = ["text", "owner", "public"]
+update_fields = ["text", "public"]
+set = { owner = "$user.id" }
+
+# Staff read every note; others their own, and anyone the public ones.
+[routes.notes.rules]
+read = { any = [{ role = "staff" }, { filter = { owner = "$user.id" } }, { filter = { public = true } }] }
+create = "authenticated"
+update = { filter = { owner = "$user.id" } }
+delete = { any = [{ role = "staff" }, { filter = { owner = "$user.id" } }] }
+
+# Staff hand notes over to another user.
+[routes.handover]
+model = "note"
+publish_fields = ["owner"]
+update_fields = ["owner"]
+verbs = ["update"]
+
+[routes.handover.rules]
+update = { role = "staff" }
+read = { role = "staff" }
+"#;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    jsonwebtoken::get_current_timestamp() as i64
+}
+
+/// A token signed with [`SECRET`].
+pub fn token(claims: Value) -> String {
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes()).expect("a key")).expect("a token")
+}
+
+/// A token for user `id` with `roles`, valid for ten minutes.
+pub fn user_token(id: &str, roles: &[&str]) -> String {
+    token(json!({"sub": id, "exp": now() + 600, "roles": roles, "info": {"name": id}}))
 }
