@@ -113,8 +113,9 @@ pub struct Common {
     /// drakon nodes in `nodes` (default: one per 16,000 connections).
     #[arg(long)]
     pub nodes: Option<usize>,
-    /// Connections the writes of `writes` and `selective` are sent over.
-    #[arg(long, default_value_t = 2)]
+    /// Connections the writes of `writes` and `selective` are sent over: at 1,000 writes/s, 125 a second each, within
+    /// the server's default request budget per connection (200 a second).
+    #[arg(long, default_value_t = 8)]
     pub writers: usize,
     /// Connections being opened at once over all workers: a reconnect storm, not a trickle. More than the
     /// server's listen backlog overflows its accept queue, and those clients retry a second later.

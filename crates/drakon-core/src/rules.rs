@@ -20,6 +20,8 @@ pub struct User {
     pub roles: Vec<String>,
     /// Public information about the user (a name, an avatar), given to whoever may see the user.
     pub info: Json,
+    /// When the credentials that signed the user in expire (seconds since the Unix epoch), if they do.
+    pub expires: Option<u64>,
 }
 
 impl User {
@@ -286,7 +288,7 @@ mod tests {
     use super::*;
 
     fn user(id: &str, roles: &[&str]) -> User {
-        User { id: id.into(), roles: roles.iter().map(|r| r.to_string()).collect(), info: Json::Null }
+        User { id: id.into(), roles: roles.iter().map(|r| r.to_string()).collect(), info: Json::Null, expires: None }
     }
 
     fn rule(value: Json) -> Rule {

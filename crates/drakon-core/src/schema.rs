@@ -649,7 +649,7 @@ fn rule_problems(schema: &Schema, model: &Model, spec: &ModelRoute) -> Vec<(&'st
 /// Whether a rule's row filter parses on `model` once `$user.id` stands for a user id, as text or, for integer
 /// fields, as a number.
 fn check_user_filter(schema: &Schema, model: &Model, filter: &Args) -> Result<(), String> {
-    let sample = crate::rules::User { id: "1".into(), roles: Vec::new(), info: Json::Null };
+    let sample = crate::rules::User { id: "1".into(), roles: Vec::new(), info: Json::Null, expires: None };
     user_filter(schema, model, filter, &sample).map(drop).map_err(|e| e.message)
 }
 

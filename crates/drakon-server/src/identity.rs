@@ -90,8 +90,8 @@ impl Identity {
         Ok(Identity { keys, roles_claim: auth.roles_claim.clone(), info_claim: auth.info_claim.clone() })
     }
 
-    /// The user a token names, and when it expires (seconds since the epoch).
-    pub fn verify(&self, token: &str) -> Result<(Arc<User>, u64), Refused> {
+    /// The user a token names, with when the token expires.
+    pub fn verify(&self, token: &str) -> Result<Arc<User>, Refused> {
         let algorithm = header_algorithm(token)?;
         let Some((key, validation)) = self.keys.iter().find(|(_, v)| v.algorithms.iter().any(|a| a == &algorithm))
         else {
@@ -132,8 +132,8 @@ impl Identity {
             }
         };
         let info = claims.get(&self.info_claim).cloned().unwrap_or(Json::Null);
-        let expires = claims.get("exp").and_then(Json::as_u64).unwrap_or(0);
-        Ok((Arc::new(User { id, roles, info }), expires))
+        let expires = claims.get("exp").and_then(Json::as_u64);
+        Ok(Arc::new(User { id, roles, info, expires }))
     }
 }
 
@@ -191,12 +191,12 @@ mod tests {
     fn a_good_token_names_its_user_and_every_bad_one_has_its_own_code() {
         let id = identity(None);
         let good = json!({"sub": "7", "exp": now() + 60, "roles": ["staff"], "info": {"name": "Alice"}});
-        let (user, exp) = id.verify(&token(good.clone(), SECRET)).expect("accepted");
+        let user = id.verify(&token(good.clone(), SECRET)).expect("accepted");
         assert_eq!(
             (user.id.as_str(), user.roles.clone(), user.info.clone()),
             ("7", vec!["staff".into()], json!({"name": "Alice"}))
         );
-        assert_eq!(exp as i64, good["exp"].as_i64().unwrap());
+        assert_eq!(user.expires.map(|e| e as i64), good["exp"].as_i64());
 
         let table = [
             ("garbage".to_owned(), ErrorCode::TokenMalformed),

@@ -64,20 +64,19 @@ pub trait Protocol: Encoding + 'static {
 pub async fn answer(
     protocol: &dyn Protocol,
     engine: &Engine,
-    identity: Option<&Identity>,
     session: &mut Session,
-    rate: &mut RateLimit,
+    gate: Gate<'_>,
     text: &str,
-    max_bytes: usize,
 ) -> Option<Bytes> {
+    let Gate { identity, budget, per_second, max_bytes } = gate;
     if text.len() > max_bytes {
         return Some(protocol.refusal(ErrorCode::FrameTooLarge, &format!("frames may be at most {max_bytes} bytes")));
     }
     match protocol.decode(text) {
         Decoded::Heartbeat => None,
         Decoded::Request(Request { route, verb, args, callbackname, page }) => {
-            let result = if !rate.take() {
-                let message = format!("more than {} requests a second; slow down", rate.per_second);
+            let result = if !budget.take(per_second) {
+                let message = format!("more than {per_second} requests a second; slow down");
                 Err(VerbError::new(ErrorCode::RateLimited, message))
             } else if route == SERVER_ROUTE {
                 server_verb(identity, session, &verb, &args)
@@ -90,26 +89,44 @@ pub async fn answer(
     }
 }
 
+/// What [`answer`] checks a message against before the engine sees it: its size, the connection's request budget,
+/// and (for `auth`) the server's keys.
+pub struct Gate<'a> {
+    pub identity: Option<&'a Identity>,
+    pub budget: &'a mut RateLimit,
+    /// Requests a second the budget refills at.
+    pub per_second: u32,
+    pub max_bytes: usize,
+}
+
 /// A connection's request budget: a token bucket holding up to one second's worth, refilled continuously.
 #[derive(Debug)]
+/// Eight bytes, as it lives in every connection's task: the refill time is milliseconds on a process-wide clock, and
+/// the rate is the server's, given to each call.
 pub struct RateLimit {
-    per_second: u32,
     tokens: f32,
-    refilled: std::time::Instant,
+    refilled_ms: u32,
+}
+
+/// Milliseconds since the first call, wrapping every 49 days (elapsed times are taken with wrapping arithmetic): a
+/// four-byte timestamp for what every connection keeps.
+pub fn clock_ms() -> u32 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u32
 }
 
 impl RateLimit {
     pub fn new(per_second: u32) -> RateLimit {
         // A burst of as many again as the rate: a page that opens with a flurry of subscriptions is not slowed.
-        RateLimit { per_second, tokens: 2.0 * per_second as f32, refilled: std::time::Instant::now() }
+        RateLimit { tokens: 2.0 * per_second as f32, refilled_ms: clock_ms() }
     }
 
-    /// Spends one request; false when the budget is gone.
-    fn take(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        let earned = now.duration_since(self.refilled).as_secs_f32() * self.per_second as f32;
-        self.tokens = (self.tokens + earned).min(2.0 * self.per_second as f32);
-        self.refilled = now;
+    /// Spends one request at `per_second`; false when the budget is gone.
+    fn take(&mut self, per_second: u32) -> bool {
+        let now = clock_ms();
+        let earned = now.wrapping_sub(self.refilled_ms) as f32 / 1000.0 * per_second as f32;
+        self.tokens = (self.tokens + earned).min(2.0 * per_second as f32);
+        self.refilled_ms = now;
         if self.tokens < 1.0 {
             return false;
         }
@@ -137,7 +154,7 @@ fn server_verb(
     let Some(identity) = identity else {
         return Err(VerbError::new(ErrorCode::PermissionDenied, "this server takes no tokens: configure [auth]"));
     };
-    let (user, expires) = identity.verify(token).map_err(|r| VerbError::new(r.code, r.message))?;
+    let user = identity.verify(token).map_err(|r| VerbError::new(r.code, r.message))?;
     // What a session holds was chosen by its user's rules; another user must start a new session.
     let same_user = session.principal.user().is_some_and(|u| u.id == user.id);
     if session.is_subscribed() && !same_user {
@@ -146,9 +163,8 @@ fn server_verb(
             "sign in before subscribing: a session's subscriptions belong to the user who made them",
         ));
     }
-    let reply = json!({"user": {"id": user.id, "roles": user.roles, "info": user.info}, "expires": expires});
+    let reply = json!({"user": {"id": user.id, "roles": user.roles, "info": user.info}, "expires": user.expires});
     session.principal = Principal::User(user);
-    session.expires = Some(expires);
     Ok(Outcome { data: Payload::Json(reply), client_context: None, channel: None })
 }
 

@@ -28,8 +28,6 @@ pub struct Session {
     /// The session's id on this node; the hub knows its queue by it.
     pub conn: ConnId,
     pub principal: Principal,
-    /// When the credentials that named the principal expire (seconds since the Unix epoch), if they do.
-    pub expires: Option<u64>,
     /// Where the hub pushes this session's events.
     outbox: Arc<Outbox>,
     /// The server channels this session holds. A list, not a tree: a session holds a handful, and a B-tree's first
@@ -57,7 +55,7 @@ impl Session {
     /// A session acting for `principal` whose events go to `outbox`, registered with the hub.
     pub(super) fn open(hub: &Hub, outbox: Arc<Outbox>, principal: Principal) -> Session {
         let conn = hub.register(outbox.clone());
-        Session { conn, principal, expires: None, outbox, subs: Vec::new(), count: 0 }
+        Session { conn, principal, outbox, subs: Vec::new(), count: 0 }
     }
 
     /// The session's bounded queue of events.
@@ -73,6 +71,11 @@ impl Session {
             Principal::User(user) => user.has_role(crate::rules::STAFF_ROLE),
             Principal::Anonymous => false,
         }
+    }
+
+    /// When the credentials that signed the session's user in expire (seconds since the Unix epoch), if they do.
+    pub fn expires(&self) -> Option<u64> {
+        self.principal.user().and_then(|u| u.expires)
     }
 
     /// Whether this session holds any subscription.
