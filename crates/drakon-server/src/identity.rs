@@ -187,6 +187,58 @@ mod tests {
         format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(claims))
     }
 
+    /// A key pair made by `openssl genpkey` (`-algorithm RSA` or `ed25519`) in `dir`: the private and public PEM.
+    fn key_pair(dir: &std::path::Path, algorithm: &str) -> (Vec<u8>, std::path::PathBuf) {
+        let (private, public) = (dir.join(format!("{algorithm}.pem")), dir.join(format!("{algorithm}.pub.pem")));
+        let run = |args: &[&str]| {
+            let status =
+                std::process::Command::new("openssl").args(args).status().expect("openssl (apt install openssl)");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        run(&["genpkey", "-algorithm", algorithm, "-out", private.to_str().unwrap()]);
+        run(&["pkey", "-in", private.to_str().unwrap(), "-pubout", "-out", public.to_str().unwrap()]);
+        (std::fs::read(&private).unwrap(), public)
+    }
+
+    #[test]
+    fn public_keys_accept_their_own_algorithm_and_refuse_the_confused_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let claims = json!({"sub": "7", "exp": now() + 60});
+        for (algorithm, alg) in [("RSA", Algorithm::RS256), ("ed25519", Algorithm::EdDSA)] {
+            let (private, public) = key_pair(dir.path(), algorithm);
+            let auth = AuthConfig {
+                jwt_secret: None,
+                jwt_public_key_file: Some(public.clone()),
+                issuer: None,
+                audience: None,
+                roles_claim: "roles".into(),
+                info_claim: "info".into(),
+            };
+            let id = Identity::from_config(&auth).expect("an identity");
+            let key = match alg {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(&private),
+                _ => EncodingKey::from_ed_pem(&private),
+            }
+            .expect("a signing key");
+            let signed = encode(&Header::new(alg), &claims, &key).expect("a token");
+            assert_eq!(id.verify(&signed).expect("accepted").id, "7", "{algorithm}");
+            // HS256 keyed with the public key, which anyone has: algorithm confusion, refused before any signature.
+            let confused = token(claims.clone(), std::str::from_utf8(&std::fs::read(&public).unwrap()).unwrap());
+            assert_eq!(id.verify(&confused).unwrap_err().code, ErrorCode::TokenBadSignature, "{algorithm}");
+        }
+        let bad = dir.path().join("not-a-key.pem");
+        std::fs::write(&bad, "hello").unwrap();
+        let auth = AuthConfig {
+            jwt_secret: None,
+            jwt_public_key_file: Some(bad),
+            issuer: None,
+            audience: None,
+            roles_claim: "roles".into(),
+            info_claim: "info".into(),
+        };
+        assert!(Identity::from_config(&auth).unwrap_err().contains("no RSA or Ed25519 public key"));
+    }
+
     #[test]
     fn a_good_token_names_its_user_and_every_bad_one_has_its_own_code() {
         let id = identity(None);

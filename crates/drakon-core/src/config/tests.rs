@@ -450,6 +450,11 @@ fn broken_configs_report_each_problem_at_its_line() {
             ],
         ),
         (
+            "an [auth] secret too short to resist brute force, an empty key file",
+            &["[auth]", "jwt_secret = \"short\"", "jwt_public_key_file = \"\""],
+            &[(2, "jwt_secret must be at least 32 characters (RFC 7518 §3.2)"), (3, "jwt_public_key_file is empty")],
+        ),
+        (
             "bad fixed filter",
             &["[models.a.fields]", "[routes.r]", "model = \"a\"", "filters = { nope = 1 }"],
             &[(4, "fixed filter is invalid: model `a` has no field `nope`")],
