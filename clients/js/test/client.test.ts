@@ -23,10 +23,14 @@ function opened(options: ConnectOptions = {}): { client: Client; ws: FakeSocket 
   return { client, ws };
 }
 
-/** Advances past the longest possible backoff delay and returns the socket of the next attempt. */
+/**
+ * Advances past the longest possible backoff delay and returns the socket of the next attempt. One millisecond
+ * short of the cap: a delay is below it, and the new attempt's connect timeout (10 s) must not fire too, which it
+ * did when the random delay came out as 0 (one run in 250 failed).
+ */
 function nextAttempt(options: { maxDelayMs?: number } = {}): FakeSocket {
   const before = FakeSocket.instances.length;
-  vi.advanceTimersByTime(options.maxDelayMs ?? 10_000);
+  vi.advanceTimersByTime((options.maxDelayMs ?? 10_000) - 1);
   expect(FakeSocket.instances.length).toBe(before + 1);
   return FakeSocket.last;
 }
@@ -573,6 +577,19 @@ function subscribes(ws: FakeSocket): ReturnType<FakeSocket['lastRequest']>[] {
 }
 
 describe('resume after a reconnect', () => {
+  it('resubscribes on the next socket even when the random delay comes out as 0', async () => {
+    vi.spyOn(Math, 'random').mockReturnValue(0);
+    const { client, ws } = opened();
+    const live = client.live('todo-item');
+    ws.replySubscribe(ws.lastRequest(), REMOTE, { rows: [], offset: 1 });
+    await live.ready;
+    ws.drop();
+    const ws2 = nextAttempt();
+    ws2.open();
+    await flush();
+    expect(subscribes(ws2).length).toBe(1);
+  });
+
   it.each(resumeCases.map((c) => [c.name, c] as const))('%s', async (_, c) => {
     const { ws, items, changes } = await liveAt10({ callTimeoutMs: TIMEOUT_MS });
     expect(items.lastOffset).toBe(10);
