@@ -661,12 +661,10 @@ pub fn user_filter(
     filter: &Args,
     user: &crate::rules::User,
 ) -> Result<Filter, crate::filter::FilterError> {
-    let args = crate::rules::substitute(filter, user);
+    let mut args = crate::rules::substitute(filter, user);
     match Filter::parse(schema, model, &args) {
         Err(e) if e.code == ErrorCode::WrongType => {
             let Ok(number) = user.id.parse::<i64>() else { return Err(e) };
-            let numeric = crate::rules::User { id: String::new(), ..user.clone() };
-            let mut args = crate::rules::substitute(filter, &numeric);
             for (key, value) in args.iter_mut() {
                 if filter.get(key).is_some_and(|v| v == crate::rules::USER_ID) {
                     *value = Json::from(number);

@@ -63,12 +63,13 @@ pub struct PublishBody {
     data: Value,
 }
 
+/// The credential of an `Authorization: Bearer <credential>` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "))
+}
+
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-drakon-key").and_then(|v| v.to_str().ok()))
+    bearer(headers).or_else(|| headers.get("x-drakon-key").and_then(|v| v.to_str().ok()))
 }
 
 /// Compares in time independent of where the strings differ, so the key cannot be guessed byte by byte.

@@ -161,16 +161,20 @@ mod tests {
 
     const SECRET: &str = "a-test-secret-of-at-least-32-chars!!";
 
-    fn identity(audience: Option<&str>) -> Identity {
-        let auth = AuthConfig {
-            jwt_secret: Some(SECRET.into()),
-            jwt_public_key_file: None,
+    /// `[auth]` with an HS256 secret or a public key file, and an audience.
+    fn config(secret: Option<&str>, key_file: Option<std::path::PathBuf>, audience: Option<&str>) -> AuthConfig {
+        AuthConfig {
+            jwt_secret: secret.map(str::to_owned),
+            jwt_public_key_file: key_file,
             issuer: None,
             audience: audience.map(str::to_owned),
             roles_claim: "roles".into(),
             info_claim: "info".into(),
-        };
-        Identity::from_config(&auth).expect("an identity")
+        }
+    }
+
+    fn identity(audience: Option<&str>) -> Identity {
+        Identity::from_config(&config(Some(SECRET), None, audience)).expect("an identity")
     }
 
     fn now() -> i64 {
@@ -206,15 +210,7 @@ mod tests {
         let claims = json!({"sub": "7", "exp": now() + 60});
         for (algorithm, alg) in [("RSA", Algorithm::RS256), ("ed25519", Algorithm::EdDSA)] {
             let (private, public) = key_pair(dir.path(), algorithm);
-            let auth = AuthConfig {
-                jwt_secret: None,
-                jwt_public_key_file: Some(public.clone()),
-                issuer: None,
-                audience: None,
-                roles_claim: "roles".into(),
-                info_claim: "info".into(),
-            };
-            let id = Identity::from_config(&auth).expect("an identity");
+            let id = Identity::from_config(&config(None, Some(public.clone()), None)).expect("an identity");
             let key = match alg {
                 Algorithm::RS256 => EncodingKey::from_rsa_pem(&private),
                 _ => EncodingKey::from_ed_pem(&private),
@@ -228,15 +224,8 @@ mod tests {
         }
         let bad = dir.path().join("not-a-key.pem");
         std::fs::write(&bad, "hello").unwrap();
-        let auth = AuthConfig {
-            jwt_secret: None,
-            jwt_public_key_file: Some(bad),
-            issuer: None,
-            audience: None,
-            roles_claim: "roles".into(),
-            info_claim: "info".into(),
-        };
-        assert!(Identity::from_config(&auth).unwrap_err().contains("no RSA or Ed25519 public key"));
+        let refused = Identity::from_config(&config(None, Some(bad), None)).unwrap_err();
+        assert!(refused.contains("no RSA or Ed25519 public key"), "{refused}");
     }
 
     #[test]

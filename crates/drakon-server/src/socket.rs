@@ -103,10 +103,7 @@ fn presented_token(request: &HttpRequest) -> Option<String> {
             .find_map(|pair| pair.strip_prefix("token="))
             .map(|token| percent_encoding::percent_decode_str(token).decode_utf8_lossy().into_owned())
     });
-    from_query.or_else(|| {
-        let header = request.headers().get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-        header.strip_prefix("Bearer ").map(|token| token.trim().to_owned())
-    })
+    from_query.or_else(|| crate::http::bearer(request.headers()).map(|token| token.trim().to_owned()))
 }
 
 /// The user a token names, with this server's `[auth]`.
