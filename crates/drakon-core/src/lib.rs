@@ -2,6 +2,7 @@
 //! interfaces, the hub and every verb. It knows nothing of sockets or HTTP; the server crate adapts transports onto
 //! [`engine::Engine`].
 
+pub mod accounts;
 pub mod bus;
 pub mod config;
 pub mod engine;

@@ -153,3 +153,19 @@ pub const NODE_TTL: Duration = Duration::from_secs(10);
 /// How often a node refreshes its liveness key and looks which nodes are alive: a fifth of [`NODE_TTL`], so a
 /// live node survives a few lost heartbeats or a short Redis blip.
 pub const NODE_HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How long a built-in user's login session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// Failed logins one client address may make within [`LOGIN_FAILURE_WINDOW`] before its logins are refused unchecked.
+pub const LOGIN_FAILURES_PER_ADDRESS: u32 = 30;
+
+/// Failed logins one user name may take within [`LOGIN_FAILURE_WINDOW`], from anywhere, before its logins are
+/// refused unchecked.
+pub const LOGIN_FAILURES_PER_USER: u32 = 10;
+
+/// The window over which failed logins are counted.
+pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The largest `POST /auth/login` body read.
+pub const MAX_LOGIN_BODY_BYTES: usize = 4096;

@@ -191,6 +191,11 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store answers (for readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Where built-in users and their sessions live, if this store keeps them.
+    fn accounts(&self) -> Option<&dyn crate::accounts::Accounts> {
+        None
+    }
+
     /// The offset of `model`'s newest change (0 when it has none).
     async fn log_head(&self, model: &Model) -> Result<u64, StoreError> {
         // No client holds an offset past the head, so asking for what follows `u64::MAX` reads just the head.

@@ -11,6 +11,7 @@
 //! Connections are plain TCP or Unix sockets, or TLS with a verified server certificate when the URL says
 //! `sslmode=require` (see `tls`).
 
+mod accounts;
 mod listen;
 mod log;
 mod migrate;
@@ -386,6 +387,14 @@ impl Store for PgStore {
         let mut conn = self.inner.conn().await?;
         conn.query_one("SELECT 1", &[]).await.map(|_| ()).map_err(db_error)
     }
+
+    fn accounts(&self) -> Option<&dyn drakon_core::accounts::Accounts> {
+        Some(self)
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

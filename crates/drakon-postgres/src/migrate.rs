@@ -107,6 +107,7 @@ pub async fn ensure_meta(conn: &mut Conn) -> Result<(), StoreError> {
     let done = async {
         lock(conn).await?;
         conn.batch(&META.replace("{log_lock}", &LOG_LOCK.to_string())).await.map_err(db_error)?;
+        conn.batch(crate::accounts::TABLES).await.map_err(db_error)?;
         conn.commit().await.map_err(db_error)
     }
     .await;

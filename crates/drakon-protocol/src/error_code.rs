@@ -72,6 +72,10 @@ pub enum ErrorCode {
     TokenNotYetValid,
     /// The token is signed but not for this server (iss, aud) or lacks a claim (sub, exp).
     TokenRejected,
+    /// A login named no user, or the wrong password (which of the two is not said).
+    BadCredentials,
+    /// The app's login endpoint (`auth_url`) could not be asked or gave no usable answer.
+    AuthUnavailable,
     /// A bug or unexpected failure in the server; the details are in the server log.
     Internal,
 }
@@ -109,6 +113,8 @@ impl ErrorCode {
         ErrorCode::TokenExpired,
         ErrorCode::TokenNotYetValid,
         ErrorCode::TokenRejected,
+        ErrorCode::BadCredentials,
+        ErrorCode::AuthUnavailable,
         ErrorCode::Internal,
     ];
 
@@ -149,6 +155,8 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::TokenNotYetValid => "token_not_yet_valid",
             ErrorCode::TokenRejected => "token_rejected",
+            ErrorCode::BadCredentials => "bad_credentials",
+            ErrorCode::AuthUnavailable => "auth_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -188,6 +196,8 @@ impl ErrorCode {
             ErrorCode::TokenRejected => {
                 "The token is signed but not for this server (iss, aud) or lacks a claim (sub, exp)."
             }
+            ErrorCode::BadCredentials => "A login named no such user or the wrong password (which is not said).",
+            ErrorCode::AuthUnavailable => "The app's login endpoint (auth_url) timed out or gave no usable answer.",
             ErrorCode::Internal => "The server failed unexpectedly; details are in the server log.",
         }
     }
@@ -222,7 +232,7 @@ mod tests {
             assert_eq!(serde_json::to_string(&code).unwrap(), format!("\"{s}\""));
             assert!(code.description().ends_with('.'), "{s} description is not a sentence");
         }
-        assert_eq!(seen.len(), 31);
+        assert_eq!(seen.len(), 33);
     }
 
     #[test]
@@ -259,6 +269,8 @@ mod tests {
             (ErrorCode::TokenExpired, "token_expired"),
             (ErrorCode::TokenNotYetValid, "token_not_yet_valid"),
             (ErrorCode::TokenRejected, "token_rejected"),
+            (ErrorCode::BadCredentials, "bad_credentials"),
+            (ErrorCode::AuthUnavailable, "auth_unavailable"),
             (ErrorCode::Internal, "internal"),
         ];
         assert_eq!(table.len(), ErrorCode::ALL.len());

@@ -17,8 +17,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
 
-use crate::AppState;
 use crate::origin::origin_allowed;
+use crate::{AppState, PeerAddress};
 
 /// The cookie that carries an admin's login token.
 pub const COOKIE: &str = "drakon_admin";
@@ -98,15 +98,20 @@ impl Logins {
     }
 }
 
-/// The admin cookie's value, if the request carries one.
-fn cookie(headers: &HeaderMap) -> Option<&str> {
+/// The value of the cookie `name`, if the request carries one.
+pub fn cookie_named<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(name, value)| (name == COOKIE).then_some(value))
+        .find_map(|(n, value)| (n == name).then_some(value))
+}
+
+/// The admin cookie's value, if the request carries one.
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie_named(headers, COOKIE)
 }
 
 /// Compares in time independent of where the strings differ.
@@ -114,10 +119,17 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether the request comes from an allowed origin with the cookie of a live admin login.
-pub fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
+/// Whether the request comes from an allowed origin with the cookie of a live admin login (the admin secret's).
+pub fn has_admin_login(state: &AppState, headers: &HeaderMap) -> bool {
     origin_allowed(&state.options, headers)
         && cookie(headers).is_some_and(|token| state.logins.check(&state.options.admin_secret, token).is_some())
+}
+
+/// Whether the request may use the admin page: an admin login, or the session of a built-in user with the `staff`
+/// role.
+pub async fn is_admin(state: &AppState, headers: &HeaderMap) -> bool {
+    has_admin_login(state, headers)
+        || matches!(crate::users::session_user(state, headers).await, Ok(Some(user)) if user.has_role(drakon_core::rules::STAFF_ROLE))
 }
 
 fn login_cookie(token: &str) -> HeaderValue {
@@ -142,14 +154,14 @@ fn html_escape(text: &str) -> String {
 
 /// `GET /admin`: the admin page, or the login form.
 pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&state, &headers) {
+    if !is_admin(&state, &headers).await {
         return login_page(StatusCode::UNAUTHORIZED, "");
     }
     ([(header::CACHE_CONTROL, "no-store")], Html(ADMIN_PAGE)).into_response()
 }
 
 pub async fn script(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&state, &headers) {
+    if !is_admin(&state, &headers).await {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], ADMIN_JS).into_response()
@@ -169,11 +181,18 @@ pub struct LoginForm {
     secret: String,
 }
 
-fn log_in(state: &AppState, headers: &HeaderMap, secret: &str) -> Response {
+/// The name failed admin-secret logins are counted under, per address, in the login throttle.
+const ADMIN_LOGIN_NAME: &str = "(admin secret)";
+
+fn log_in(state: &AppState, headers: &HeaderMap, peer: Option<std::net::IpAddr>, secret: &str) -> Response {
     if !origin_allowed(&state.options, headers) {
         return login_page(StatusCode::FORBIDDEN, "Log in from this server's own page.");
     }
+    if state.login_throttle.address_waits(peer).is_some() {
+        return login_page(StatusCode::TOO_MANY_REQUESTS, "Too many failed logins from here; try again later.");
+    }
     if !same_secret(secret, &state.options.admin_secret) {
+        state.login_throttle.failed(peer, ADMIN_LOGIN_NAME);
         return login_page(StatusCode::UNAUTHORIZED, "That secret is not right.");
     }
     let Some(token) = state.logins.issue(&state.options.admin_secret) else {
@@ -185,16 +204,26 @@ fn log_in(state: &AppState, headers: &HeaderMap, secret: &str) -> Response {
 }
 
 /// `GET /admin/login?token=…`: the link `drakon serve` prints.
-pub async fn login_link(State(state): State<AppState>, headers: HeaderMap, Query(link): Query<LoginLink>) -> Response {
+pub async fn login_link(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<PeerAddress>>,
+    headers: HeaderMap,
+    Query(link): Query<LoginLink>,
+) -> Response {
     match link.token {
-        Some(token) => log_in(&state, &headers, &token),
+        Some(token) => log_in(&state, &headers, peer.map(|p| p.0.ip()), &token),
         None => login_page(StatusCode::OK, ""),
     }
 }
 
 /// `POST /admin/login` with the secret in a form.
-pub async fn login_form(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
-    log_in(&state, &headers, &form.secret)
+pub async fn login_form(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<PeerAddress>>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    log_in(&state, &headers, peer.map(|p| p.0.ip()), &form.secret)
 }
 
 /// `POST /admin/logout`: revokes the login, wherever its cookie is kept.
@@ -210,7 +239,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
 
 /// `GET /admin/api/schema`: models and fields, for the admin page to build its lists and forms.
 pub async fn schema(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !is_admin(&state, &headers) {
+    if !is_admin(&state, &headers).await {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let models: Vec<serde_json::Value> = state

@@ -72,17 +72,12 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
     bearer(headers).or_else(|| headers.get("x-drakon-key").and_then(|v| v.to_str().ok()))
 }
 
-/// Compares in time independent of where the strings differ, so the key cannot be guessed byte by byte.
-fn same_key(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 pub async fn publish(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Body) -> Response {
     let Some(key) = state.options.api_key.as_deref() else {
         return error(ErrorCode::PermissionDenied, "publishing is disabled: set api_key in [server] or DRAKON_API_KEY");
     };
     match presented_key(&headers) {
-        Some(given) if same_key(given, key) => {}
+        Some(given) if crate::admin::same_secret(given, key) => {}
         Some(_) => return error(ErrorCode::PermissionDenied, "wrong api key"),
         None => {
             return (

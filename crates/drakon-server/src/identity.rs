@@ -15,6 +15,8 @@ use base64::Engine as _;
 use drakon_core::User;
 use drakon_core::config::AuthConfig;
 use drakon_protocol::ErrorCode;
+
+pub use crate::app_login::AppLogin;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value as Json};
@@ -24,17 +26,23 @@ const LEEWAY_SECS: u64 = 5;
 
 pub use drakon_core::schema::SERVER_ROUTE;
 
-/// Checks tokens against the configured keys.
+/// How clients sign in: tokens checked against the configured keys, built-in users, the app's own login.
 pub struct Identity {
     keys: Vec<(DecodingKey, Validation)>,
     roles_claim: String,
     info_claim: String,
+    users: bool,
+    app: Option<AppLogin>,
 }
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let algorithms: Vec<_> = self.keys.iter().flat_map(|(_, v)| v.algorithms.clone()).collect();
-        f.debug_struct("Identity").field("algorithms", &algorithms).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("algorithms", &algorithms)
+            .field("users", &self.users)
+            .field("app", &self.app)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,16 +90,44 @@ impl Identity {
                 return Err(format!("{} holds no RSA or Ed25519 public key in PEM form", path.display()));
             }
         }
-        if keys.is_empty() {
-            return Err(
-                "[auth] needs jwt_secret (HS256, or DRAKON_JWT_SECRET) or jwt_public_key_file (RS256, EdDSA)".into()
-            );
+        let app = match &auth.auth_url {
+            Some(url) => Some(AppLogin::new(url, auth.auth_url_cache, auth.auth_url_timeout)?),
+            None => None,
+        };
+        if keys.is_empty() && !auth.users && app.is_none() {
+            return Err("[auth] needs a way to sign in: jwt_secret (HS256, or DRAKON_JWT_SECRET), \
+                 jwt_public_key_file (RS256, EdDSA), users = true (built-in users) or auth_url (the app's login)"
+                .into());
         }
-        Ok(Identity { keys, roles_claim: auth.roles_claim.clone(), info_claim: auth.info_claim.clone() })
+        Ok(Identity {
+            keys,
+            roles_claim: auth.roles_claim.clone(),
+            info_claim: auth.info_claim.clone(),
+            users: auth.users,
+            app,
+        })
+    }
+
+    /// Whether clients may present tokens.
+    pub fn takes_tokens(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Whether built-in users may log in (`users = true`).
+    pub fn builtin_users(&self) -> bool {
+        self.users
+    }
+
+    /// The app's own login, if `auth_url` is set.
+    pub fn app_login(&self) -> Option<&AppLogin> {
+        self.app.as_ref()
     }
 
     /// The user a token names, with when the token expires.
     pub fn verify(&self, token: &str) -> Result<Arc<User>, Refused> {
+        if self.keys.is_empty() {
+            return Err(refused(ErrorCode::PermissionDenied, "this server takes no tokens: set a key in [auth]"));
+        }
         let algorithm = header_algorithm(token)?;
         let Some((key, validation)) = self.keys.iter().find(|(_, v)| v.algorithms.iter().any(|a| a == &algorithm))
         else {
@@ -166,10 +202,8 @@ mod tests {
         AuthConfig {
             jwt_secret: secret.map(str::to_owned),
             jwt_public_key_file: key_file,
-            issuer: None,
             audience: audience.map(str::to_owned),
-            roles_claim: "roles".into(),
-            info_claim: "info".into(),
+            ..AuthConfig::default()
         }
     }
 

@@ -6,6 +6,7 @@
 //! directory is configured.
 
 mod admin;
+mod app_login;
 #[cfg(feature = "autobahn")]
 pub mod autobahn;
 mod http;
@@ -15,6 +16,7 @@ mod protocol;
 mod socket;
 mod static_files;
 mod strict;
+pub mod users;
 mod wire;
 
 use std::future::Future;
@@ -87,6 +89,18 @@ struct AppState {
     connections: Arc<Connections>,
     /// Live admin logins.
     logins: Arc<admin::Logins>,
+    /// Failed logins, by address and by name.
+    login_throttle: Arc<users::Throttle>,
+}
+
+/// The client address of a request, when drakon's own accept loop serves it (not when the router is embedded).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddress(std::net::SocketAddr);
+
+impl PeerAddress {
+    pub(crate) fn ip(&self) -> std::net::IpAddr {
+        self.0.ip()
+    }
 }
 
 /// Counts live connection tasks so that shutdown can wait for their close frames.
@@ -134,7 +148,14 @@ fn router_with(
     shutdown: watch::Receiver<bool>,
     connections: Arc<Connections>,
 ) -> Router {
-    let state = AppState { engine, options: Arc::new(options), shutdown, connections, logins: Arc::default() };
+    let state = AppState {
+        engine,
+        options: Arc::new(options),
+        shutdown,
+        connections,
+        logins: Arc::default(),
+        login_throttle: Arc::default(),
+    };
     let static_dir = state.options.static_dir.clone();
     let router = Router::new()
         .route("/data/websocket", get(socket::upgrade))
@@ -143,6 +164,9 @@ fn router_with(
         .route("/readyz", get(http::readyz))
         // The handler enforces its own cap, so every oversize body gets drakon's JSON error, not axum's plain 413.
         .route("/api/publish", post(http::publish).layer(DefaultBodyLimit::disable()))
+        .route("/auth/login", post(users::login))
+        .route("/auth/logout", post(users::logout))
+        .route("/auth/me", get(users::me))
         .route("/admin", get(admin::page))
         .route("/admin/admin.js", get(admin::script))
         .route("/admin/admin.css", get(admin::style))
@@ -202,7 +226,7 @@ pub async fn serve(
             .header_read_timeout(head_timeout)
             .serve_connection(
                 hyper_util::rt::TokioIo::new(strict::StrictHeads::new(stream)),
-                FirstRequest { inner: service.clone(), waiting: std::sync::Mutex::new(Some(waiting)) },
+                FirstRequest { inner: service.clone(), waiting: std::sync::Mutex::new(Some(waiting)), peer },
             )
             .with_upgrades();
         let (mut stopping, open) = (rx.clone(), open_rx.clone());
@@ -312,18 +336,21 @@ impl Drop for Waiting {
 struct FirstRequest<S> {
     inner: S,
     waiting: std::sync::Mutex<Option<Waiting>>,
+    /// The client's address, given to every request as a [`PeerAddress`] extension.
+    peer: std::net::SocketAddr,
 }
 
-impl<S, R> hyper::service::Service<R> for FirstRequest<S>
+impl<S, B> hyper::service::Service<hyper::Request<B>> for FirstRequest<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<hyper::Request<B>>,
 {
     type Response = S::Response;
     type Error = S::Error;
     type Future = S::Future;
 
-    fn call(&self, request: R) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<B>) -> Self::Future {
         drop(self.waiting.lock().unwrap_or_else(|e| e.into_inner()).take());
+        request.extensions_mut().insert(PeerAddress(self.peer));
         self.inner.call(request)
     }
 }

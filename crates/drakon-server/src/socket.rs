@@ -64,12 +64,9 @@ pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) ->
     }
     // Who the session acts for, as a user and a flag rather than a `Principal`: eight bytes less in every
     // connection's task, which keeps it within a smaller allocation.
-    let (user, admin) = match presented_token(&request) {
-        Some(token) => match sign_in(&state, &token) {
-            Ok(user) => (Some(user), false),
-            Err(refused) => return refuse_token(refused),
-        },
-        None => (None, crate::admin::is_admin(&state, request.headers())),
+    let (user, admin) = match who(&state, request.uri(), request.headers()).await {
+        Ok(who) => who,
+        Err(response) => return response,
     };
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -95,15 +92,42 @@ pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) ->
     response
 }
 
-/// The token an upgrade request carries: `?token=` or `Authorization: Bearer`.
-fn presented_token(request: &HttpRequest) -> Option<String> {
-    let from_query = request.uri().query().and_then(|query| {
+/// Whom an upgrade request signs in as, in this order: a token (`?token=`, or `Authorization: Bearer` when the
+/// server takes tokens); the admin login cookie; a built-in user's session cookie; the app's own login (`auth_url`),
+/// asked with the request's cookies and `Authorization`. With none of them the session is anonymous, and may still
+/// sign in with the `auth` request. A credential that is presented and refused refuses the upgrade.
+async fn who(
+    state: &AppState,
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+) -> Result<(Option<Arc<drakon_core::User>>, bool), Response> {
+    let identity = state.options.identity.as_deref();
+    if let Some(token) = presented_token(uri, headers, identity.is_some_and(|i| i.takes_tokens())) {
+        return sign_in(state, &token).map(|user| (Some(user), false)).map_err(refuse_with);
+    }
+    if crate::admin::has_admin_login(state, headers) {
+        return Ok((None, true));
+    }
+    if let Some(user) = crate::users::session_user(state, headers).await.map_err(crate::users::store_error)? {
+        return Ok((Some(user), false));
+    }
+    if let Some(app) = identity.and_then(|i| i.app_login()) {
+        return app.user(headers).await.map(|user| (user, false)).map_err(refuse_with);
+    }
+    Ok((None, false))
+}
+
+/// The token an upgrade request carries: `?token=`, or `Authorization: Bearer` if `bearer` (otherwise that header
+/// is the app's, for `auth_url`).
+fn presented_token(uri: &axum::http::Uri, headers: &axum::http::HeaderMap, bearer: bool) -> Option<String> {
+    let from_query = uri.query().and_then(|query| {
         query
             .split('&')
             .find_map(|pair| pair.strip_prefix("token="))
             .map(|token| percent_encoding::percent_decode_str(token).decode_utf8_lossy().into_owned())
     });
-    from_query.or_else(|| crate::http::bearer(request.headers()).map(|token| token.trim().to_owned()))
+    let from_header = || crate::http::bearer(headers).filter(|_| bearer).map(|t| t.trim().to_owned());
+    from_query.or_else(from_header)
 }
 
 /// The user a token names, with this server's `[auth]`.
@@ -117,10 +141,15 @@ pub(crate) fn sign_in(state: &AppState, token: &str) -> Result<Arc<drakon_core::
     identity.verify(token)
 }
 
-/// An upgrade refused for its token: 401 with the token's error code, so a client can tell why.
-fn refuse_token(refused: crate::identity::Refused) -> Response {
+/// An upgrade refused for its credentials, with their error code so a client can tell why: 401, or 503 when the
+/// app's login endpoint could not say.
+fn refuse_with(refused: crate::identity::Refused) -> Response {
+    let status = match refused.code {
+        ErrorCode::AuthUnavailable => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        _ => axum::http::StatusCode::UNAUTHORIZED,
+    };
     let body = serde_json::json!({"code": refused.code.as_str(), "message": refused.message});
-    axum::response::IntoResponse::into_response((axum::http::StatusCode::UNAUTHORIZED, axum::Json(body)))
+    axum::response::IntoResponse::into_response((status, axum::Json(body)))
 }
 
 /// Ticks every `period`, the first time one period from now (a fresh connection needs no ping).

@@ -5,6 +5,7 @@
 //! transaction, which makes them gap-free and in commit order per model. Reads use a small pool of connections that
 //! WAL mode lets run beside the writer. All SQLite calls run on tokio's blocking pool.
 
+mod accounts;
 mod log;
 mod migrate;
 mod rows;
@@ -207,6 +208,14 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(db_error)).await
     }
+
+    fn accounts(&self) -> Option<&dyn drakon_core::accounts::Accounts> {
+        Some(self)
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

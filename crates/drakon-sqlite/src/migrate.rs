@@ -29,6 +29,7 @@ pub fn ensure_meta(conn: &Connection) -> Result<(), StoreError> {
          CREATE TABLE IF NOT EXISTS _drakon_watch (model TEXT NOT NULL, field TEXT NOT NULL,
              PRIMARY KEY (model, field)) WITHOUT ROWID;",
     )
+    .and_then(|()| conn.execute_batch(crate::accounts::TABLES))
     .map_err(db_error)
 }
 

@@ -31,6 +31,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+mod users;
+
 pub use drakon_core::config;
 pub use drakon_core::engine::{VerbContext, VerbError, custom_verb};
 pub use drakon_core::{Engine, Schema};
@@ -139,6 +141,9 @@ impl App {
         }
         for column in &report.added_columns {
             tracing::info!(column, "added column");
+        }
+        if let Some(auth) = self.config.auth.as_ref().filter(|auth| auth.users) {
+            users::create_initial(store.as_ref(), &auth.initial_users).await.context("creating initial users")?;
         }
         let limits = drakon_core::EngineLimits { max_subscriptions: server.max_subscriptions };
         let bus: Arc<dyn Bus> = match redis {

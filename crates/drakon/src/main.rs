@@ -30,6 +30,29 @@ enum Command {
         #[arg(long, short, env = "DRAKON_CONFIG", default_value = "drakon.toml")]
         config: PathBuf,
     },
+    /// Manage built-in users (`[auth] users = true`), in the database the config names.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+        #[arg(long, short, global = true, env = "DRAKON_CONFIG", default_value = "drakon.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Create a user, or replace the one of that name (which ends its sessions). Asks for the password twice on a
+    /// terminal; otherwise reads it from the first line of standard input.
+    Add {
+        name: String,
+        /// A role to give the user (`staff` opens the admin page); repeat for more.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+    /// Set a user's password, keeping their roles; every session of theirs ends.
+    Passwd { name: String },
+    /// List users and their roles.
+    List,
 }
 
 #[tokio::main]
@@ -63,6 +86,13 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::User { action, config } => match user(action, &config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve { config, bind } => {
             raise_open_file_limit();
             let app = match App::load(&config) {
@@ -89,6 +119,44 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+async fn user(action: UserAction, config: &std::path::Path) -> anyhow::Result<()> {
+    let app = App::load(config)?;
+    if !app.has_builtin_users() {
+        anyhow::bail!("{} has no built-in users: add `users = true` to its [auth] table", config.display());
+    }
+    match action {
+        UserAction::Add { name, roles } => {
+            app.save_user(&name, &read_password()?, roles).await?;
+            println!("user {name} saved");
+        }
+        UserAction::Passwd { name } => {
+            app.set_password(&name, &read_password()?).await?;
+            println!("password of {name} changed; their sessions have ended");
+        }
+        UserAction::List => {
+            for (name, roles) in app.users().await? {
+                println!("{name}\t{}", roles.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A password: asked for twice, unechoed, on a terminal; else the first line of standard input.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let password = rpassword::prompt_password("password: ")?;
+        if rpassword::prompt_password("again: ")? != password {
+            anyhow::bail!("the two passwords differ");
+        }
+        return Ok(password);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// Every connection is an open file, and the usual soft limit (1,024) would cap a node at about a thousand clients.

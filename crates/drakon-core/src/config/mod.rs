@@ -77,6 +77,51 @@ pub struct AuthConfig {
     pub roles_claim: String,
     /// The claim holding the user's public information.
     pub info_claim: String,
+    /// Built-in users (`users = true`): accounts in the store, `POST /auth/login` and a session cookie.
+    pub users: bool,
+    /// The app's own login (`auth_url`): an upgrade's cookies and `Authorization` are forwarded there, and the app
+    /// answers with the user or 401.
+    pub auth_url: Option<String>,
+    /// How long an `auth_url` answer is reused for the same credentials.
+    pub auth_url_cache: std::time::Duration,
+    /// How long drakon waits for `auth_url` before refusing the upgrade with `auth_unavailable`.
+    pub auth_url_timeout: std::time::Duration,
+    /// Built-in users created at start when no user of that name exists yet (`[[auth.initial_users]]`), for demos
+    /// and first runs; their passwords sit in the config file, so change them (`drakon user passwd`) for real use.
+    pub initial_users: Vec<InitialUser>,
+}
+
+/// One `[[auth.initial_users]]` entry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InitialUser {
+    pub name: String,
+    pub password: String,
+    pub roles: Vec<String>,
+}
+
+impl fmt::Debug for InitialUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InitialUser").field("name", &self.name).field("roles", &self.roles).finish_non_exhaustive()
+    }
+}
+
+impl Default for AuthConfig {
+    /// Nothing configured: the claim names and `auth_url` timings that an empty `[auth]` table gets.
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            issuer: None,
+            audience: None,
+            roles_claim: "roles".into(),
+            info_claim: "info".into(),
+            users: false,
+            auth_url: None,
+            auth_url_cache: std::time::Duration::from_secs(30),
+            auth_url_timeout: std::time::Duration::from_secs(3),
+            initial_users: Vec::new(),
+        }
+    }
 }
 
 // Hand-written so that the secret never reaches a log line.
@@ -89,6 +134,11 @@ impl fmt::Debug for AuthConfig {
             .field("audience", &self.audience)
             .field("roles_claim", &self.roles_claim)
             .field("info_claim", &self.info_claim)
+            .field("users", &self.users)
+            .field("auth_url", &self.auth_url)
+            .field("auth_url_cache", &self.auth_url_cache)
+            .field("auth_url_timeout", &self.auth_url_timeout)
+            .field("initial_users", &self.initial_users)
             .finish()
     }
 }

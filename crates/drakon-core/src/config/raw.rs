@@ -29,6 +29,22 @@ pub(super) struct RawAuth {
     pub(super) audience: Option<String>,
     pub(super) roles_claim: Option<String>,
     pub(super) info_claim: Option<String>,
+    pub(super) users: Option<bool>,
+    pub(super) auth_url: Option<Spanned<String>>,
+    pub(super) auth_url_cache_secs: Option<Spanned<i64>>,
+    pub(super) auth_url_timeout_ms: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) initial_users: Vec<Spanned<RawInitialUser>>,
+}
+
+/// One `[[auth.initial_users]]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInitialUser {
+    pub(super) name: String,
+    pub(super) password: String,
+    #[serde(default)]
+    pub(super) roles: Vec<String>,
 }
 
 /// `[server]`.

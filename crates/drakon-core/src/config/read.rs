@@ -179,15 +179,52 @@ impl<'a> Reader<'a> {
 
     /// `[auth]`. Whether it names a key at all is checked once the environment is read (`DRAKON_JWT_SECRET`).
     pub(super) fn auth(&mut self, raw: Spanned<RawAuth>, base_dir: &Path) -> AuthConfig {
+        let raw_span = raw.span();
         let raw = raw.into_inner();
+        let defaults = AuthConfig::default();
         let mut auth = AuthConfig {
-            jwt_secret: None,
-            jwt_public_key_file: None,
             issuer: raw.issuer,
             audience: raw.audience,
-            roles_claim: raw.roles_claim.unwrap_or_else(|| "roles".into()),
-            info_claim: raw.info_claim.unwrap_or_else(|| "info".into()),
+            roles_claim: raw.roles_claim.unwrap_or(defaults.roles_claim),
+            info_claim: raw.info_claim.unwrap_or(defaults.info_claim),
+            users: raw.users.unwrap_or(false),
+            auth_url_cache: self
+                .number("auth_url_cache_secs", raw.auth_url_cache_secs.as_ref(), 0)
+                .map_or(defaults.auth_url_cache, Duration::from_secs),
+            auth_url_timeout: self
+                .number("auth_url_timeout_ms", raw.auth_url_timeout_ms.as_ref(), 1)
+                .map_or(defaults.auth_url_timeout, Duration::from_millis),
+            ..AuthConfig::default()
         };
+        for entry in raw.initial_users {
+            let span = entry.span();
+            let entry = entry.into_inner();
+            if !crate::accounts::valid_name(&entry.name) {
+                self.problem(span.clone(), format!("initial user `{}`: not a valid user name", entry.name));
+            } else if let Some(role) = entry.roles.iter().find(|r| !crate::accounts::valid_role(r)) {
+                self.problem(span.clone(), format!("initial user `{}`: `{role}` is not a valid role", entry.name));
+            } else if entry.password.chars().count() < crate::accounts::MIN_PASSWORD_LEN {
+                let min = crate::accounts::MIN_PASSWORD_LEN;
+                self.problem(
+                    span.clone(),
+                    format!("initial user `{}`: the password needs {min} characters", entry.name),
+                );
+            }
+            auth.initial_users.push(super::InitialUser {
+                name: entry.name,
+                password: entry.password,
+                roles: entry.roles,
+            });
+        }
+        if !auth.users && !auth.initial_users.is_empty() {
+            self.problem(raw_span.clone(), "initial_users needs `users = true` (built-in users)");
+        }
+        match raw.auth_url {
+            Some(url) if !url.get_ref().starts_with("http://") => self
+                .problem(url.span(), "auth_url must be an http:// URL (the app, usually on the same host or network)"),
+            Some(url) => auth.auth_url = Some(url.into_inner()),
+            None => {}
+        }
         match raw.jwt_secret {
             // Shorter HS256 secrets can be brute-forced from one token (RFC 7518 §3.2 asks for 256 bits).
             Some(secret) if secret.get_ref().len() < 32 => {

@@ -12,7 +12,7 @@ use super::{Engine, Outcome, Payload, VerbError};
 use crate::filter::Filter;
 use crate::rules::User;
 use crate::schema::Model;
-use crate::store::{Assignment, Change, Row, WriteOp, row_to_json};
+use crate::store::{Assignment, Change, Row, StoreError, WriteOp, row_to_json};
 use crate::value::Value;
 
 impl Engine {
@@ -97,8 +97,13 @@ impl Engine {
         let model = &route.view.model;
         let mut values = create_values(route, args)?;
         values.extend(server_set_values(route, user)?);
-        let changes =
-            self.inner.store.write(WriteOp::Create { model: model.name.clone(), values, guard: scope.filter }).await?;
+        let ruled = scope.is_ruled();
+        let changes = self
+            .inner
+            .store
+            .write(WriteOp::Create { model: model.name.clone(), values, guard: scope.filter })
+            .await
+            .map_err(|e| hide_missing_refs(ruled, e))?;
         let row = primary_image(&changes, |c| c.new.as_ref())?;
         Ok(Outcome::data(row_to_json(model, row, &route.view.publish)))
     }
@@ -121,11 +126,13 @@ impl Engine {
         if values.is_empty() {
             return Ok(Outcome::data(ident));
         }
+        let ruled = after.is_ruled();
         let changes = self
             .inner
             .store
             .write(WriteOp::Update { model: model.name.clone(), id, values, guard: after.filter })
-            .await?;
+            .await
+            .map_err(|e| hide_missing_refs(ruled, e))?;
         let Some(change) = changes.first() else { return Ok(Outcome::data(ident)) };
         let (old, new) = (change.old.as_ref(), change.new.as_ref());
         let changed: Vec<usize> =
@@ -162,6 +169,15 @@ impl Engine {
 
 /// The values a `create` with `args` writes, checked against the route: only `create_fields`, every required field,
 /// each value of its field's type. Every problem is reported at once.
+/// Under a rule, a reference to a row that does not exist fails like one to a row the caller may not use: both
+/// leave the rule unmet. Otherwise "does not exist" against "not yours" would tell whether a hidden row exists.
+fn hide_missing_refs(ruled: bool, e: StoreError) -> StoreError {
+    match e {
+        StoreError::MissingRef { .. } if ruled => StoreError::OutsideRoute,
+        e => e,
+    }
+}
+
 fn create_values(route: &CompiledRoute, mut args: Args) -> Result<Vec<Assignment>, VerbError> {
     let model = &route.view.model;
     args.remove("_type");

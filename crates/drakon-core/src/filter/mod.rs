@@ -252,6 +252,11 @@ impl Filter {
         Ok(Filter { conds, any_of: Vec::new() })
     }
 
+    /// Whether the filter holds no condition at all, and so matches every row.
+    pub fn is_everything(&self) -> bool {
+        self.conds.is_empty() && self.any_of.is_empty()
+    }
+
     /// Rows that match any of `filters` (none: no row).
     pub fn either(filters: Vec<Filter>) -> Filter {
         Filter { conds: Vec::new(), any_of: vec![filters] }

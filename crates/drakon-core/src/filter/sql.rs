@@ -102,7 +102,7 @@ fn compile_into(filter: &Filter, alias: &str, dialect: Dialect, out: &mut SqlCon
         Dialect::Sqlite => ("1", "0"),
         Dialect::Postgres => ("TRUE", "FALSE"),
     };
-    if filter.conds.is_empty() && filter.any_of.is_empty() {
+    if filter.is_everything() {
         out.sql.push_str(yes);
         return;
     }

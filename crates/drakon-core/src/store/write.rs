@@ -146,7 +146,7 @@ async fn check_refs<T: WriteTx>(
 
 /// The written row `id` still satisfies the route's guard: a write may not move a row out of what its route sees.
 async fn require_guard<T: WriteTx>(tx: &mut T, model: &Model, id: i64, guard: &Filter) -> Result<(), StoreError> {
-    if guard.conds.is_empty() {
+    if guard.is_everything() {
         return Ok(());
     }
     let mut filter = guard.clone();

@@ -78,6 +78,7 @@ macro_rules! store_suite {
             list_orders_nulls_first_and_breaks_ties_by_id,
             text_operators_agree_on_every_tricky_text,
             sql_and_memory_select_the_same_rows,
+            accounts_keep_users_and_sessions_apart_from_the_log,
         );
     };
     (@tests $harness:expr; $($test:ident),+ $(,)?) => {
@@ -207,6 +208,42 @@ pub async fn refusals_leave_nothing_behind(h: &dyn StoreHarness) {
     assert!(matches!(renamed, StoreError::Unique { ref field, .. } if field == "name"), "{renamed:?}");
     let published: Vec<u64> = drain(&mut bus).iter().map(|c| c.offset).collect();
     assert_eq!(published, vec![1, 2], "only the committed writes were published");
+}
+
+/// Built-in users and their sessions: saved and replaced by name, a replaced account's sessions end, sessions expire
+/// and close, and none of it reaches the change log or the bus.
+pub async fn accounts_keep_users_and_sessions_apart_from_the_log(h: &dyn StoreHarness) {
+    use drakon_core::accounts::Account;
+    let (store, mut bus) = open(h, &todo_schema()).await;
+    let accounts = store.accounts().expect("the store keeps accounts");
+    let alice = Account {
+        name: "alice".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        roles: vec!["staff".into(), "editor".into()],
+        info: serde_json::json!({"name": "Alice"}),
+    };
+    assert_eq!(accounts.account("alice").await.unwrap(), None);
+    accounts.save_account(&alice).await.unwrap();
+    accounts.save_account(&Account { name: "bob".into(), roles: vec![], ..alice.clone() }).await.unwrap();
+    assert_eq!(accounts.account("alice").await.unwrap().as_ref(), Some(&alice));
+    let names: Vec<String> = accounts.all_accounts().await.unwrap().into_iter().map(|a| a.name).collect();
+    assert_eq!(names, ["alice", "bob"]);
+
+    let now = 1_900_000_000;
+    accounts.open_session("k1", "alice", u64::MAX >> 2).await.unwrap();
+    accounts.open_session("k2", "alice", u64::MAX >> 2).await.unwrap();
+    accounts.open_session("old", "bob", now - 1).await.unwrap();
+    assert_eq!(accounts.session_account("k1", now).await.unwrap().map(|a| a.name), Some("alice".into()));
+    assert_eq!(accounts.session_account("old", now).await.unwrap(), None, "expired");
+    assert_eq!(accounts.session_account("nope", now).await.unwrap(), None);
+    accounts.close_session("k1").await.unwrap();
+    assert_eq!(accounts.session_account("k1", now).await.unwrap(), None, "closed");
+    assert!(accounts.session_account("k2", now).await.unwrap().is_some());
+    let renewed = Account { password_hash: "$argon2id$new".into(), ..alice.clone() };
+    accounts.save_account(&renewed).await.unwrap();
+    assert_eq!(accounts.session_account("k2", now).await.unwrap(), None, "a replaced account's sessions end");
+    assert_eq!(accounts.account("alice").await.unwrap().unwrap().password_hash, "$argon2id$new");
+    assert!(drain(&mut bus).is_empty(), "accounts are not rows: nothing is published");
 }
 
 /// A client may hold an id long after the row is gone (a mirror, a URL): a new row must never take it.
