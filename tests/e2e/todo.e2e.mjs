@@ -552,6 +552,120 @@ async function run() {
     await shot(one);
     await shot(three);
   });
+
+  await runUsers(appDir);
+}
+
+// ---- the demo with users ----------------------------------------------------------------------------------------
+
+/** Every list name the page has ever shown, kept across reloads in sessionStorage by an init script. */
+function recordListNames() {
+  const seen = new Set(JSON.parse(sessionStorage.getItem('seenLists') || '[]'));
+  const record = () => {
+    for (const a of document.querySelectorAll('.list-link')) seen.add(a.textContent);
+    sessionStorage.setItem('seenLists', JSON.stringify([...seen]));
+  };
+  new MutationObserver(record).observe(document, { subtree: true, childList: true, characterData: true });
+}
+
+const seenLists = (page) => page.evaluate(() => JSON.parse(sessionStorage.getItem('seenLists') || '[]'));
+
+const listLink = (page, name) => page.locator('.list-link', { hasText: name });
+
+async function logIn(page, name, password) {
+  await page.getByTestId('login-name').fill(name);
+  await page.getByTestId('login-password').fill(password);
+  await Promise.all([page.waitForNavigation({ timeout: UI_MS }), page.getByTestId('login-submit').click()]);
+  await until(`${page.label}: the page should say who is signed in`, async () =>
+    (await page.getByTestId('account-who').textContent()).includes(`Signed in as ${name}`), UI_MS);
+  await expectHidden([page], 'connection-banner', UI_MS);
+}
+
+async function createList(page, name, visibility) {
+  await page.getByTestId('new-list-name').fill(name);
+  await page.getByTestId('new-list-visibility').selectOption(visibility);
+  await page.getByTestId('new-list-submit').click();
+  await until(`${page.label}: "${name}" should open`, async () =>
+    (await page.getByTestId('current-list-name').textContent()) === name, UI_MS);
+  return Number(/#list=(\d+)$/.exec(page.url())[1]);
+}
+
+/**
+ * The same page served by `drakon-users.toml`: Alice and Bob log in through the page's form, Alice keeps a private
+ * list, shares one and publishes one. Bob sees the shared and public lists appear live, never the private one (a
+ * recorder in his page keeps every list name it ever showed); they work on the shared list together; a visitor sees
+ * only the public list; and Alice, logged out, is a visitor too.
+ */
+async function runUsers(appDir) {
+  const server = await Server.start(path.join(appDir, 'drakon-users.toml'), '127.0.0.1:0', 'users server');
+  log(`drakon with users at ${server.base}`);
+  const alice = await newPage('alice', { viewport: { width: 1180, height: 760 } });
+  const bob = await newPage('bob', { viewport: { width: 1180, height: 760 } });
+  const visitor = await newPage('visitor', { viewport: { width: 960, height: 700 } });
+  for (const page of [alice, bob, visitor]) await page.addInitScript(recordListNames);
+  let shared;
+
+  await step('users: a visitor sees a login box and no lists', async () => {
+    await onEach([alice, bob, visitor], (page) => page.goto(`${server.base}/`));
+    await expectVisible([alice, bob, visitor], 'login-form', UI_MS);
+    await until('visitor: the sidebar should say there are no lists yet', async () =>
+      (await visitor.locator('#lists-status').textContent()).includes('No lists yet'), UI_MS);
+  }, visitor);
+
+  await step('users: alice and bob log in', async () => {
+    await logIn(alice, 'alice', 'alice-demo-pass');
+    await logIn(bob, 'bob', 'bob-demo-pass');
+    await expectHidden([alice, bob], 'login-form', UI_MS);
+    await expectVisible([alice, bob], 'new-list-visibility', UI_MS);
+  }, alice);
+
+  await step('users: alice keeps a private list, shares one and publishes one', async () => {
+    const secret = await createList(alice, 'Alice private plans', 'private');
+    await alice.getByTestId('new-item-text').fill('birthday present for bob');
+    await alice.getByTestId('new-item-submit').click();
+    await itemId(alice, 'birthday present for bob', UI_MS);
+    shared = await createList(alice, 'Shared groceries', 'shared');
+    await createList(alice, 'Public notice board', 'public');
+    await listLink(bob, 'Shared groceries').waitFor({ timeout: LIVE_MS });
+    await listLink(bob, 'Public notice board').waitFor({ timeout: LIVE_MS });
+    await listLink(visitor, 'Public notice board').waitFor({ timeout: LIVE_MS });
+    check(await listLink(alice, 'Alice private plans').count() === 1, 'alice should see her private list');
+    check(await bob.getByTestId(`list-link-${secret}`).count() === 0, 'bob must not see the private list');
+    await shot(alice);
+    await shot(bob);
+    await shot(visitor);
+  });
+
+  await step('users: the shared list is live for both', async () => {
+    await onEach([alice, bob], (page) => page.goto(`${server.base}/#list=${shared}`));
+    await expectText([alice, bob], 'current-list-name', 'Shared groceries', UI_MS);
+    await bob.getByTestId('new-item-text').fill('oat milk');
+    await bob.getByTestId('new-item-submit').click();
+    const milk = await itemId(bob, 'oat milk', UI_MS);
+    await expectText([alice], `item-text-${milk}`, 'oat milk', LIVE_MS);
+    await alice.getByTestId(`item-done-${milk}`).check();
+    await expectChecked([bob], `item-done-${milk}`, true, LIVE_MS);
+    await shot(alice);
+    await shot(bob);
+  });
+
+  await step('users: a visitor sees only the public list, and so does alice once logged out', async () => {
+    await visitor.reload();
+    await listLink(visitor, 'Public notice board').waitFor({ timeout: UI_MS });
+    await Promise.all([alice.waitForNavigation({ timeout: UI_MS }), alice.getByTestId('logout').click()]);
+    await expectVisible([alice], 'login-form', UI_MS);
+    await listLink(alice, 'Public notice board').waitFor({ timeout: UI_MS });
+    await until('alice, logged out: her private and shared lists should leave the page', async () =>
+      await listLink(alice, 'Alice private plans').count() === 0 && await listLink(alice, 'Shared groceries').count() === 0,
+    UI_MS);
+    for (const [page, allowed] of [[bob, ['Shared groceries', 'Public notice board']], [visitor, ['Public notice board']]]) {
+      const leaked = (await seenLists(page)).filter((name) => !allowed.includes(name));
+      check(leaked.length === 0, `${page.label} showed lists it may not read: ${leaked.join(', ')}`);
+    }
+    await shot(alice);
+    await shot(visitor);
+  });
+  await server.stop();
 }
 
 // ---- start, fail loudly, always clean up ------------------------------------------------------------------------

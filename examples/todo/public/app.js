@@ -72,6 +72,67 @@
   client.on('state', renderConnection);
   renderConnection();
 
+  // ---- account ----------------------------------------------------------------------------------------------------
+
+  // With built-in users (`drakon-users.toml`), the server answers `/auth/me`: the signed-in user, or 401 for a
+  // visitor. Without them it answers 404 and the page stays the open demo. Logging in or out reloads the page, so
+  // the socket reconnects with (or without) the session cookie and every live list follows the new user's rules.
+  let account = { users: false, user: null };
+
+  async function loadAccount() {
+    try {
+      const response = await fetch('/auth/me', { credentials: 'same-origin' });
+      if (response.status === 404) return;
+      const body = await response.json().catch(() => ({}));
+      account = { users: true, user: response.ok ? body.user : null };
+    } catch (err) {
+      return; // no account box; the connection banner says what is wrong
+    }
+    renderAccount();
+  }
+
+  function renderAccount() {
+    $('account').hidden = !account.users;
+    $('login-form').hidden = !account.users || account.user !== null;
+    $('logout').hidden = account.user === null;
+    $('new-list-visibility').hidden = account.user === null;
+    $('account-who').textContent = account.user
+      ? `Signed in as ${(account.user.info && account.user.info.name) || account.user.id}`
+      : 'Visitor: you see the public lists. Log in to keep your own.';
+  }
+
+  $('login-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const name = $('login-name').value.trim();
+    const password = $('login-password').value;
+    try {
+      const response = await fetch('/auth/login', {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ name, password }),
+      });
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({ message: response.statusText }));
+        showError('Could not log in', body);
+        return;
+      }
+      location.reload();
+    } catch (err) {
+      showError('Could not log in', err);
+    }
+  });
+
+  $('logout').addEventListener('click', async () => {
+    try {
+      await fetch('/auth/logout', { method: 'POST', credentials: 'same-origin' });
+    } finally {
+      location.reload();
+    }
+  });
+
+  loadAccount();
+
   // ---- helpers ----------------------------------------------------------------------------------------------------
 
   /** Builds an element; `attrs` become attributes, except `on*`, which become listeners. */
@@ -151,6 +212,11 @@
       }
       const a = li.firstChild;
       a.textContent = listName(list);
+      if (account.users) {
+        const who = list.public ? 'everyone' : list.shared ? 'signed-in users' : 'only its owner';
+        a.title = `${list.owner ? `${list.owner}'s list` : 'A list'}, seen by ${who}`;
+        a.dataset.visibility = list.public ? 'public' : list.shared ? 'shared' : 'private';
+      }
       if (list.id === currentId) a.setAttribute('aria-current', 'page');
       else a.removeAttribute('aria-current');
       const wanted = previous ? previous.nextSibling : ul.firstChild;
@@ -186,7 +252,13 @@
     }
     button.disabled = true;
     try {
-      const list = await client.call('todo-list', 'create', { name });
+      const fields = { name };
+      if (account.user) {
+        const visibility = $('new-list-visibility').value;
+        fields.shared = visibility === 'shared';
+        fields.public = visibility === 'public';
+      }
+      const list = await client.call('todo-list', 'create', fields);
       justCreated.set(list.id, list);
       input.value = '';
       location.hash = `list=${list.id}`;
