@@ -48,6 +48,9 @@ enum Command {
     Writes(Common),
     /// Many subscriptions on distinct filters, writes that match one: the cost of a write as subscriptions grow.
     Selective(Common),
+    /// N users under per-user rules, each on "my items" and a shared list: writes that concern one user, and
+    /// writes to the shared list next to the same subscribers without rules. `--rate own,shared`.
+    Users(Common),
     /// Several drakon nodes behind one Redis (started for the run), N connections spread over them, a broadcast.
     Nodes(Common),
     /// Every scenario but `nodes` at its default size, one after the other.
@@ -183,6 +186,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Fanout(c) => (vec![scenario::Name::Fanout], c),
         Command::Writes(c) => (vec![scenario::Name::Writes], c),
         Command::Selective(c) => (vec![scenario::Name::Selective], c),
+        Command::Users(c) => (vec![scenario::Name::Users], c),
         Command::Nodes(c) => (vec![scenario::Name::Nodes], c),
         Command::All(c) => (scenario::Name::ALL.to_vec(), c),
         Command::Worker { .. } | Command::FloorServer { .. } => unreachable!("handled in main"),

@@ -47,7 +47,13 @@ pub struct Launch {
     pub server_core: Option<usize>,
 }
 
-/// drakon's config for every scenario: a model whose rows carry the timestamp, and a plain channel route.
+/// The HS256 secret of the tokens `users` signs its connections in with.
+pub const JWT_SECRET: &str = "drakon-bench-jwt-secret-of-32-chars-or-more";
+
+/// drakon's config for every scenario: a model whose rows carry the timestamp, and a plain channel route. `item`
+/// has no rules; `mine` and `list` serve the same rows under per-user rules, for `users`: "my items" (the caller's
+/// own rows) and a list shared by every user (own rows or shared ones). All three publish the same fields, so
+/// their events are the same size.
 pub fn drakon_config(max_subscriptions: usize) -> String {
     format!(
         r#"[server]
@@ -62,12 +68,33 @@ grp = {{ type = "int" }}
 ts = {{ type = "int", default = 0 }}
 seq = {{ type = "int", default = 0 }}
 pad = {{ type = "text", default = "" }}
+owner = {{ type = "text", default = "" }}
+shared = {{ type = "bool", default = false }}
 
 [routes.item]
 model = "item"
 publish_fields = ["grp", "ts", "seq", "pad"]
 update_fields = ["ts", "seq", "pad"]
-create_fields = ["grp", "ts", "seq", "pad"]
+create_fields = ["grp", "ts", "seq", "pad", "owner", "shared"]
+
+[auth]
+jwt_secret = "{JWT_SECRET}"
+
+[routes.mine]
+model = "item"
+publish_fields = ["grp", "ts", "seq", "pad"]
+verbs = ["get_list", "subscribe", "unsubscribe"]
+
+[routes.mine.rules]
+read = {{ filter = {{ owner = "$user.id" }} }}
+
+[routes.list]
+model = "item"
+publish_fields = ["grp", "ts", "seq", "pad"]
+verbs = ["get_list", "subscribe", "unsubscribe"]
+
+[routes.list.rules]
+read = {{ any = [{{ filter = {{ owner = "$user.id" }} }}, {{ filter = {{ shared = true }} }}] }}
 
 [routes.bench]
 kind = "channel"

@@ -46,12 +46,18 @@ async fn next_text(ws: &mut Ws) -> Result<String> {
 
 /// Creates one row of `item` per entry of `groups` (its `grp`), pipelined over one connection; returns their ids.
 pub async fn create_rows(server: SocketAddr, groups: &[usize]) -> Result<Vec<i64>> {
+    let rows: Vec<String> = groups.iter().map(|g| format!(r#""grp":{g}"#)).collect();
+    create_rows_with(server, &rows).await
+}
+
+/// Creates one row per entry of `fields` (more `"name":value` pairs of an `item`, such as an owner); their ids.
+pub async fn create_rows_with(server: SocketAddr, fields: &[String]) -> Result<Vec<i64>> {
     let mut ws = connect(server).await?;
-    let mut ids = Vec::with_capacity(groups.len());
-    for chunk in groups.chunks(256) {
-        for (i, g) in chunk.iter().enumerate() {
+    let mut ids = Vec::with_capacity(fields.len());
+    for chunk in fields.chunks(256) {
+        for (i, f) in chunk.iter().enumerate() {
             let frame = format!(
-                r#"{{"route":"item","verb":"create","args":{{"grp":{g},"ts":0,"seq":0,"pad":"setup"}},"callbackname":"c{i}"}}"#
+                r#"{{"route":"item","verb":"create","args":{{{f},"ts":0,"seq":0,"pad":"setup"}},"callbackname":"c{i}"}}"#
             );
             ws.feed(Message::text(frame)).await?;
         }

@@ -34,13 +34,17 @@ pub enum Subscribe {
     /// `per_conn` model subscriptions `{"grp": g}` per connection on distinct groups: connection `i` takes
     /// groups `1 + (i * per_conn + j) % groups` for `j` in `0..per_conn`.
     Groups { route: String, groups: usize, per_conn: usize },
+    /// Connection `i` signs in as user `u<i>` (a token in the upgrade URL, signed with `jwt_secret`) and subscribes
+    /// to "my items" (`mine`, no filter: its rule keeps the user's own rows) and to the shared list (`list`,
+    /// `{"grp": list_group}`, under a rule that admits the user's own rows and shared ones).
+    Users { jwt_secret: String, list_group: usize },
 }
 
 impl Subscribe {
     /// The groups connection `index` subscribes to.
     pub fn groups_of(&self, index: usize) -> Vec<usize> {
         match self {
-            Subscribe::Channel { .. } => Vec::new(),
+            Subscribe::Channel { .. } | Subscribe::Users { .. } => Vec::new(),
             Subscribe::Groups { groups, per_conn, .. } => {
                 (0..*per_conn).map(|j| 1 + (index * per_conn + j) % groups).collect()
             }
@@ -58,6 +62,12 @@ impl Subscribe {
             Subscribe::Groups { route, .. } => {
                 self.groups_of(index).into_iter().map(|g| group_frame(route, g)).collect()
             }
+            Subscribe::Users { list_group, .. } => vec![
+                r#"{"route":"mine","verb":"subscribe","args":{"channel":"m"},"callbackname":"m"}"#.to_owned(),
+                format!(
+                    r#"{{"route":"list","verb":"subscribe","args":{{"channel":"l","grp":{list_group}}},"callbackname":"l"}}"#
+                ),
+            ],
         };
         if probe
             && index == 0
@@ -67,6 +77,29 @@ impl Subscribe {
         }
         out
     }
+}
+
+/// The user connection `index` signs in as under [`Subscribe::Users`].
+pub fn user_of(index: usize) -> String {
+    format!("u{index}")
+}
+
+impl Subscribe {
+    /// The upgrade path of connection `index`: with users, it carries the user's token.
+    pub fn path(&self, index: usize, base: &str) -> String {
+        match self {
+            Subscribe::Users { jwt_secret, .. } => format!("{base}?token={}", user_token(jwt_secret, &user_of(index))),
+            _ => base.to_owned(),
+        }
+    }
+}
+
+/// An HS256 JWT for `user`, valid for a day (longer than any run).
+fn user_token(secret: &str, user: &str) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("an HMAC key takes any bytes");
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) + 86_400;
+    let claims = serde_json::json!({"sub": user, "exp": exp});
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("encoding a token of JSON claims")
 }
 
 fn group_frame(route: &str, group: usize) -> String {

@@ -126,8 +126,10 @@ async fn work(plan: Plan) -> Result<()> {
     for i in 0..plan.connections {
         let index = plan.first_index + i;
         let frames = plan.subscribe.frames(index, plan.probe);
+        let path = plan.subscribe.path(index, WS_PATH);
         let ports = ports.clone();
-        tokio::task::spawn_local(connection(plan.clone(), host.clone(), frames, gate.clone(), ports, stats.clone()));
+        let (host, gate, stats) = (host.clone(), gate.clone(), stats.clone());
+        tokio::task::spawn_local(connection(plan.clone(), host, path, frames, gate, ports, stats));
     }
 
     // Connecting: report progress until every connection has an outcome.
@@ -203,6 +205,7 @@ async fn work(plan: Plan) -> Result<()> {
 async fn connection(
     plan: Plan,
     host: Rc<str>,
+    path: String,
     frames: Vec<String>,
     gate: Rc<Semaphore>,
     ports: Rc<Ports>,
@@ -210,7 +213,7 @@ async fn connection(
 ) {
     let permit = gate.acquire().await.expect("the gate is never closed");
     let began = Instant::now();
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(&plan, &host, &frames, &ports)).await;
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(&plan, &host, &path, &frames, &ports)).await;
     drop(permit);
     let mut conn = match opened {
         Ok(Ok(conn)) => {
@@ -281,8 +284,9 @@ impl Ports {
     }
 }
 
-/// Connects from the plan's source address, upgrades, and subscribes with `frames`, waiting for every reply.
-async fn open(plan: &Plan, host: &str, frames: &[String], ports: &Ports) -> Result<Connection> {
+/// Connects from the plan's source address, upgrades on `path`, and subscribes with `frames`, waiting for every
+/// reply.
+async fn open(plan: &Plan, host: &str, path: &str, frames: &[String], ports: &Ports) -> Result<Connection> {
     let mut tries = 0;
     let stream = loop {
         let socket = if plan.server.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
@@ -304,7 +308,7 @@ async fn open(plan: &Plan, host: &str, frames: &[String], ports: &Ports) -> Resu
         }
     };
     stream.set_nodelay(true)?;
-    let mut conn = Connection::handshake(stream, host, WS_PATH).await.context("websocket handshake")?;
+    let mut conn = Connection::handshake(stream, host, path).await.context("websocket handshake")?;
     for frame in frames {
         conn.queue_text(frame);
     }

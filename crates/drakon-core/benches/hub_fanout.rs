@@ -77,7 +77,7 @@ impl Fixture {
         let args: Args = filter.as_object().expect("object").clone();
         let filter = Filter::parse(&self.schema, &self.route.model, &args).expect("valid filter");
         let name = drakon_protocol::model_channel_name("todo-item", &args);
-        self.hub.subscribe_model(conn, &self.route, &name, &filter);
+        self.hub.subscribe_model(conn, &self.route, &name, &name, &filter);
     }
 
     fn deliver(&self, change: &Change) -> Delivery {
@@ -158,6 +158,27 @@ fn bench(c: &mut Criterion) {
     many_channels.drain();
     group.throughput(Throughput::Elements(1));
     group.bench_function("1_of_10000_channels", |b| b.iter_custom(|iters| many_channels.time(&change, iters)));
+
+    // 1,000 users on one shared list under a per-user rule ("your own items, or done ones"): a channel each, one
+    // visible name. The change reaches all of them through one event; the cost over `1_channel_1000_subscribers` is
+    // the per-channel matching that rules add.
+    let mut ruled = Fixture::new();
+    for user in 0..1_000 {
+        let conn = ruled.connect();
+        let parse = |f: Json| Filter::parse(&ruled.schema, &ruled.route.model, f.as_object().expect("object"));
+        let rule = Filter::either(vec![
+            parse(json!({"text": format!("user {user}")})).expect("valid"),
+            parse(json!({"done": false})).expect("valid"),
+        ]);
+        let filter = parse(json!({"todo_list": 1})).expect("valid").and(rule);
+        let name = format!("todo-item|todo_list:1|@rule:{user}");
+        ruled.hub.subscribe_model(conn, &ruled.route, &name, "todo-item|todo_list:1", &filter);
+    }
+    let change = created(1);
+    assert_eq!(ruled.deliver(&change), Delivery { candidates: 1_000, queued: 1_000 });
+    ruled.drain();
+    group.throughput(Throughput::Elements(1_000));
+    group.bench_function("1000_users_ruled_channels", |b| b.iter_custom(|iters| ruled.time(&change, iters)));
 
     group.finish();
 }

@@ -5,6 +5,7 @@ mod fanout;
 mod idle;
 mod nodes;
 mod selective;
+mod users;
 mod writes;
 
 use std::cell::Cell;
@@ -29,10 +30,12 @@ pub enum Name {
     Writes,
     Selective,
     Nodes,
+    Users,
 }
 
 impl Name {
-    /// What `all` runs: `nodes` is left out (it needs Redis and most of the machine's memory for minutes).
+    /// What `all` runs: `nodes` is left out (it needs Redis and most of the machine's memory for minutes), and so is
+    /// `users` (10,000 signed-in connections, twice, for a question of its own).
     pub const ALL: [Name; 4] = [Name::Idle, Name::Fanout, Name::Writes, Name::Selective];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +45,7 @@ impl Name {
             Name::Writes => "writes",
             Name::Selective => "selective",
             Name::Nodes => "nodes",
+            Name::Users => "users",
         }
     }
 }
@@ -55,6 +59,7 @@ pub async fn run(ctx: &Context, name: Name) -> Result<String> {
         Name::Writes => writes::run(ctx).await,
         Name::Selective => selective::run(ctx).await,
         Name::Nodes => nodes::run(ctx).await,
+        Name::Users => users::run(ctx).await,
     }
 }
 
@@ -342,5 +347,102 @@ pub fn broadcast_step(
         generator_cpu_us_per_delivery: per(generator_cpu, delivered),
         notes,
         ..ready.step(target, n)
+    }
+}
+
+/// What one measured window of writes did: the writes, what the fleet received, and the CPU each side used.
+pub struct Measured {
+    pub written: crate::verbs::Written,
+    pub counted: crate::fleet::Counted,
+    pub server_cpu: f64,
+    pub generator_cpu: f64,
+    pub other_cpu: f64,
+    pub notes: Vec<String>,
+}
+
+/// Sends `rate` writes a second for `duration` from `plan`'s schedule over the context's writer connections while
+/// `fleet` counts deliveries (counted afresh from here), waits for the expected deliveries, and measures the
+/// server's and the generator's CPU over the window.
+pub async fn measure_writes(
+    ctx: &Context,
+    target: &mut crate::target::Target,
+    fleet: &mut crate::fleet::Fleet,
+    plan: &(dyn Fn(u64, u64) -> crate::verbs::Planned + Sync),
+    rate: f64,
+    duration: Duration,
+    bar: &ProgressBar,
+) -> Result<Measured> {
+    const QUIET: Duration = Duration::from_secs(2);
+    const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+    fleet.start().await?;
+    let server_cpu0 = target.cpu()?;
+    let own0 = own_cpu()?;
+    let machine0 = machine_cpu()?;
+    let window = std::time::Instant::now();
+    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+    bar.set_length(total);
+    bar.set_position(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("  {prefix:>8} writing {bar:30} {pos:>6}/{len:6} writes")
+            .expect("valid template"),
+    );
+    let progress = bar.clone();
+    let on_tick = move |k| progress.set_position(k);
+    let written = {
+        let run = crate::verbs::run_writes(target.addr, ctx.common.writers, rate, duration, plan, &on_tick);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                done = &mut run => break done?,
+                delivered = fleet.deliveries(Duration::from_millis(500)) => { delivered?; }
+            }
+        }
+    };
+    fleet.drain(written.expected_deliveries, QUIET, DRAIN_LIMIT).await?;
+    let server_cpu = target.cpu()?.saturating_sub(server_cpu0).as_secs_f64();
+    let own = own_cpu()? - own0;
+    let machine = machine_cpu()? - machine0;
+    let window = window.elapsed().as_secs_f64();
+    let counted = fleet.report().await?;
+    target.check_alive()?;
+    let generator_cpu = counted.cpu_secs + own;
+    let mut notes = Vec::new();
+    let (other_cpu, disturbed) = other_cpu(machine, server_cpu, generator_cpu, window);
+    notes.extend(disturbed);
+    if let Some(e) = &written.first_error {
+        notes.push(format!("first failed write: {e}"));
+    }
+    if counted.stamped > written.expected_deliveries {
+        notes.push(format!("{} deliveries beyond the expected ones", counted.stamped - written.expected_deliveries));
+    }
+    Ok(Measured { written, counted, server_cpu, generator_cpu, other_cpu, notes })
+}
+
+impl Measured {
+    /// The step's write and delivery figures, over `base` (the connection figures).
+    pub fn step(&self, rate: f64, base: Step) -> Step {
+        let (written, delivered) = (&self.written, self.counted.stamped);
+        Step {
+            rate: Some(rate),
+            duration_secs: Some(written.secs),
+            writes_ok: Some(written.ok),
+            writes_failed: Some(written.failed),
+            writes_per_sec: Some(written.ok as f64 / written.secs.max(1e-9)),
+            expected: Some(written.expected_deliveries),
+            delivered: Some(delivered),
+            losses: Some(written.expected_deliveries.saturating_sub(delivered)),
+            closed_connections: Some(self.counted.closed),
+            deliveries_per_sec: Some(delivered as f64 / written.secs.max(1e-9)),
+            latency: report::Latency::of(&self.counted.latency),
+            reply_latency: report::Latency::of(&written.reply_latency),
+            server_cpu_secs: Some(self.server_cpu),
+            generator_cpu_secs: Some(self.generator_cpu),
+            server_cpu_us_per_write: per(self.server_cpu, written.ok),
+            server_cpu_us_per_delivery: per(self.server_cpu, delivered),
+            generator_cpu_us_per_delivery: per(self.generator_cpu, delivered),
+            other_cpu_secs: Some(self.other_cpu),
+            notes: self.notes.clone(),
+            ..base
+        }
     }
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde_json::json;
 
-use super::{Context, Name, own_cpu, per};
+use super::{Context, Name, measure_writes};
 use crate::fleet::Fleet;
-use crate::report::{self, Latency, Step, Table, fmt, ms};
+use crate::report::{self, Step, Table, fmt, ms};
 use crate::svg::Scale;
 use crate::target::{Kind, Target};
 use crate::verbs::{self, Planned};
@@ -23,8 +23,6 @@ const DEFAULT_RATE: f64 = 500.0;
 const DEFAULT_SECS: f64 = 10.0;
 /// Group-0 rows the writes cycle through.
 const PROBE_ROWS: usize = 16;
-const QUIET: Duration = Duration::from_secs(2);
-const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 pub async fn run(ctx: &Context) -> Result<String> {
     let sizes = ctx.common.subscriptions.clone().unwrap_or_else(|| DEFAULT_SUBSCRIPTIONS.to_vec());
@@ -116,11 +114,6 @@ async fn step(ctx: &Context, subscriptions: usize, conns: usize, rate: f64, dura
         bail!("{} of {conns} connections failed: {:?}", ready.failed, ready.first_error);
     }
     let rss_after = target.rss()?;
-    fleet.start().await?;
-    let server_cpu0 = target.cpu()?;
-    let own0 = own_cpu()?;
-    let machine0 = super::machine_cpu()?;
-    let window = std::time::Instant::now();
     let plan = |k: u64, ts: u64| Planned {
         frame: format!(
             r#"{{"route":"item","verb":"update","args":{{"id":{},"ts":{ts},"seq":{k}}},"callbackname":"w{k}"}}"#,
@@ -128,71 +121,14 @@ async fn step(ctx: &Context, subscriptions: usize, conns: usize, rate: f64, dura
         ),
         deliveries: 1,
     };
-    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
-    bar.set_length(total);
-    bar.set_position(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("  {prefix:>8} writing {bar:30} {pos:>6}/{len:6} writes")
-            .expect("valid template"),
-    );
-    let progress = bar.clone();
-    let on_tick = move |k| progress.set_position(k);
-    let written = {
-        let run = verbs::run_writes(target.addr, ctx.common.writers, rate, duration, &plan, &on_tick);
-        tokio::pin!(run);
-        loop {
-            tokio::select! {
-                done = &mut run => break done?,
-                delivered = fleet.deliveries(Duration::from_millis(500)) => { delivered?; }
-            }
-        }
-    };
-    fleet.drain(written.expected_deliveries, QUIET, DRAIN_LIMIT).await?;
-    let server_cpu = target.cpu()?.saturating_sub(server_cpu0).as_secs_f64();
-    let own = own_cpu()? - own0;
-    let machine = super::machine_cpu()? - machine0;
-    let window = window.elapsed().as_secs_f64();
-    let counted = fleet.report().await?;
-    target.check_alive()?;
+    let measured = measure_writes(ctx, &mut target, &mut fleet, &plan, rate, duration, &bar).await?;
     bar.finish_and_clear();
-
-    let delivered = counted.stamped;
-    let generator_cpu = counted.cpu_secs + own;
-    let mut notes = Vec::new();
-    let (other, disturbed) = super::other_cpu(machine, server_cpu, generator_cpu, window);
-    notes.extend(disturbed);
-    if let Some(e) = &written.first_error {
-        notes.push(format!("first failed write: {e}"));
-    }
-    if delivered > written.expected_deliveries {
-        notes.push(format!(
-            "{} deliveries beyond the one matching subscription",
-            delivered - written.expected_deliveries
-        ));
-    }
+    let (written, delivered) = (&measured.written, measured.counted.stamped);
     let step = Step {
         filters: Some(subscriptions + 1),
-        rate: Some(rate),
-        duration_secs: Some(written.secs),
         rss_before_bytes: Some(rss_before),
         rss_after_bytes: Some(rss_after),
-        writes_ok: Some(written.ok),
-        writes_failed: Some(written.failed),
-        writes_per_sec: Some(written.ok as f64 / written.secs.max(1e-9)),
-        expected: Some(written.expected_deliveries),
-        delivered: Some(delivered),
-        losses: Some(written.expected_deliveries.saturating_sub(delivered)),
-        closed_connections: Some(counted.closed),
-        deliveries_per_sec: Some(delivered as f64 / written.secs.max(1e-9)),
-        latency: Latency::of(&counted.latency),
-        reply_latency: Latency::of(&written.reply_latency),
-        server_cpu_secs: Some(server_cpu),
-        generator_cpu_secs: Some(generator_cpu),
-        server_cpu_us_per_write: per(server_cpu, written.ok),
-        generator_cpu_us_per_delivery: per(generator_cpu, delivered),
-        other_cpu_secs: Some(other),
-        notes,
-        ..ready.step("drakon", conns)
+        ..measured.step(rate, ready.step("drakon", conns))
     };
     let l = step.latency.clone().unwrap_or_default();
     println!(

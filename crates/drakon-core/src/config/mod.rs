@@ -69,6 +69,9 @@ pub struct AuthConfig {
     pub jwt_secret: Option<String>,
     /// A PEM public key (RSA for RS256, Ed25519 for EdDSA); tokens signed with its private key are accepted.
     pub jwt_public_key_file: Option<PathBuf>,
+    /// A JWKS file (RFC 7517, `{"keys": [...]}`): RSA and Ed25519 public keys, each picked by the `kid` a token
+    /// names, so that an issuer can rotate keys by publishing the next one before signing with it.
+    pub jwks_file: Option<PathBuf>,
     /// When set, tokens must carry this `iss`.
     pub issuer: Option<String>,
     /// When set, tokens must carry this `aud`.
@@ -111,6 +114,7 @@ impl Default for AuthConfig {
         AuthConfig {
             jwt_secret: None,
             jwt_public_key_file: None,
+            jwks_file: None,
             issuer: None,
             audience: None,
             roles_claim: "roles".into(),
@@ -130,6 +134,7 @@ impl fmt::Debug for AuthConfig {
         f.debug_struct("AuthConfig")
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("jwks_file", &self.jwks_file)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("roles_claim", &self.roles_claim)

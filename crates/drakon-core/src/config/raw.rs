@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawAuth {
     pub(super) jwt_secret: Option<Spanned<String>>,
     pub(super) jwt_public_key_file: Option<Spanned<String>>,
+    pub(super) jwks_file: Option<Spanned<String>>,
     pub(super) issuer: Option<String>,
     pub(super) audience: Option<String>,
     pub(super) roles_claim: Option<String>,

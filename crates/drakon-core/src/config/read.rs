@@ -238,6 +238,14 @@ impl<'a> Reader<'a> {
             Some(file) => auth.jwt_public_key_file = Some(base_dir.join(file.get_ref())),
             None => {}
         }
+        match raw.jwks_file {
+            Some(file) if file.get_ref().is_empty() => self.problem(
+                file.span(),
+                "jwks_file is empty: give a JWKS file (relative to this file), or remove the line",
+            ),
+            Some(file) => auth.jwks_file = Some(base_dir.join(file.get_ref())),
+            None => {}
+        }
         auth
     }
 

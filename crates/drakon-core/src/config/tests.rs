@@ -220,6 +220,14 @@ fn server_keys_override_defaults() {
 }
 
 #[test]
+fn auth_key_files_resolve_beside_the_config_file() {
+    let config = parse_ok(&["[auth]", "jwt_public_key_file = \"keys/auth.pub.pem\"", "jwks_file = \"keys/jwks.json\""]);
+    let auth = config.auth.expect("an [auth] table");
+    assert_eq!(auth.jwt_public_key_file, Some(Path::new("app/keys/auth.pub.pem").to_owned()));
+    assert_eq!(auth.jwks_file, Some(Path::new("app/keys/jwks.json").to_owned()));
+}
+
+#[test]
 fn debug_output_hides_the_api_key() {
     let server = ServerConfig { api_key: Some("hunter2".into()), ..ServerConfig::default() };
     let shown = format!("{server:?}");
@@ -450,9 +458,13 @@ fn broken_configs_report_each_problem_at_its_line() {
             ],
         ),
         (
-            "an [auth] secret too short to resist brute force, an empty key file",
-            &["[auth]", "jwt_secret = \"short\"", "jwt_public_key_file = \"\""],
-            &[(2, "jwt_secret must be at least 32 characters (RFC 7518 §3.2)"), (3, "jwt_public_key_file is empty")],
+            "an [auth] secret too short to resist brute force, an empty key file, an empty JWKS file",
+            &["[auth]", "jwt_secret = \"short\"", "jwt_public_key_file = \"\"", "jwks_file = \"\""],
+            &[
+                (2, "jwt_secret must be at least 32 characters (RFC 7518 §3.2)"),
+                (3, "jwt_public_key_file is empty"),
+                (4, "jwks_file is empty: give a JWKS file (relative to this file), or remove the line"),
+            ],
         ),
         (
             "bad fixed filter",

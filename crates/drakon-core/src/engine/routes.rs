@@ -19,6 +19,10 @@ use crate::value::Value;
 
 pub use crate::schema::ADMIN_ROUTE_PREFIX;
 
+/// The entry of a channel's name that holds the caller's rule values (see [`Scope::names`]): part of the hub's name
+/// of the channel, never of the name its subscribers see.
+pub(super) const RULE_NAME: &str = "@rule";
+
 /// Refuses a plain channel name that could not be published to: empty, or holding `|`, which separates a model
 /// channel's filter.
 pub(super) fn check_plain_channel_name(name: &str) -> Result<(), VerbError> {
@@ -189,7 +193,7 @@ impl Routes {
             denied("this rule lets you touch no row".into())
         })?;
         scope.filter = scope.filter.and(filter);
-        scope.names.insert("@rule".to_owned(), rows.to_json(principal.user()));
+        scope.names.insert(RULE_NAME.to_owned(), rows.to_json(principal.user()));
         Ok(scope)
     }
 

@@ -45,9 +45,10 @@ struct Subscription {
     locals: Vec<String>,
 }
 
-/// What a session joins: a model channel (with the route it is seen through and its filter) or a plain one.
+/// What a session joins: a model channel (with the route it is seen through, its filter and the name its
+/// subscribers see) or a plain one.
 pub(super) enum Target<'a> {
-    Model(&'a Arc<RouteView>, &'a Filter),
+    Model(&'a Arc<RouteView>, &'a Filter, &'a str),
     Plain,
 }
 
@@ -115,8 +116,8 @@ impl Session {
             ));
         }
         let model = match target {
-            Target::Model(view, filter) => {
-                hub.subscribe_model(self.conn, view, remote, filter);
+            Target::Model(view, filter, visible) => {
+                hub.subscribe_model(self.conn, view, remote, visible, filter);
                 Some(view.model.name.clone())
             }
             Target::Plain => {
@@ -240,11 +241,11 @@ mod tests {
         let args = serde_json::json!({"todo_list": 1}).as_object().unwrap().clone();
         let scope = crate::engine::routes::Scope::whole(route);
         let (filter, _) = routes.filter(checked.schema(), route, &scope, args).expect("a filter");
-        let items = Target::Model(&route.view, &filter);
+        let items = Target::Model(&route.view, &filter, "todo-item|todo_list__id:1");
         assert_eq!(session.join(&hub, "a", "todo-item|todo_list__id:1", items, limits), Ok(true));
-        let items = Target::Model(&route.view, &filter);
+        let items = Target::Model(&route.view, &filter, "todo-item|todo_list__id:1");
         assert_eq!(session.join(&hub, "a", "todo-item|todo_list__id:1", items, limits), Ok(false), "held already");
-        let items = Target::Model(&route.view, &filter);
+        let items = Target::Model(&route.view, &filter, "todo-item|todo_list__id:1");
         assert_eq!(session.join(&hub, "b", "todo-item|todo_list__id:1", items, limits), Ok(true));
         assert_eq!(session.join(&hub, "c", "room", Target::Plain, limits), Ok(true));
         assert_eq!(

@@ -9,7 +9,7 @@ use drakon_protocol::{Args, ChannelAction, ErrorCode, model_channel_name};
 use serde_json::{Value as Json, json};
 
 use super::fan_out::{BatchImages, resolve};
-use super::routes::{CompiledRoute, Scope, check_plain_channel_name, parse_order};
+use super::routes::{CompiledRoute, RULE_NAME, Scope, check_plain_channel_name, parse_order};
 use super::session::{Session, Target};
 use super::{ChannelChange, Engine, Outcome, Payload, VerbError};
 use crate::filter::{Filter, Lookup};
@@ -59,19 +59,20 @@ impl Engine {
         }
         let order = parse_order(&route.view.model, &route.view.publish, args.remove("_order"))?;
         let (filter, normalized) = self.inner.routes.filter(&self.inner.schema, route, scope, args)?;
-        let remote = model_channel_name(&route.name, &normalized);
-        let channel = ChannelChange::one(local.clone(), remote.clone(), ChannelAction::Subscribe);
+        let (remote, visible) = channel_names(&route.name, normalized);
+        let channel = ChannelChange::one(local.clone(), visible.clone(), ChannelAction::Subscribe);
         // Before anything can be missed: renames of referenced rows must log touches for this filter's references.
         for lookup in filter.remote_lookups() {
             self.watch_reference(&route.view.model.name, &lookup.hops[0].field).await?;
         }
         let hub = &self.inner.hub;
-        let fresh = session.join(hub, &local, &remote, Target::Model(&route.view, &filter), self.inner.limits)?;
+        let target = Target::Model(&route.view, &filter, &visible);
+        let fresh = session.join(hub, &local, &remote, target, self.inner.limits)?;
         if !snapshot && since.is_none() {
             return Ok(Outcome { data: Payload::Json(json!([])), client_context: None, channel });
         }
         if let Some(since) = since {
-            match self.replay(route, &filter, &remote, since).await {
+            match self.replay(route, &filter, &visible, since).await {
                 Ok(Some(data)) => return Ok(Outcome { data, client_context: None, channel }),
                 // The log no longer reaches back: answer with a fresh snapshot, marked as a reload.
                 Ok(None) => {}
@@ -157,12 +158,12 @@ impl Engine {
         args.remove("since");
         args.remove("_order");
         let (_, normalized) = self.inner.routes.filter(&self.inner.schema, route, scope, args)?;
-        let remote = model_channel_name(&route.name, &normalized);
+        let (remote, visible) = channel_names(&route.name, normalized);
         session.leave(&self.inner.hub, &local, &remote)?;
         Ok(Outcome {
             data: Payload::Json(json!("unsubscribed")),
             client_context: None,
-            channel: ChannelChange::one(local, remote, ChannelAction::Unsubscribe),
+            channel: ChannelChange::one(local, visible, ChannelAction::Unsubscribe),
         })
     }
 
@@ -217,4 +218,17 @@ impl Engine {
             channel: ChannelChange::one(local, remote, action),
         })
     }
+}
+
+/// A model channel's name in the hub, and the name its subscribers see. The hub's name carries the caller's rule
+/// values ([`RULE_NAME`]), so users under different rules never share a channel or its index entries; the name the
+/// client sees leaves them out, so an event that several users' channels receive alike (a change to a list they all
+/// share) is one event, built and encoded once, whose bytes are the same for all of them. A session never holds two
+/// channels of one visible name under different rules: its user cannot change while it is subscribed.
+fn channel_names(route: &str, mut normalized: Args) -> (String, String) {
+    let hub = model_channel_name(route, &normalized);
+    if normalized.remove(RULE_NAME).is_none() {
+        return (hub.clone(), hub);
+    }
+    (hub, model_channel_name(route, &normalized))
 }

@@ -5,6 +5,9 @@
 //! is matched only against channels whose indexed value the row had before or has after, plus the few channels
 //! without such a condition. Each change makes one typed [`Event`] per channel it concerns, and the same `Arc<Event>`
 //! goes to every subscriber; their sessions' protocols encode it (once per protocol, see [`crate::event`]).
+//! Under per-user rules each user's subscription is a channel of its own, whose hub name carries the user's rule
+//! values but whose *visible* name (the one in its events) does not: channels of one visible name that see a change
+//! alike share one event, so a change to a list that 10,000 users share is built and encoded once.
 //!
 //! The state sits behind one `std::sync::Mutex` that is never held across an `.await`, nor while frames are pushed:
 //! under it a delivery only matches, builds the events and takes each channel's list of recipients (an `Arc`, rebuilt only
@@ -27,6 +30,10 @@ use crate::filter::{Filter, Lookup, Op, Operand};
 use crate::schema::Model;
 use crate::store::{Change, Row};
 use crate::value::{IndexKey, Value};
+
+/// An event one delivery made for a visible channel name and a (matched before, matches after) pair, or `None`
+/// when that pair tells its subscribers nothing; other channels of the name and pair reuse it.
+type Made = (Arc<str>, (bool, bool), Option<Arc<Event>>);
 
 /// Identifies one connection within a hub.
 pub type ConnId = u64;
@@ -86,6 +93,9 @@ impl Subscribers {
 #[derive(Debug)]
 struct Channel {
     route: Arc<RouteView>,
+    /// The name the channel's subscribers see (its events carry it): the hub's name without the caller's rule
+    /// values, so channels of one filter under different users' rules make the same events.
+    visible: Arc<str>,
     filter: Filter,
     /// Where the channel is found in its model's index: every row it matches holds one of these keys at its lookup.
     /// Empty: the channel is checked against every change of its model.
@@ -93,11 +103,22 @@ struct Channel {
     subscribers: Subscribers,
 }
 
+/// The hasher of the maps a delivery looks channel names up in: seeded per process (so clients cannot choose
+/// names that collide), and several times cheaper than SipHash on names of tens of bytes, which a change to a list
+/// shared by 10,000 users hashes 10,000 times.
+type Fast = foldhash::fast::RandomState;
+
+/// Channel names, as the index keeps them per indexed value.
+type Names = HashSet<Arc<str>, Fast>;
+
 #[derive(Debug, Default)]
 struct ModelChannels {
-    channels: HashMap<Arc<str>, Channel>,
-    index: HashMap<Lookup, HashMap<IndexKey, HashSet<Arc<str>>>>,
-    scan: HashSet<Arc<str>>,
+    channels: HashMap<Arc<str>, Channel, Fast>,
+    index: HashMap<Lookup, HashMap<IndexKey, Names, Fast>>,
+    scan: HashSet<Arc<str>, Fast>,
+    /// Each visible name in use, once, with how many channels share it: channels of one visible name hold the same
+    /// `Arc`, so a delivery tells them apart by pointer.
+    visible: HashMap<Arc<str>, usize, Fast>,
     /// Lookups through references used by any channel, with how many channels use each.
     remote: HashMap<Lookup, usize>,
 }
@@ -213,8 +234,8 @@ impl Hub {
         self.lock().conns.contains_key(&conn)
     }
 
-    /// Adds `conn` to the model channel `name`, creating the channel if needed.
-    pub fn subscribe_model(&self, conn: ConnId, route: &Arc<RouteView>, name: &str, filter: &Filter) {
+    /// Adds `conn` to the model channel `name`, creating the channel if needed; its events name it `visible`.
+    pub fn subscribe_model(&self, conn: ConnId, route: &Arc<RouteView>, name: &str, visible: &str, filter: &Filter) {
         let mut state = self.lock();
         if !state.conns.contains_key(&conn) {
             return;
@@ -238,8 +259,14 @@ impl Hub {
         for lookup in filter.remote_lookups() {
             *models.remote.entry(lookup.clone()).or_default() += 1;
         }
-        let channel =
-            Channel { route: route.clone(), filter: filter.clone(), index, subscribers: Subscribers::of(conn) };
+        let visible = match models.visible.get_key_value(visible) {
+            Some((shared, _)) => shared.clone(),
+            None if *visible == *name => name.clone(),
+            None => Arc::from(visible),
+        };
+        *models.visible.entry(visible.clone()).or_default() += 1;
+        let subscribers = Subscribers::of(conn);
+        let channel = Channel { route: route.clone(), visible, filter: filter.clone(), index, subscribers };
         models.channels.insert(name, channel);
     }
 
@@ -297,22 +324,55 @@ impl Hub {
             let old = change.old.as_ref().map(|row| RowResolver { model, row, remote: remote_old });
             let new = change.new.as_ref().map(|row| RowResolver { model, row, remote: remote_new });
 
-            let mut candidates: HashSet<&Arc<str>> = scan.iter().collect();
-            for (lookup, buckets) in &*index {
+            // The index buckets the old and new images fall in, each once (an update that keeps its indexed value
+            // finds the same bucket twice).
+            let mut buckets: Vec<&Names> = Vec::new();
+            for (lookup, by_key) in &*index {
                 for image in [&old, &new].into_iter().flatten() {
-                    if let Some(names) = image.value(lookup).index_key().and_then(|k| buckets.get(&k)) {
-                        candidates.extend(names);
+                    if let Some(bucket) = image.value(lookup).index_key().and_then(|k| by_key.get(&k))
+                        && !buckets.iter().any(|b| std::ptr::eq(*b, bucket))
+                    {
+                        buckets.push(bucket);
                     }
                 }
             }
-            count = candidates.len();
-            for name in candidates {
-                let Some(channel) = channels.get_mut(name) else { continue };
+            // Channels of one visible name (one filter, under several users' rules) that see the change alike share
+            // its event, and with it the encoded frame.
+            let mut made: Vec<Made> = Vec::new();
+            let mut visit = |name: &Arc<str>| {
+                let Some(channel) = channels.get_mut(name) else { return };
                 let was = old.as_ref().is_some_and(|r| channel.filter.matches(r));
                 let is = new.as_ref().is_some_and(|r| channel.filter.matches(r));
-                let Some((action, data)) = event_for(change, &channel.route, was, is) else { continue };
-                let event = Arc::new(Event::row(name.clone(), action, change.id, data, change.offset));
-                events.push((event, channel.subscribers.recipients(conns)));
+                if !was && !is {
+                    return;
+                }
+                let seen = made.iter().find(|(v, how, _)| *how == (was, is) && Arc::ptr_eq(v, &channel.visible));
+                let event = match seen {
+                    Some((_, _, event)) => event.clone(),
+                    None => {
+                        let event = event_for(change, &channel.route, was, is).map(|(action, data)| {
+                            Arc::new(Event::row(channel.visible.clone(), action, change.id, data, change.offset))
+                        });
+                        made.push((channel.visible.clone(), (was, is), event.clone()));
+                        event
+                    }
+                };
+                if let Some(event) = event {
+                    events.push((event, channel.subscribers.recipients(conns)));
+                }
+            };
+            match (scan.is_empty(), buckets.as_slice()) {
+                // The common case: one bucket and nothing to scan, so no channel can come up twice.
+                (true, [] | [_]) => {
+                    count = buckets.first().map_or(0, |b| b.len());
+                    buckets.first().into_iter().flat_map(|b| b.iter()).for_each(&mut visit);
+                }
+                _ => {
+                    let mut candidates: HashSet<&Arc<str>, Fast> = scan.iter().collect();
+                    candidates.extend(buckets.iter().flat_map(|b| b.iter()));
+                    count = candidates.len();
+                    candidates.into_iter().for_each(&mut visit);
+                }
             }
         }
 
@@ -464,6 +524,12 @@ fn drop_model_subscriber(models: &mut ModelChannels, name: &str, conn: ConnId) {
     }
     if channel.index.is_empty() {
         models.scan.remove(&name);
+    }
+    if let Some(count) = models.visible.get_mut(&channel.visible) {
+        *count -= 1;
+        if *count == 0 {
+            models.visible.remove(&channel.visible);
+        }
     }
     for lookup in channel.filter.remote_lookups() {
         if let Some(count) = models.remote.get_mut(lookup) {

@@ -47,7 +47,7 @@ impl Fixture {
         let args: Args = filter.as_object().unwrap().clone();
         let filter = Filter::parse(&self.schema, &self.route.model, &args).unwrap();
         let name = drakon_protocol::model_channel_name("todo-item", &args);
-        self.hub.subscribe_model(conn, &self.route, &name, &filter);
+        self.hub.subscribe_model(conn, &self.route, &name, &name, &filter);
         name
     }
 
@@ -164,11 +164,11 @@ fn channels_of_alternatives_are_indexed_under_each_alternative() {
     // "list N, or anything done", as a rule joined with `any` gives, for 1,000 lists.
     for list in 1..=1_000 {
         let filter = Filter::either(vec![parse(json!({"todo_list__id": list})), parse(json!({"done": true}))]);
-        f.hub.subscribe_model(conn, &f.route, &format!("todo-item|@rule:{list}"), &filter);
+        f.hub.subscribe_model(conn, &f.route, &format!("todo-item|@rule:{list}"), "todo-item|", &filter);
     }
     // An alternative without an indexable condition leaves the channel to be checked on every change.
     let unindexed = Filter::either(vec![parse(json!({"todo_list__id": 1})), parse(json!({"text__contains": "z"}))]);
-    f.hub.subscribe_model(conn, &f.route, "todo-item|@rule:scan", &unindexed);
+    f.hub.subscribe_model(conn, &f.route, "todo-item|@rule:scan", "todo-item|", &unindexed);
 
     let in_list_7 = f.deliver(None, Some(item(1, "a", false, "", 7)));
     assert_eq!(in_list_7, Delivery { candidates: 2, queued: 1 }, "list 7's channel, and the unindexed one");
@@ -190,6 +190,38 @@ fn subscribers_of_one_channel_share_one_encoded_frame() {
     f.deliver(None, Some(item(1, "a", false, "", 1)));
     let (fa, fb) = (rx_a.try_drain().remove(0), rx_b.try_drain().remove(0));
     assert_eq!(fa.as_ptr(), fb.as_ptr(), "one encoding, shared");
+}
+
+#[test]
+fn users_channels_of_one_visible_name_share_the_event_of_a_change_they_see_alike() {
+    let f = Fixture::new();
+    let parse = |filter: Json| Filter::parse(&f.schema, &f.route.model, filter.as_object().unwrap()).unwrap();
+    // Three users on list 1 under "own rows (text = user) or done ones": a channel each, one visible name.
+    let mut outboxes = Vec::new();
+    for user in ["ann", "bob", "cyd"] {
+        let (conn, rx) = f.connect(4);
+        let rule = Filter::either(vec![parse(json!({"text": user})), parse(json!({"done": true}))]);
+        let filter = parse(json!({"todo_list": 1})).and(rule);
+        f.hub.subscribe_model(
+            conn,
+            &f.route,
+            &format!("todo-item|todo_list:1|@rule:{user}"),
+            "todo-item|todo_list:1",
+            &filter,
+        );
+        outboxes.push(rx);
+    }
+    assert_eq!(f.hub.stats().model_channels, 3);
+    // A done row: all three see it created, from one event and one encoding.
+    f.deliver(None, Some(item(1, "x", true, "", 1)));
+    let got: Vec<_> = outboxes.iter().map(|rx| rx.try_drain().remove(0)).collect();
+    assert!(got.iter().all(|b| b.as_ptr() == got[0].as_ptr()), "one encoding for all three");
+    let event: Json = serde_json::from_slice(&got[0]).unwrap();
+    assert_eq!(event["channel"], "todo-item|todo_list:1", "the visible name, without anyone's rule");
+    // Ann's own row going undone: she keeps it (updated), the others lose it (deleted): two events.
+    f.deliver(Some(item(1, "ann", true, "", 1)), Some(item(1, "ann", false, "", 1)));
+    let actions: Vec<Json> = outboxes.iter().map(|rx| frames(rx).remove(0)["action"].clone()).collect();
+    assert_eq!(actions, [json!("updated"), json!("deleted"), json!("deleted")]);
 }
 
 #[test]
