@@ -236,28 +236,96 @@ fn joined(mut filters: Vec<RowFilter>, join: fn(Vec<RowFilter>) -> RowFilter) ->
 /// Whether a rule's filter names a user variable.
 fn names_user(filter: &Args) -> bool {
     filter.values().any(|v| match v {
-        Json::String(s) => s == USER_ID,
-        Json::Array(items) => items.iter().any(|i| i == USER_ID),
+        Json::String(s) => s.contains(USER_ID),
+        Json::Array(items) => items.iter().any(|i| i.as_str().is_some_and(|s| s.contains(USER_ID))),
         _ => false,
     })
 }
 
-/// `filter` with every `"$user.id"` value (alone or in a list) replaced by `user`'s id.
+/// `filter` with every `$user.id` in its text values (alone, as in `"$user.id"`, or within a longer text, as in
+/// `"user.$user.id"`; in a list too) replaced by `user`'s id.
 pub fn substitute(filter: &Args, user: &User) -> Args {
-    let id = || Json::String(user.id.clone());
+    let text = |s: &str| Json::String(s.replace(USER_ID, &user.id));
     filter
         .iter()
         .map(|(key, value)| {
             let value = match value {
-                Json::String(s) if s == USER_ID => id(),
+                Json::String(s) => text(s),
                 Json::Array(items) => {
-                    Json::Array(items.iter().map(|v| if v == USER_ID { id() } else { v.clone() }).collect())
+                    Json::Array(items.iter().map(|v| v.as_str().map_or_else(|| v.clone(), text)).collect())
                 }
                 other => other.clone(),
             };
             (key.clone(), value)
         })
         .collect()
+}
+
+/// The lookups a channel route's rule filters may use: they speak of the channel's `name`.
+pub const CHANNEL_LOOKUPS: [&str; 5] = ["name", "name__in", "name__startswith", "name__endswith", "name__contains"];
+
+impl Rule {
+    /// Whether the rule lets `user` subscribe to the plain channel `name`. A channel route's row filters speak of
+    /// the channel's name (`{ name = "user.$user.id" }`, `{ name__startswith = "room." }`; see
+    /// [`CHANNEL_LOOKUPS`]); a name no filter admits is refused like a row the caller may not touch.
+    pub fn allows_channel(&self, user: Option<&User>, name: &str) -> Result<(), String> {
+        match self.resolve(user) {
+            Access::Denied(why) => Err(why.to_string()),
+            Access::Rows(None) => Ok(()),
+            Access::Rows(Some(filter)) if filter.admits_name(user, name) => Ok(()),
+            Access::Rows(Some(_)) => Err(format!("channel `{name}` is not yours to subscribe to")),
+        }
+    }
+
+    /// Problems with the rule as a channel route's: lookups other than [`CHANNEL_LOOKUPS`], values not text.
+    pub fn channel_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for filter in self.row_filters() {
+            for (key, value) in filter {
+                if !CHANNEL_LOOKUPS.contains(&key.as_str()) {
+                    problems.push(format!(
+                        "`{key}`: a channel route's rules filter on the channel's name: {}",
+                        CHANNEL_LOOKUPS.join(", ")
+                    ));
+                    continue;
+                }
+                let texts = match value {
+                    Json::Array(items) if key == "name__in" => items.iter().all(Json::is_string),
+                    Json::String(_) => key != "name__in",
+                    _ => false,
+                };
+                if !texts {
+                    let shape = if key == "name__in" { "a list of texts" } else { "a text" };
+                    problems.push(format!("`{key}` takes {shape}, got {value}"));
+                }
+            }
+        }
+        problems
+    }
+}
+
+impl RowFilter {
+    /// Whether the channel `name` meets this filter of a channel route's rule, for `user`.
+    fn admits_name(&self, user: Option<&User>, name: &str) -> bool {
+        match self {
+            RowFilter::All(all) => all.iter().all(|f| f.admits_name(user, name)),
+            RowFilter::Any(any) => any.iter().any(|f| f.admits_name(user, name)),
+            RowFilter::Where(args) => {
+                let args = user.map_or_else(|| args.clone(), |u| substitute(args, u));
+                args.iter().all(|(key, value)| {
+                    let text = value.as_str().unwrap_or_default();
+                    match key.as_str() {
+                        "name" => name == text,
+                        "name__in" => value.as_array().is_some_and(|items| items.iter().any(|i| i == name)),
+                        "name__startswith" => name.starts_with(text),
+                        "name__endswith" => name.ends_with(text),
+                        "name__contains" => name.contains(text),
+                        _ => false,
+                    }
+                })
+            }
+        }
+    }
 }
 
 /// Who a session acts for.
@@ -278,6 +346,44 @@ impl Principal {
             Principal::User(user) => Some(user),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod channel_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn user(id: &str) -> User {
+        User { id: id.into(), roles: Vec::new(), info: Json::Null, expires: None }
+    }
+
+    #[test]
+    fn channel_rules_admit_the_names_their_filters_allow_with_the_users_id_in_them() {
+        let rule = Rule::from_json(&json!({"any": [
+            {"filter": {"name": "user.$user.id"}},
+            {"all": ["authenticated", {"filter": {"name__startswith": "room."}}]},
+            {"filter": {"name__in": ["lobby", "news"]}},
+        ]}))
+        .unwrap();
+        assert!(rule.channel_problems().is_empty(), "{:?}", rule.channel_problems());
+        let (alice, bob) = (user("alice"), user("bob"));
+        let table = [
+            (Some(&alice), "user.alice", true),
+            (Some(&bob), "user.alice", false),
+            (Some(&alice), "user.alice.x", false),
+            (Some(&alice), "room.1", true),
+            (None, "room.1", false),
+            (None, "lobby", true),
+            (None, "user.alice", false),
+            (None, "user.$user.id", false),
+        ];
+        for (who, name, allowed) in table {
+            assert_eq!(rule.allows_channel(who, name).is_ok(), allowed, "{who:?} on {name}");
+        }
+        let bad = Rule::from_json(&json!({"filter": {"owner": "$user.id", "name__in": "x"}})).unwrap();
+        assert_eq!(bad.channel_problems().len(), 2, "{:?}", bad.channel_problems());
     }
 }
 

@@ -306,10 +306,12 @@ impl ModelRoute {
 }
 
 /// A route of named channels for plain pub/sub (SwampDragon's `BaseRouter` with `get_subscription_channels`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelRoute {
     /// Channel names clients may subscribe to; a name ending in `*` allows every name with that prefix.
     pub channels: Vec<String>,
+    /// Who may subscribe to which of them (`[routes.X.rules] subscribe`); `None`: anyone, to any of them.
+    pub subscribe: Option<crate::rules::Rule>,
 }
 
 impl ChannelRoute {

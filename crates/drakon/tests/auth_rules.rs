@@ -223,3 +223,62 @@ async fn an_expiring_token_is_announced_then_the_session_is_closed_unless_a_fres
     assert_eq!(notice, json!({"auth": "expiring", "expires": later}));
     refreshing.ok("notes", "get_list", json!({})).await;
 }
+
+/// A channel route under a subscribe rule over channel names: each user their own `user.<id>` channel, rooms for
+/// signed-in users, the lobby for anyone.
+const INBOX: &str = r#"
+[routes.inbox]
+kind = "channel"
+channels = ["user.*", "room.*", "lobby"]
+
+[routes.inbox.rules]
+subscribe = { any = [
+    { filter = { name = "user.$user.id" } },
+    { all = ["authenticated", { filter = { name__startswith = "room." } }] },
+    { filter = { name = "lobby" } },
+] }
+"#;
+
+#[tokio::test]
+async fn channel_routes_let_each_user_subscribe_to_the_channels_their_rule_names() {
+    let config = format!("{NOTES}\n{INBOX}");
+    let server = TestServer::spawn_with(BIN, &config, &[("DRAKON_API_KEY", "inbox-test-key")]).await;
+    let mut alice = signed_in(&server, Some(("alice", &[]))).await;
+    let mut anonymous = signed_in(&server, None).await;
+    let subscribe = |name: &str| json!({"channel": "c", "name": name});
+
+    alice.ok("inbox", "subscribe", subscribe("user.alice")).await;
+    alice.ok("inbox", "subscribe", json!({"channel": "r", "name": "room.42"})).await;
+    let refused = alice.err("inbox", "subscribe", subscribe("user.bob"), "permission_denied").await;
+    assert!(refused.to_string().contains("not yours"), "{refused}");
+    anonymous.err("inbox", "subscribe", subscribe("room.42"), "permission_denied").await;
+    anonymous.err("inbox", "subscribe", subscribe("user.alice"), "permission_denied").await;
+    anonymous.ok("inbox", "subscribe", subscribe("lobby")).await;
+
+    // What is published to Alice's channel reaches Alice, and nobody who could not subscribe to it.
+    let sent =
+        common::publish(&server, Some("inbox-test-key"), &json!({"channel": "user.alice", "data": {"n": 1}})).await;
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    let got = alice.next_publication(PATIENCE).await.expect("alice gets her message");
+    assert_eq!(got["data"]["n"], 1, "{got}");
+    assert!(anonymous.next_publication(QUIET).await.is_none());
+
+    // Rules that speak of anything but the channel's name are config problems.
+    let broken = format!(
+        "{NOTES}\n[routes.x]\nkind = \"channel\"\nchannels = [\"a\"]\n[routes.x.rules]\nsubscribe = {{ filter = {{ owner = \"$user.id\" }} }}\nread = \"public\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("drakon.toml"), broken).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("drakon.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success()
+            && text.contains("filter on the channel's name")
+            && text.contains("one rule, `subscribe`"),
+        "{text}"
+    );
+}

@@ -361,6 +361,28 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// A channel route's `rules`: `subscribe` only, its filters over the channel's `name`.
+    fn channel_rule(&mut self, rules: &Spanned<toml::Table>) -> Option<Rule> {
+        let mut subscribe = None;
+        for (verb, value) in rules.get_ref() {
+            if verb != "subscribe" {
+                let message = format!("`{verb}`: a channel route has one rule, `subscribe`");
+                self.problem(rules.span(), message);
+                continue;
+            }
+            match toml_to_json(value).and_then(|json| Rule::from_json(&json)) {
+                Ok(rule) => {
+                    for problem in rule.channel_problems() {
+                        self.problem(rules.span(), format!("rule `subscribe`: {problem}"));
+                    }
+                    subscribe = Some(rule);
+                }
+                Err(message) => self.problem(rules.span(), format!("rule `subscribe`: {message}")),
+            }
+        }
+        subscribe
+    }
+
     fn route(&mut self, schema: Schema, name: Spanned<String>, raw: RawRoute) -> Schema {
         let route_name = name.get_ref().as_str();
         let keys = [
@@ -388,12 +410,14 @@ impl<'a> Reader<'a> {
                 for (key, span) in keys {
                     if let Some(span) = span
                         && key != "channels"
+                        && key != "rules"
                     {
                         self.problem(span, format!("`{key}` does not apply to a channel route; remove it"));
                     }
                 }
                 let channels = raw.channels.map(Spanned::into_inner).unwrap_or_default();
-                return schema.channel_route(route_name, ChannelRoute { channels });
+                let subscribe = raw.rules.and_then(|rules| self.channel_rule(&rules));
+                return schema.channel_route(route_name, ChannelRoute { channels, subscribe });
             }
             Some(other) => {
                 let span = raw.kind.as_ref().map_or(name.span(), Spanned::span);

@@ -15,6 +15,7 @@ use super::{ChannelChange, Engine, Outcome, Payload, VerbError};
 use crate::filter::{Filter, Lookup};
 use crate::hub::replay_event;
 use crate::limits;
+use crate::rules::Principal;
 use crate::schema::ChannelRoute;
 use crate::store::{LogRead, row_to_json};
 
@@ -204,6 +205,12 @@ impl Engine {
         let remote = Self::plain_channel_name(route_name, spec, &mut args)?;
         let data = match action {
             ChannelAction::Subscribe => {
+                if let Some(rule) = &spec.subscribe
+                    && session.principal != Principal::Admin
+                    && let Err(why) = rule.allows_channel(session.principal.user(), &remote)
+                {
+                    return Err(VerbError::new(ErrorCode::PermissionDenied, format!("route `{route_name}`: {why}")));
+                }
                 session.join(&self.inner.hub, &local, &remote, Target::Plain, self.inner.limits)?;
                 "subscribed"
             }
