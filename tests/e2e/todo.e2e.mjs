@@ -293,6 +293,9 @@ async function run() {
     await adminLogin(admin, server.adminLink);
     await adminOpenModel(admin, 'todo_item');
     await expectVisible([admin], `row-${ids.milk}`, UI_MS);
+    // The sidebar lists who is connected: the three browsers (anonymous) and the admin itself.
+    await expectText([admin], 'connected-anonymous', 'anonymous · 3 connections', UI_MS);
+    await expectText([admin], 'connected-admins', 'admin secret · 1 connection', UI_MS);
   }, admin);
 
   await step('edit an item in the admin', async () => {

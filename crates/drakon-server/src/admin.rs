@@ -237,6 +237,15 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
     response
 }
 
+/// `GET /admin/api/connected`: who is connected to this node (signed-in users with their connections, admins,
+/// anonymous clients).
+pub async fn connected(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !is_admin(&state, &headers).await {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    ([(header::CACHE_CONTROL, "no-store")], Json(state.engine.hub().connected())).into_response()
+}
+
 /// `GET /admin/api/schema`: models and fields, for the admin page to build its lists and forms.
 pub async fn schema(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !is_admin(&state, &headers).await {

@@ -173,6 +173,7 @@ fn router_with(
         .route("/admin/login", get(admin::login_link).post(admin::login_form))
         .route("/admin/logout", post(admin::logout))
         .route("/admin/api/schema", get(admin::schema))
+        .route("/admin/api/connected", get(admin::connected))
         .with_state(state);
     match static_dir {
         Some(dir) => router.fallback_service(static_files::router(dir)),

@@ -79,7 +79,7 @@ pub async fn answer(
                 let message = format!("more than {per_second} requests a second; slow down");
                 Err(VerbError::new(ErrorCode::RateLimited, message))
             } else if route == SERVER_ROUTE {
-                server_verb(identity, session, &verb, &args)
+                server_verb(engine, identity, session, &verb, &args)
             } else {
                 engine.handle(session, &route, &verb, args, page).await
             };
@@ -137,6 +137,7 @@ impl RateLimit {
 
 /// The server's own verbs, on route `drakon`: `auth` signs the session in with a token.
 fn server_verb(
+    engine: &Engine,
     identity: Option<&Identity>,
     session: &mut Session,
     verb: &str,
@@ -164,7 +165,7 @@ fn server_verb(
         ));
     }
     let reply = json!({"user": {"id": user.id, "roles": user.roles, "info": user.info}, "expires": user.expires});
-    session.principal = Principal::User(user);
+    session.act_for(engine.hub(), Principal::User(user));
     Ok(Outcome { data: Payload::Json(reply), client_context: None, channel: None })
 }
 

@@ -112,6 +112,22 @@ async fn a_login_opens_a_session_that_sockets_and_the_admin_page_recognise_until
     assert_eq!(page(carol.clone()).await, 200);
     let mut admin = client_with_cookie(&server, &carol).await;
     admin.ok("admin:todo_list", "get_list", json!({})).await;
+    // The admin page lists who is connected: Alice, Carol, and nobody else by name.
+    let anonymous = server.client().await;
+    let connected = http(&addr, "GET", "/admin/api/connected", &[("Cookie", &carol)], b"").await;
+    assert_eq!(connected.status, 200, "{}", connected.body);
+    let connected = connected.json();
+    let users: Vec<(&str, u64)> = connected["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["id"].as_str().unwrap(), u["connections"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(users, [("alice", 1), ("carol", 1)], "{connected}");
+    assert_eq!((connected["anonymous"].as_u64(), connected["connections"].as_u64()), (Some(1), Some(3)), "{connected}");
+    assert_eq!(connected["users"][1]["roles"], json!(["staff"]));
+    assert_eq!(http(&addr, "GET", "/admin/api/connected", &[("Cookie", &alice)], b"").await.status, 401);
+    drop(anonymous);
 
     // Logging out ends the session everywhere it would be presented.
     let out = http(&addr, "POST", "/auth/logout", &[("Cookie", &alice)], b"").await;

@@ -45,6 +45,14 @@ struct Subscription {
     locals: Vec<String>,
 }
 
+fn who(principal: &Principal) -> Option<crate::hub::Who> {
+    match principal {
+        Principal::Anonymous => None,
+        Principal::Admin => Some(crate::hub::Who::Admin),
+        Principal::User(user) => Some(crate::hub::Who::User(user.clone())),
+    }
+}
+
 /// What a session joins: a model channel (with the route it is seen through, its filter and the name its
 /// subscribers see) or a plain one.
 pub(super) enum Target<'a> {
@@ -56,7 +64,14 @@ impl Session {
     /// A session acting for `principal` whose events go to `outbox`, registered with the hub.
     pub(super) fn open(hub: &Hub, outbox: Arc<Outbox>, principal: Principal) -> Session {
         let conn = hub.register(outbox.clone());
+        hub.set_who(conn, who(&principal));
         Session { conn, principal, outbox, subs: Vec::new(), count: 0 }
+    }
+
+    /// Makes the session act for `principal` from now on (a token given with the `auth` request).
+    pub fn act_for(&mut self, hub: &Hub, principal: Principal) {
+        hub.set_who(self.conn, who(&principal));
+        self.principal = principal;
     }
 
     /// The session's bounded queue of events.

@@ -126,6 +126,8 @@ struct ModelChannels {
 #[derive(Debug, Default)]
 struct State {
     conns: HashMap<ConnId, Arc<Outbox>>,
+    /// Who each connection acts for, when it is not anonymous.
+    who: HashMap<ConnId, Who>,
     models: HashMap<String, ModelChannels>,
     plain: HashMap<Arc<str>, Subscribers>,
 }
@@ -135,6 +137,32 @@ struct State {
 pub struct Delivery {
     pub candidates: usize,
     pub queued: usize,
+}
+
+/// Who a connection acts for, as the admin page lists it.
+#[derive(Debug, Clone)]
+pub enum Who {
+    Admin,
+    User(Arc<crate::rules::User>),
+}
+
+/// Who is connected to this node, for the admin page.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Connected {
+    pub connections: usize,
+    pub anonymous: usize,
+    /// Connections opened with the admin secret.
+    pub admins: usize,
+    /// Signed-in users by id, each with how many connections they hold.
+    pub users: Vec<ConnectedUser>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConnectedUser {
+    pub id: String,
+    pub roles: Vec<String>,
+    pub info: Json,
+    pub connections: usize,
 }
 
 /// Counters for health endpoints and tests.
@@ -228,6 +256,48 @@ impl Hub {
     pub fn unregister(&self, conn: ConnId) {
         let mut state = self.lock();
         remove_conn(&mut state, conn);
+    }
+
+    /// Records who `conn` acts for (`None`: anonymous), for [`Hub::connected`].
+    pub fn set_who(&self, conn: ConnId, who: Option<Who>) {
+        let mut state = self.lock();
+        match who {
+            Some(who) if state.conns.contains_key(&conn) => {
+                state.who.insert(conn, who);
+            }
+            _ => {
+                state.who.remove(&conn);
+            }
+        }
+    }
+
+    /// Who is connected to this node now.
+    pub fn connected(&self) -> Connected {
+        let state = self.lock();
+        let mut users: std::collections::BTreeMap<&str, ConnectedUser> = std::collections::BTreeMap::new();
+        let mut admins = 0;
+        for who in state.who.values() {
+            match who {
+                Who::Admin => admins += 1,
+                Who::User(user) => {
+                    users
+                        .entry(&user.id)
+                        .or_insert_with(|| ConnectedUser {
+                            id: user.id.clone(),
+                            roles: user.roles.clone(),
+                            info: user.info.clone(),
+                            connections: 0,
+                        })
+                        .connections += 1;
+                }
+            }
+        }
+        Connected {
+            connections: state.conns.len(),
+            anonymous: state.conns.len().saturating_sub(state.who.len()),
+            admins,
+            users: users.into_values().collect(),
+        }
     }
 
     pub fn is_registered(&self, conn: ConnId) -> bool {
@@ -545,6 +615,7 @@ fn drop_model_subscriber(models: &mut ModelChannels, name: &str, conn: ConnId) {
 /// memberships are removed by its session as it closes (it knows them, so nobody scans every channel), and
 /// deliveries to a removed connection are skipped until then, by its closed queue.
 fn remove_conn(state: &mut State, conn: ConnId) {
+    state.who.remove(&conn);
     if let Some(outbox) = state.conns.remove(&conn) {
         outbox.close();
     }

@@ -12,6 +12,8 @@
 (() => {
   /** Wait after a change notification before re-reading the page, so a burst of changes costs one read. */
   const REFRESH_DEBOUNCE_MS = 100;
+  /** How often the list of who is connected is read again. */
+  const CONNECTED_REFRESH_MS = 2000;
   /** How often to re-read the page when live updates are unavailable (e.g. a table too large for a snapshot). */
   const POLL_INTERVAL_MS = 5000;
   /** Longest cell text before it is cut (the full value stays in the tooltip). */
@@ -208,6 +210,35 @@
 
     window.addEventListener('hashchange', routeFromHash);
     routeFromHash();
+    refreshConnected();
+    setInterval(refreshConnected, CONNECTED_REFRESH_MS);
+  }
+
+  // ---------------------------------------------------------------------------------------------------- connected
+
+  // Who is connected to this node: each signed-in user with their connections, then admins and anonymous clients.
+  async function refreshConnected() {
+    const list = $('#connected');
+    let connected;
+    try {
+      const response = await fetch('/admin/api/connected', { credentials: 'same-origin', cache: 'no-store' });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      connected = await response.json();
+    } catch (e) {
+      list.replaceChildren(h('li', { class: 'muted' }, `unavailable: ${errorText(e)}`));
+      return;
+    }
+    const times = (n) => (n === 1 ? '1 connection' : `${n} connections`);
+    const items = connected.users.map((user) => {
+      const name = (user.info && typeof user.info.name === 'string' && user.info.name) || user.id;
+      const roles = user.roles.length ? ` (${user.roles.join(', ')})` : '';
+      return h('li', { testid: `connected-user-${user.id}`, title: `id ${user.id}` },
+        h('strong', {}, name), `${roles} · ${times(user.connections)}`);
+    });
+    if (connected.admins) items.push(h('li', { testid: 'connected-admins' }, `admin secret · ${times(connected.admins)}`));
+    if (connected.anonymous) items.push(h('li', { testid: 'connected-anonymous' }, `anonymous · ${times(connected.anonymous)}`));
+    if (!items.length) items.push(h('li', { class: 'muted' }, 'nobody'));
+    list.replaceChildren(...items);
   }
 
   function routeFromHash() {
