@@ -222,6 +222,8 @@ pub struct ModelRoute {
     pub model: String,
     /// Fields sent to clients (besides `id` and `_type`, which always are).
     pub publish_fields: Vec<String>,
+    /// More fields sent to users with a role (`staff` → `["email"]`), on top of `publish_fields`.
+    pub publish_fields_for: BTreeMap<String, Vec<String>>,
     /// Fields a client may change with `update`.
     pub update_fields: Vec<String>,
     /// Fields a client may set with `create`; defaults to `update_fields`.
@@ -246,6 +248,7 @@ impl fmt::Debug for ModelRoute {
         f.debug_struct("ModelRoute")
             .field("model", &self.model)
             .field("publish_fields", &self.publish_fields)
+            .field("publish_fields_for", &self.publish_fields_for)
             .field("update_fields", &self.update_fields)
             .field("create_fields", &self.create_fields)
             .field("verbs", &self.verbs)
@@ -266,6 +269,7 @@ impl ModelRoute {
         ModelRoute {
             model: model.into(),
             publish_fields: Vec::new(),
+            publish_fields_for: BTreeMap::new(),
             update_fields: Vec::new(),
             create_fields: Vec::new(),
             verbs: Verb::ALL.into_iter().collect(),
@@ -531,6 +535,19 @@ impl Schema {
                                     problem(&key(label), format!("{label} may not include `id`: the store assigns it"))
                                 }
                                 _ => {}
+                            }
+                        }
+                    }
+                    for (role, fields) in &r.publish_fields_for {
+                        for name in fields {
+                            if model.get_field(name).is_none() {
+                                problem(
+                                    &key("publish_fields_for"),
+                                    format!(
+                                        "publish_fields_for.{role} names unknown field `{name}` of model `{}`",
+                                        model.name
+                                    ),
+                                );
                             }
                         }
                     }

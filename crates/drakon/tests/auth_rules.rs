@@ -282,3 +282,55 @@ async fn channel_routes_let_each_user_subscribe_to_the_channels_their_rule_names
         "{text}"
     );
 }
+
+/// People whose email only staff see.
+const PEOPLE: &str = r#"
+[models.person.fields]
+name = { type = "text" }
+email = { type = "text", default = "" }
+
+[routes.people]
+model = "person"
+publish_fields = ["name"]
+update_fields = ["name", "email"]
+
+[routes.people.publish_fields_for]
+staff = ["email"]
+"#;
+
+#[tokio::test]
+async fn a_role_sees_the_fields_published_to_it_in_replies_events_and_filters_and_nobody_else_does() {
+    let server = TestServer::spawn(BIN, &format!("{NOTES}\n{PEOPLE}")).await;
+    let mut alice = signed_in(&server, Some(("alice", &[]))).await;
+    let mut staff = signed_in(&server, Some(("carol", &["staff"]))).await;
+    let mut anonymous = signed_in(&server, None).await;
+    let ann = staff.ok("people", "create", json!({"name": "Ann", "email": "ann@example.org"})).await;
+    assert_eq!(ann["email"], "ann@example.org", "staff see the email they wrote: {ann}");
+    let id = ann["id"].clone();
+
+    let mine = alice.ok("people", "get_single", json!({"id": id})).await;
+    assert!(mine.get("email").is_none() && mine["name"] == "Ann", "{mine}");
+    let theirs = staff.ok("people", "get_list", json!({"email": "ann@example.org"})).await;
+    assert_eq!(theirs[0]["email"], "ann@example.org", "{theirs}");
+    // Filtering or ordering on a field one cannot see answers as for a field that does not exist.
+    alice.err("people", "get_list", json!({"email": "ann@example.org"}), "unknown_field").await;
+    anonymous.err("people", "get_list", json!({"email__startswith": "a"}), "unknown_field").await;
+    alice.err("people", "get_list", json!({"_order": ["email"]}), "invalid_args").await;
+    alice.err("people", "get_list", json!({"_order": ["colour"]}), "invalid_args").await;
+
+    let seen_by_alice = alice.subscribe("people", "p", json!({})).await;
+    let seen_by_staff = staff.subscribe("people", "p", json!({})).await;
+    assert_eq!(seen_by_alice, seen_by_staff, "one visible name for both");
+    // An email change tells staff only; a name change tells both, each in their own fields.
+    alice.ok("people", "update", json!({"id": id, "email": "ann@elsewhere.org"})).await;
+    let event = staff.next_publication(PATIENCE).await.expect("staff hear the email change");
+    assert_eq!(event["data"]["email"], "ann@elsewhere.org", "{event}");
+    alice.ok("people", "update", json!({"id": id, "name": "Anna"})).await;
+    let event = alice.next_publication(PATIENCE).await.expect("alice hears the rename");
+    assert!(event["data"].get("email").is_none() && event["data"]["name"] == "Anna", "{event}");
+    let event = staff.next_publication(PATIENCE).await.expect("staff hear the rename");
+    assert_eq!(event["data"]["name"], "Anna", "{event}");
+    assert!(alice.next_publication(QUIET).await.is_none(), "alice heard of no email change");
+    let snapshot = alice.call("people", "subscribe", json!({"channel": "q", "snapshot": true})).await;
+    assert!(!snapshot.to_string().contains("elsewhere"), "{snapshot}");
+}

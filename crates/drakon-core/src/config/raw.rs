@@ -104,6 +104,7 @@ pub(super) struct RawRoute {
     pub(super) kind: Option<Spanned<String>>,
     pub(super) model: Option<Spanned<String>>,
     pub(super) publish_fields: Option<Spanned<Vec<String>>>,
+    pub(super) publish_fields_for: Option<Spanned<BTreeMap<String, Vec<String>>>>,
     pub(super) update_fields: Option<Spanned<Vec<String>>>,
     pub(super) create_fields: Option<Spanned<Vec<String>>>,
     pub(super) verbs: Option<Spanned<Vec<Spanned<String>>>>,

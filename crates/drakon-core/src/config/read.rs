@@ -388,6 +388,7 @@ impl<'a> Reader<'a> {
         let keys = [
             ("model", raw.model.as_ref().map(Spanned::span)),
             ("publish_fields", raw.publish_fields.as_ref().map(Spanned::span)),
+            ("publish_fields_for", raw.publish_fields_for.as_ref().map(Spanned::span)),
             ("update_fields", raw.update_fields.as_ref().map(Spanned::span)),
             ("create_fields", raw.create_fields.as_ref().map(Spanned::span)),
             ("verbs", raw.verbs.as_ref().map(Spanned::span)),
@@ -438,6 +439,9 @@ impl<'a> Reader<'a> {
         let mut route = ModelRoute::new(model.into_inner());
         if let Some(fields) = raw.publish_fields {
             route.publish_fields = fields.into_inner();
+        }
+        if let Some(by_role) = raw.publish_fields_for {
+            route.publish_fields_for = by_role.into_inner();
         }
         if let Some(fields) = raw.update_fields {
             route.update_fields = fields.into_inner();

@@ -23,6 +23,10 @@ pub use crate::schema::ADMIN_ROUTE_PREFIX;
 /// of the channel, never of the name its subscribers see.
 pub(super) const RULE_NAME: &str = "@rule";
 
+/// The entry of a channel's hub name that holds the roles whose extra fields its subscribers see (see
+/// `publish_fields_for`): users who see different fields never share a channel.
+pub(super) const FIELDS_NAME: &str = "@fields";
+
 /// Refuses a plain channel name that could not be published to: empty, or holding `|`, which separates a model
 /// channel's filter.
 pub(super) fn check_plain_channel_name(name: &str) -> Result<(), VerbError> {
@@ -42,25 +46,68 @@ pub(super) struct CompiledRoute {
     pub(super) admin: bool,
     /// `filter_fields`, parsed: the only lookups client filters may use, when set.
     pub(super) filter_paths: Option<HashSet<Lookup>>,
+    /// The views of users whose roles add fields (`publish_fields_for`), by the sorted roles that add them, made
+    /// when first needed.
+    role_views: std::sync::Mutex<HashMap<Vec<String>, Arc<RouteView>>>,
+}
+
+impl CompiledRoute {
+    /// The roles of `principal` that add fields on this route (every such role for the admin), sorted.
+    fn extra_roles(&self, principal: &Principal) -> Vec<String> {
+        let mut roles: Vec<String> = match principal {
+            Principal::Admin => self.spec.publish_fields_for.keys().cloned().collect(),
+            Principal::User(user) => {
+                self.spec.publish_fields_for.keys().filter(|role| user.has_role(role)).cloned().collect()
+            }
+            Principal::Anonymous => Vec::new(),
+        };
+        roles.sort();
+        roles
+    }
+
+    /// What `roles` see of the route: `publish_fields` and the fields the roles add, in the model's order.
+    fn view_for(&self, roles: Vec<String>) -> Arc<RouteView> {
+        if roles.is_empty() {
+            return self.view.clone();
+        }
+        let mut views = self.role_views.lock().unwrap_or_else(|e| e.into_inner());
+        views
+            .entry(roles)
+            .or_insert_with_key(|roles| {
+                let model = &self.view.model;
+                let extra: HashSet<usize> = roles
+                    .iter()
+                    .flat_map(|role| &self.spec.publish_fields_for[role])
+                    .filter_map(|field| model.field_index(field))
+                    .collect();
+                let mut publish: Vec<usize> = self.view.publish.iter().copied().chain(extra).collect();
+                publish.sort_unstable();
+                publish.dedup();
+                Arc::new(RouteView { name: self.view.name.clone(), model: model.clone(), publish })
+            })
+            .clone()
+    }
 }
 
 /// What one principal may touch on a route: the route's fixed filter ANDed with their rule's row filters, and the
 /// rule's values as they name a channel (keys `@<n>.<lookup>`, which no client filter can spell).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(super) struct Scope {
     pub(super) filter: Filter,
     names: Args,
+    /// The fields the principal sees: the route's `publish_fields`, and those their roles add.
+    pub(super) view: Arc<RouteView>,
 }
 
 impl Scope {
-    /// Every row of the route (its fixed filter only).
+    /// Every row of the route (its fixed filter only), seen through its `publish_fields`.
     pub(super) fn whole(route: &CompiledRoute) -> Scope {
-        Scope { filter: route.fixed.clone(), names: Args::new() }
+        Scope { filter: route.fixed.clone(), names: Args::new(), view: route.view.clone() }
     }
 
     /// Whether a rule narrowed the route's rows.
     pub(super) fn is_ruled(&self) -> bool {
-        !self.names.is_empty()
+        self.names.contains_key(RULE_NAME)
     }
 }
 
@@ -122,6 +169,7 @@ impl Routes {
                             spec: spec.clone(),
                             fixed: compiled.fixed.clone(),
                             admin: false,
+                            role_views: Default::default(),
                         },
                     );
                 }
@@ -140,7 +188,15 @@ impl Routes {
             let view = Arc::new(RouteView { name: name.clone(), model: model.clone(), publish });
             admin_routes.insert(
                 name.clone(),
-                CompiledRoute { name, view, spec, fixed: Filter::default(), admin: true, filter_paths: None },
+                CompiledRoute {
+                    name,
+                    view,
+                    spec,
+                    fixed: Filter::default(),
+                    admin: true,
+                    filter_paths: None,
+                    role_views: Default::default(),
+                },
             );
         }
         let mut visible: HashMap<String, HashSet<String>> = HashMap::new();
@@ -175,6 +231,13 @@ impl Routes {
         principal: Option<&Principal>,
     ) -> Result<Scope, VerbError> {
         let mut scope = Scope::whole(route);
+        if let Some(principal) = principal {
+            let roles = route.extra_roles(principal);
+            if !roles.is_empty() {
+                scope.names.insert(FIELDS_NAME.to_owned(), Json::from(roles.clone()));
+                scope.view = route.view_for(roles);
+            }
+        }
         let (Some(rule), Some(principal)) = (route.spec.rules.for_action(action), principal) else { return Ok(scope) };
         if *principal == Principal::Admin {
             return Ok(scope);
@@ -230,7 +293,7 @@ impl Routes {
         }
         if !route.admin && route.filter_paths.is_none() {
             for (key, cond) in normalized.keys().zip(&client.conds) {
-                self.check_visible(route, key, &cond.lookup)?;
+                self.check_visible(route, &scope.view, key, &cond.lookup)?;
             }
         }
         let mut canonical = canonical_args(&client)?;
@@ -238,13 +301,19 @@ impl Routes {
         Ok((scope.filter.clone().and(client), canonical))
     }
 
-    /// Refuses a lookup that reads a field the client cannot see: on the route's model, a field outside
-    /// `publish_fields`; behind a reference, a field no route publishes. It answers as for a field that does not
-    /// exist, so the refusal reveals nothing either.
-    fn check_visible(&self, route: &CompiledRoute, key: &str, lookup: &Lookup) -> Result<(), VerbError> {
+    /// Refuses a lookup that reads a field the client cannot see: on the route's model, a field outside what
+    /// `view` publishes to them; behind a reference, a field no route publishes to everyone. It answers as for a
+    /// field that does not exist, so the refusal reveals nothing either.
+    fn check_visible(
+        &self,
+        route: &CompiledRoute,
+        view: &RouteView,
+        key: &str,
+        lookup: &Lookup,
+    ) -> Result<(), VerbError> {
         let first = lookup.hops.first().map_or(&lookup.field, |h| &h.field);
         let model = &route.view.model;
-        let on_route = first == "id" || route.spec.publish_fields.contains(first);
+        let on_route = first == "id" || model.field_index(first).is_some_and(|i| view.publish.contains(&i));
         let mut hidden = (!on_route).then(|| (model.name.as_str(), first.as_str()));
         for (i, hop) in lookup.hops.iter().enumerate() {
             let field = lookup.hops.get(i + 1).map_or(&lookup.field, |next| &next.field);

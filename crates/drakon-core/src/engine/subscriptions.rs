@@ -9,11 +9,11 @@ use drakon_protocol::{Args, ChannelAction, ErrorCode, model_channel_name};
 use serde_json::{Value as Json, json};
 
 use super::fan_out::{BatchImages, resolve};
-use super::routes::{CompiledRoute, RULE_NAME, Scope, check_plain_channel_name, parse_order};
+use super::routes::{CompiledRoute, FIELDS_NAME, RULE_NAME, Scope, check_plain_channel_name, parse_order};
 use super::session::{Session, Target};
 use super::{ChannelChange, Engine, Outcome, Payload, VerbError};
 use crate::filter::{Filter, Lookup};
-use crate::hub::replay_event;
+use crate::hub::{RouteView, replay_event};
 use crate::limits;
 use crate::rules::Principal;
 use crate::schema::ChannelRoute;
@@ -58,7 +58,7 @@ impl Engine {
         if snapshot && since.is_some() {
             return Err(VerbError::new(ErrorCode::InvalidArgs, "ask for `snapshot` or `since`, not both"));
         }
-        let order = parse_order(&route.view.model, &route.view.publish, args.remove("_order"))?;
+        let order = parse_order(&route.view.model, &scope.view.publish, args.remove("_order"))?;
         let (filter, normalized) = self.inner.routes.filter(&self.inner.schema, route, scope, args)?;
         let (remote, visible) = channel_names(&route.name, normalized);
         let channel = ChannelChange::one(local.clone(), visible.clone(), ChannelAction::Subscribe);
@@ -67,13 +67,13 @@ impl Engine {
             self.watch_reference(&route.view.model.name, &lookup.hops[0].field).await?;
         }
         let hub = &self.inner.hub;
-        let target = Target::Model(&route.view, &filter, &visible);
+        let target = Target::Model(&scope.view, &filter, &visible);
         let fresh = session.join(hub, &local, &remote, target, self.inner.limits)?;
         if !snapshot && since.is_none() {
             return Ok(Outcome { data: Payload::Json(json!([])), client_context: None, channel });
         }
         if let Some(since) = since {
-            match self.replay(route, &filter, &visible, since).await {
+            match self.replay(route, &scope.view, &filter, &visible, since).await {
                 Ok(Some(data)) => return Ok(Outcome { data, client_context: None, channel }),
                 // The log no longer reaches back: answer with a fresh snapshot, marked as a reload.
                 Ok(None) => {}
@@ -102,7 +102,7 @@ impl Engine {
             }
         };
         let rows: Vec<Json> =
-            page.rows.iter().map(|r| row_to_json(&route.view.model, r, &route.view.publish)).collect();
+            page.rows.iter().map(|r| row_to_json(&route.view.model, r, &scope.view.publish)).collect();
         let data = Payload::Snapshot { rows, offset: page.offset, reload: since.is_some() };
         Ok(Outcome { data, client_context: None, channel })
     }
@@ -122,6 +122,7 @@ impl Engine {
     async fn replay(
         &self,
         route: &CompiledRoute,
+        view: &RouteView,
         filter: &Filter,
         channel: &str,
         since: u64,
@@ -139,7 +140,7 @@ impl Engine {
             let remote_old = resolve(&self.inner, model, change, true, &lookups, &images.before).await;
             let remote_new = resolve(&self.inner, model, change, false, &lookups, &images.after).await;
             // Touches carry the referenced row before and after, so they replay like any change.
-            if let Some(event) = replay_event(change, &route.view, filter, &channel, &remote_old, &remote_new) {
+            if let Some(event) = replay_event(change, view, filter, &channel, &remote_old, &remote_new) {
                 events.push(event);
             }
         }
@@ -228,13 +229,16 @@ impl Engine {
 }
 
 /// A model channel's name in the hub, and the name its subscribers see. The hub's name carries the caller's rule
-/// values ([`RULE_NAME`]), so users under different rules never share a channel or its index entries; the name the
+/// values ([`RULE_NAME`]) and the roles that add fields for them ([`FIELDS_NAME`]), so users under different rules,
+/// or who see different fields, never share a channel or its index entries; the name the
 /// client sees leaves them out, so an event that several users' channels receive alike (a change to a list they all
 /// share) is one event, built and encoded once, whose bytes are the same for all of them. A session never holds two
 /// channels of one visible name under different rules: its user cannot change while it is subscribed.
 fn channel_names(route: &str, mut normalized: Args) -> (String, String) {
     let hub = model_channel_name(route, &normalized);
-    if normalized.remove(RULE_NAME).is_none() {
+    let ruled = normalized.remove(RULE_NAME).is_some();
+    let fielded = normalized.remove(FIELDS_NAME).is_some();
+    if !ruled && !fielded {
         return (hub.clone(), hub);
     }
     (hub, model_channel_name(route, &normalized))

@@ -24,7 +24,7 @@ impl Engine {
         page: Option<u64>,
     ) -> Result<Outcome, VerbError> {
         let model = &route.view.model;
-        let order = parse_order(model, &route.view.publish, args.remove("_order"))?;
+        let order = parse_order(model, &scope.view.publish, args.remove("_order"))?;
         let (filter, _) = self.inner.routes.filter(&self.inner.schema, route, scope, args)?;
         let page_size = u64::from(route.spec.page_size);
         let number = page.unwrap_or(1);
@@ -40,7 +40,7 @@ impl Engine {
                 format!("page {number} is past the last page, {page_count}"),
             ));
         }
-        let data = result.rows.iter().map(|r| row_to_json(model, r, &route.view.publish)).collect();
+        let data = result.rows.iter().map(|r| row_to_json(model, r, &scope.view.publish)).collect();
         let info = json!({"page": {
             "page": number, "page_count": page_count, "page_size": page_size, "total": result.total,
             "has_next": number < page_count, "has_previous": number > 1,
@@ -58,7 +58,7 @@ impl Engine {
         args.remove("_type");
         let (filter, _) = self.inner.routes.filter(&self.inner.schema, route, scope, args)?;
         let row = self.fetch(route, id, filter).await?;
-        Ok(Outcome::data(row_to_json(&route.view.model, &row, &route.view.publish)))
+        Ok(Outcome::data(row_to_json(&route.view.model, &row, &scope.view.publish)))
     }
 
     async fn fetch(&self, route: &CompiledRoute, id: i64, filter: Filter) -> Result<Row, VerbError> {
@@ -97,7 +97,7 @@ impl Engine {
         let model = &route.view.model;
         let mut values = create_values(route, args)?;
         values.extend(server_set_values(route, user)?);
-        let ruled = scope.is_ruled();
+        let (ruled, view) = (scope.is_ruled(), scope.view);
         let changes = self
             .inner
             .store
@@ -105,7 +105,7 @@ impl Engine {
             .await
             .map_err(|e| hide_missing_refs(ruled, e))?;
         let row = primary_image(&changes, |c| c.new.as_ref())?;
-        Ok(Outcome::data(row_to_json(model, row, &route.view.publish)))
+        Ok(Outcome::data(row_to_json(model, row, &view.publish)))
     }
 
     /// Updates a row the caller may read and update (`before`: a row outside it is not found), which must still fall
@@ -136,7 +136,7 @@ impl Engine {
         let Some(change) = changes.first() else { return Ok(Outcome::data(ident)) };
         let (old, new) = (change.old.as_ref(), change.new.as_ref());
         let changed: Vec<usize> =
-            route.view.publish.iter().copied().filter(|&i| old.map(|o| &o[i]) != new.map(|n| &n[i])).collect();
+            before.view.publish.iter().copied().filter(|&i| old.map(|o| &o[i]) != new.map(|n| &n[i])).collect();
         let row = new.ok_or_else(|| VerbError::new(ErrorCode::Internal, "update returned no row"))?;
         Ok(Outcome::data(row_to_json(model, row, &changed)))
     }
@@ -163,7 +163,7 @@ impl Engine {
             .find(|c| *c.model == model.name && c.id == id)
             .and_then(|c| c.old.as_ref())
             .ok_or_else(|| VerbError::new(ErrorCode::Internal, "the store reported no change"))?;
-        Ok(Outcome::data(row_to_json(model, row, &route.view.publish)))
+        Ok(Outcome::data(row_to_json(model, row, &read.view.publish)))
     }
 }
 

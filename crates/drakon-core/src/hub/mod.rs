@@ -31,9 +31,10 @@ use crate::schema::Model;
 use crate::store::{Change, Row};
 use crate::value::{IndexKey, Value};
 
-/// An event one delivery made for a visible channel name and a (matched before, matches after) pair, or `None`
-/// when that pair tells its subscribers nothing; other channels of the name and pair reuse it.
-type Made = (Arc<str>, (bool, bool), Option<Arc<Event>>);
+/// An event one delivery made for a visible channel name, a view of the route (the fields its subscribers see) and
+/// a (matched before, matches after) pair, or `None` when that pair tells its subscribers nothing; other channels
+/// of the same name, view and pair reuse it.
+type Made = (Arc<str>, *const RouteView, (bool, bool), Option<Arc<Event>>);
 
 /// Identifies one connection within a hub.
 pub type ConnId = u64;
@@ -416,14 +417,17 @@ impl Hub {
                 if !was && !is {
                     return;
                 }
-                let seen = made.iter().find(|(v, how, _)| *how == (was, is) && Arc::ptr_eq(v, &channel.visible));
+                let view = Arc::as_ptr(&channel.route);
+                let seen = made
+                    .iter()
+                    .find(|(v, r, how, _)| *how == (was, is) && *r == view && Arc::ptr_eq(v, &channel.visible));
                 let event = match seen {
-                    Some((_, _, event)) => event.clone(),
+                    Some((_, _, _, event)) => event.clone(),
                     None => {
                         let event = event_for(change, &channel.route, was, is).map(|(action, data)| {
                             Arc::new(Event::row(channel.visible.clone(), action, change.id, data, change.offset))
                         });
-                        made.push((channel.visible.clone(), (was, is), event.clone()));
+                        made.push((channel.visible.clone(), view, (was, is), event.clone()));
                         event
                     }
                 };
