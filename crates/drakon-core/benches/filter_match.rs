@@ -29,8 +29,10 @@ struct RowResolver<'a> {
 }
 
 impl Resolver for RowResolver<'_> {
-    fn value(&self, lookup: &Lookup) -> Value {
-        self.model.field_index(&lookup.field).map_or(Value::Null, |i| self.row[i].clone())
+    fn value(&self, lookup: &Lookup) -> std::borrow::Cow<'_, Value> {
+        self.model
+            .field_index(&lookup.field)
+            .map_or(std::borrow::Cow::Owned(Value::Null), |i| std::borrow::Cow::Borrowed(&self.row[i]))
     }
 }
 

@@ -3,6 +3,7 @@
 //! Values behind references are supplied by a [`Resolver`], so that the hub can match events without touching the
 //! store for local lookups and with one prepared read per remote lookup.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use super::{Cond, Filter, Lookup, Op, Operand};
@@ -10,8 +11,10 @@ use crate::value::Value;
 
 /// Supplies the value of a lookup for the row being matched.
 pub trait Resolver {
-    /// The value at `lookup`, or [`Value::Null`] when a reference along the way is null or dangling.
-    fn value(&self, lookup: &Lookup) -> Value;
+    /// The value at `lookup`, or [`Value::Null`] when a reference along the way is null or dangling. Borrowed
+    /// where the resolver holds it: a change is matched against thousands of channels, and cloning a text value
+    /// for each would cost more than the comparison.
+    fn value(&self, lookup: &Lookup) -> Cow<'_, Value>;
 }
 
 impl Filter {

@@ -100,6 +100,9 @@ pub struct Lookup {
     pub model: String,
     pub field: String,
     pub ty: FieldType,
+    /// Where `field` sits in its model's fields (and so in a row of it): the hub reads a row's value by position
+    /// when it matches a change against thousands of channels.
+    pub position: usize,
 }
 
 impl Lookup {
@@ -183,6 +186,7 @@ fn resolve(
             ));
         };
         let last = i + 1 == segments.len();
+        let position = current.field_index(name).unwrap_or_default();
         match (&field.ty, last) {
             (_, true) => {
                 return Ok(Lookup {
@@ -190,6 +194,7 @@ fn resolve(
                     model: current.name.clone(),
                     field: field.name.clone(),
                     ty: field.ty.clone(),
+                    position,
                 });
             }
             (FieldType::Ref { model: target, .. }, false) => {
@@ -203,6 +208,7 @@ fn resolve(
                         model: current.name.clone(),
                         field: field.name.clone(),
                         ty: field.ty.clone(),
+                        position,
                     });
                 }
                 hops.push(Hop {

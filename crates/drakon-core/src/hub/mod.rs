@@ -16,6 +16,7 @@
 //! other, so every connection sees events in the same order. A connection whose queue is full is dropped from the
 //! hub and told to close (its transport closes it as resumable), so one stalled client never delays the others.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -109,14 +110,18 @@ struct Channel {
 /// shared by 10,000 users hashes 10,000 times.
 type Fast = foldhash::fast::RandomState;
 
-/// Channel names, as the index keeps them per indexed value.
-type Names = HashSet<Arc<str>, Fast>;
+/// Channels by their slot in [`ModelChannels::slots`], as the index keeps them per indexed value.
+type Slots = HashSet<usize, Fast>;
 
 #[derive(Debug, Default)]
 struct ModelChannels {
-    channels: HashMap<Arc<str>, Channel, Fast>,
-    index: HashMap<Lookup, HashMap<IndexKey, Names, Fast>>,
-    scan: HashSet<Arc<str>, Fast>,
+    /// Each channel's slot by its hub name.
+    by_name: HashMap<Arc<str>, usize, Fast>,
+    /// The channels, where the index finds them without hashing their names; `None` is a free slot.
+    slots: Vec<Option<Channel>>,
+    free: Vec<usize>,
+    index: HashMap<Lookup, HashMap<IndexKey, Slots, Fast>>,
+    scan: Slots,
     /// Each visible name in use, once, with how many channels share it: channels of one visible name hold the same
     /// `Arc`, so a delivery tells them apart by pointer.
     visible: HashMap<Arc<str>, usize, Fast>,
@@ -197,12 +202,15 @@ struct RowResolver<'a> {
 }
 
 impl Resolver for RowResolver<'_> {
-    fn value(&self, lookup: &Lookup) -> Value {
-        if lookup.is_local() {
-            self.model.field_index(&lookup.field).map_or(Value::Null, |i| self.row[i].clone())
+    fn value(&self, lookup: &Lookup) -> Cow<'_, Value> {
+        let found = if lookup.is_local() {
+            // A lookup of the model the row belongs to: its position was taken from the same model.
+            debug_assert_eq!(self.model.field_index(&lookup.field), Some(lookup.position));
+            self.row.get(lookup.position)
         } else {
-            self.remote.get(lookup).cloned().unwrap_or(Value::Null)
-        }
+            self.remote.get(lookup)
+        };
+        found.map_or(Cow::Owned(Value::Null), Cow::Borrowed)
     }
 }
 
@@ -312,20 +320,24 @@ impl Hub {
             return;
         }
         let models = state.models.entry(route.model.name.clone()).or_default();
-        if let Some(channel) = models.channels.get_mut(name) {
+        if let Some(channel) = models.by_name.get(name).and_then(|&slot| models.slots[slot].as_mut()) {
             channel.subscribers.insert(conn);
             return;
         }
         let name: Arc<str> = Arc::from(name);
+        let slot = models.free.pop().unwrap_or_else(|| {
+            models.slots.push(None);
+            models.slots.len() - 1
+        });
         let index = index_choice(filter);
         for (lookup, keys) in &index {
             let buckets = models.index.entry(lookup.clone()).or_default();
             for key in keys {
-                buckets.entry(key.clone()).or_default().insert(name.clone());
+                buckets.entry(key.clone()).or_default().insert(slot);
             }
         }
         if index.is_empty() {
-            models.scan.insert(name.clone());
+            models.scan.insert(slot);
         }
         for lookup in filter.remote_lookups() {
             *models.remote.entry(lookup.clone()).or_default() += 1;
@@ -338,7 +350,8 @@ impl Hub {
         *models.visible.entry(visible.clone()).or_default() += 1;
         let subscribers = Subscribers::of(conn);
         let channel = Channel { route: route.clone(), visible, filter: filter.clone(), index, subscribers };
-        models.channels.insert(name, channel);
+        models.slots[slot] = Some(channel);
+        models.by_name.insert(name, slot);
     }
 
     /// Removes `conn` from the model channel `name`; the channel goes when its last subscriber does.
@@ -375,7 +388,7 @@ impl Hub {
         let state = self.lock();
         HubStats {
             connections: state.conns.len(),
-            model_channels: state.models.values().map(|m| m.channels.len()).sum(),
+            model_channels: state.models.values().map(|m| m.by_name.len()).sum(),
             plain_channels: state.plain.len(),
         }
     }
@@ -389,7 +402,7 @@ impl Hub {
         {
             let mut state = self.lock();
             let State { conns, models, .. } = &mut *state;
-            let Some(ModelChannels { channels, index, scan, .. }) = models.get_mut(&*change.model) else {
+            let Some(ModelChannels { slots, index, scan, .. }) = models.get_mut(&*change.model) else {
                 return Delivery::default();
             };
             let old = change.old.as_ref().map(|row| RowResolver { model, row, remote: remote_old });
@@ -397,7 +410,7 @@ impl Hub {
 
             // The index buckets the old and new images fall in, each once (an update that keeps its indexed value
             // finds the same bucket twice).
-            let mut buckets: Vec<&Names> = Vec::new();
+            let mut buckets: Vec<&Slots> = Vec::new();
             for (lookup, by_key) in &*index {
                 for image in [&old, &new].into_iter().flatten() {
                     if let Some(bucket) = image.value(lookup).index_key().and_then(|k| by_key.get(&k))
@@ -410,8 +423,8 @@ impl Hub {
             // Channels of one visible name (one filter, under several users' rules) that see the change alike share
             // its event, and with it the encoded frame.
             let mut made: Vec<Made> = Vec::new();
-            let mut visit = |name: &Arc<str>| {
-                let Some(channel) = channels.get_mut(name) else { return };
+            let mut visit = |slot: usize| {
+                let Some(Some(channel)) = slots.get_mut(slot) else { return };
                 let was = old.as_ref().is_some_and(|r| channel.filter.matches(r));
                 let is = new.as_ref().is_some_and(|r| channel.filter.matches(r));
                 if !was && !is {
@@ -439,11 +452,11 @@ impl Hub {
                 // The common case: one bucket and nothing to scan, so no channel can come up twice.
                 (true, [] | [_]) => {
                     count = buckets.first().map_or(0, |b| b.len());
-                    buckets.first().into_iter().flat_map(|b| b.iter()).for_each(&mut visit);
+                    buckets.first().into_iter().flat_map(|b| b.iter().copied()).for_each(&mut visit);
                 }
                 _ => {
-                    let mut candidates: HashSet<&Arc<str>, Fast> = scan.iter().collect();
-                    candidates.extend(buckets.iter().flat_map(|b| b.iter()));
+                    let mut candidates: Slots = scan.clone();
+                    candidates.extend(buckets.iter().flat_map(|b| b.iter().copied()));
                     count = candidates.len();
                     candidates.into_iter().for_each(&mut visit);
                 }
@@ -501,7 +514,7 @@ impl Hub {
         let conns: HashSet<ConnId> = state
             .models
             .get(model)
-            .map(|m| m.channels.values().flat_map(|c| c.subscribers.ids.iter().copied()).collect())
+            .map(|m| m.slots.iter().flatten().flat_map(|c| c.subscribers.ids.iter().copied()).collect())
             .unwrap_or_default();
         for conn in &conns {
             if let Some(outbox) = state.conns.remove(conn) {
@@ -575,18 +588,21 @@ fn event_for(change: &Change, route: &RouteView, was: bool, is: bool) -> Option<
 }
 
 fn drop_model_subscriber(models: &mut ModelChannels, name: &str, conn: ConnId) {
-    let Some(channel) = models.channels.get_mut(name) else { return };
+    let Some(&slot) = models.by_name.get(name) else { return };
+    let Some(channel) = models.slots[slot].as_mut() else { return };
     channel.subscribers.remove(conn);
     if !channel.subscribers.is_empty() {
         return;
     }
-    let Some((name, channel)) = models.channels.remove_entry(name) else { return };
+    models.by_name.remove(name);
+    let Some(channel) = models.slots[slot].take() else { return };
+    models.free.push(slot);
     for (lookup, keys) in &channel.index {
         if let Some(buckets) = models.index.get_mut(lookup) {
             for key in keys {
-                if let Some(names) = buckets.get_mut(key) {
-                    names.remove(&name);
-                    if names.is_empty() {
+                if let Some(slots) = buckets.get_mut(key) {
+                    slots.remove(&slot);
+                    if slots.is_empty() {
                         buckets.remove(key);
                     }
                 }
@@ -597,7 +613,7 @@ fn drop_model_subscriber(models: &mut ModelChannels, name: &str, conn: ConnId) {
         }
     }
     if channel.index.is_empty() {
-        models.scan.remove(&name);
+        models.scan.remove(&slot);
     }
     if let Some(count) = models.visible.get_mut(&channel.visible) {
         *count -= 1;

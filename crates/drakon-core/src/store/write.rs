@@ -113,7 +113,13 @@ fn id_of(row: &Row) -> i64 {
 /// `model.field = id`, a condition on a plain column (no hops).
 fn eq_cond(model: &Model, field: &str, ty: FieldType, id: i64) -> Cond {
     Cond {
-        lookup: Lookup { hops: Vec::new(), model: model.name.clone(), field: field.to_owned(), ty },
+        lookup: Lookup {
+            hops: Vec::new(),
+            model: model.name.clone(),
+            field: field.to_owned(),
+            ty,
+            position: model.field_index(field).unwrap_or_default(),
+        },
         op: Op::Eq,
         operand: Operand::One(Value::Int(id)),
     }

@@ -147,7 +147,13 @@ struct MemRow<'a> {
 }
 
 impl Resolver for MemRow<'_> {
-    fn value(&self, lookup: &Lookup) -> Value {
+    fn value(&self, lookup: &Lookup) -> std::borrow::Cow<'_, Value> {
+        std::borrow::Cow::Owned(self.owned(lookup))
+    }
+}
+
+impl MemRow<'_> {
+    fn owned(&self, lookup: &Lookup) -> Value {
         let list = || self.item.todo_list.and_then(|id| self.lists.get(&id).map(|l| (id, l)));
         let opt_int = |v: Option<i64>| v.map_or(Value::Null, Value::Int);
         match (lookup.hops.len(), lookup.field.as_str()) {
