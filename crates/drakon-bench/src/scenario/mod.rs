@@ -412,6 +412,9 @@ pub async fn measure_writes(
     if let Some(e) = &written.first_error {
         notes.push(format!("first failed write: {e}"));
     }
+    if let Some(c) = &counted.first_close {
+        notes.push(format!("first close during the run: {c}"));
+    }
     if counted.stamped > written.expected_deliveries {
         notes.push(format!("{} deliveries beyond the expected ones", counted.stamped - written.expected_deliveries));
     }

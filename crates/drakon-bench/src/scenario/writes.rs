@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde_json::json;
 
-use super::{Context, Name, own_cpu, per};
+use super::{Context, Name, measure_writes};
 use crate::fleet::Fleet;
-use crate::report::{self, Latency, Step, Table, fmt, ms};
+use crate::report::{self, Step, Table, fmt, ms};
 use crate::target::{Kind, Target};
 use crate::verbs::{self, Planned};
 use crate::wire::Subscribe;
@@ -19,8 +19,6 @@ use crate::wire::Subscribe;
 const DEFAULT_CONNECTIONS: [usize; 1] = [1_000];
 const DEFAULT_RATE: f64 = 500.0;
 const DEFAULT_SECS: f64 = 10.0;
-const QUIET: Duration = Duration::from_secs(2);
-const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 pub async fn run(ctx: &Context) -> Result<String> {
     let sizes = ctx.common.connections.clone().unwrap_or_else(|| DEFAULT_CONNECTIONS.to_vec());
@@ -112,11 +110,6 @@ async fn step(ctx: &Context, n: usize, filters: usize, rate: f64, duration: Dura
     if ready.failed > 0 {
         bail!("{} of {n} subscribers failed to connect: {:?}", ready.failed, ready.first_error);
     }
-    fleet.start().await?;
-    let server_cpu0 = target.cpu()?;
-    let own0 = own_cpu()?;
-    let machine0 = super::machine_cpu()?;
-    let window = std::time::Instant::now();
     let pad = "p".repeat(32);
     let plan = |k: u64, ts: u64| {
         let g = 1 + (k / 2) as usize % filters;
@@ -132,68 +125,10 @@ async fn step(ctx: &Context, n: usize, filters: usize, rate: f64, duration: Dura
         };
         Planned { frame, deliveries: per_group[g] }
     };
-    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
-    bar.set_length(total);
-    bar.set_position(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("  {prefix:>8} writing {bar:30} {pos:>6}/{len:6} writes")
-            .expect("valid template"),
-    );
-    let progress = bar.clone();
-    let on_tick = move |k| progress.set_position(k);
-    let written = {
-        let run = verbs::run_writes(target.addr, ctx.common.writers, rate, duration, &plan, &on_tick);
-        tokio::pin!(run);
-        loop {
-            tokio::select! {
-                done = &mut run => break done?,
-                delivered = fleet.deliveries(Duration::from_millis(500)) => { delivered?; }
-            }
-        }
-    };
-    fleet.drain(written.expected_deliveries, QUIET, DRAIN_LIMIT).await?;
-    let server_cpu = target.cpu()?.saturating_sub(server_cpu0).as_secs_f64();
-    let own = own_cpu()? - own0;
-    let machine = super::machine_cpu()? - machine0;
-    let window = window.elapsed().as_secs_f64();
-    let counted = fleet.report().await?;
-    target.check_alive()?;
+    let measured = measure_writes(ctx, &mut target, &mut fleet, &plan, rate, duration, &bar).await?;
     bar.finish_and_clear();
-
-    let delivered = counted.stamped;
-    let generator_cpu = counted.cpu_secs + own;
-    let mut notes = Vec::new();
-    let (other, disturbed) = super::other_cpu(machine, server_cpu, generator_cpu, window);
-    notes.extend(disturbed);
-    if let Some(e) = &written.first_error {
-        notes.push(format!("first failed write: {e}"));
-    }
-    if let Some(c) = &counted.first_close {
-        notes.push(format!("first close during the run: {c}"));
-    }
-    let step = Step {
-        filters: Some(filters),
-        rate: Some(rate),
-        duration_secs: Some(written.secs),
-        writes_ok: Some(written.ok),
-        writes_failed: Some(written.failed),
-        writes_per_sec: Some(written.ok as f64 / written.secs.max(1e-9)),
-        expected: Some(written.expected_deliveries),
-        delivered: Some(delivered),
-        losses: Some(written.expected_deliveries.saturating_sub(delivered)),
-        closed_connections: Some(counted.closed),
-        deliveries_per_sec: Some(delivered as f64 / written.secs.max(1e-9)),
-        latency: Latency::of(&counted.latency),
-        reply_latency: Latency::of(&written.reply_latency),
-        server_cpu_secs: Some(server_cpu),
-        generator_cpu_secs: Some(generator_cpu),
-        server_cpu_us_per_delivery: per(server_cpu, delivered),
-        generator_cpu_us_per_delivery: per(generator_cpu, delivered),
-        server_cpu_us_per_write: per(server_cpu, written.ok),
-        other_cpu_secs: Some(other),
-        notes,
-        ..ready.step("drakon", n)
-    };
+    let (written, delivered) = (&measured.written, measured.counted.stamped);
+    let step = Step { filters: Some(filters), ..measured.step(rate, ready.step("drakon", n)) };
     let l = step.latency.clone().unwrap_or_default();
     println!(
         "  {:>8} {:>6} subs / {} filters × {:.0} writes/s: {} ok, {} delivered of {}, p50 {:.2} ms, p99 {:.2} ms, server {:.1} µs/write",
