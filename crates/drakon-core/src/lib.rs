@@ -28,3 +28,9 @@ pub use rules::{Principal, Rule, Rules, User};
 pub use schema::{ChannelRoute, CheckedSchema, Field, FieldType, Model, ModelRoute, OnDelete, Schema, Verb};
 pub use store::{BusMessage, Change, Store, StoreError};
 pub use value::Value;
+
+/// Seconds since the Unix epoch (0 on a clock set before it): the time of login sessions, admin logins and their
+/// expiry.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -63,7 +63,7 @@ impl Accounts for PgStore {
 
     async fn open_session(&self, key_hash: &str, name: &str, expires: u64) -> Result<(), StoreError> {
         let mut conn = self.inner.conn().await?;
-        let now = crate::unix_now() as i64;
+        let now = drakon_core::unix_now() as i64;
         conn.execute("DELETE FROM _drakon_sessions WHERE expires <= $1", &[&now]).await.map_err(db_error)?;
         conn.execute(
             "INSERT INTO _drakon_sessions (key, name, expires) VALUES ($1, $2, $3)",

@@ -15,6 +15,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Form, Json};
+use drakon_core::unix_now;
 use serde::Deserialize;
 
 use crate::origin::origin_allowed;
@@ -35,10 +36,6 @@ pub struct Logins {
 }
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -20,11 +20,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use drakon_core::User;
 use drakon_core::accounts::{Account, Accounts, MIN_PASSWORD_LEN};
 use drakon_core::limits::{
     LOGIN_FAILURE_WINDOW, LOGIN_FAILURES_PER_ADDRESS, LOGIN_FAILURES_PER_USER, MAX_LOGIN_BODY_BYTES, SESSION_TTL,
 };
+use drakon_core::{User, unix_now};
 use drakon_protocol::ErrorCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -211,10 +211,6 @@ fn user_json(user: &User) -> serde_json::Value {
 pub(crate) struct LoginBody {
     name: String,
     password: String,
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 pub(crate) async fn login(

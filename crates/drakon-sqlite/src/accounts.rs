@@ -79,7 +79,7 @@ impl Accounts for SqliteStore {
 
     async fn open_session(&self, key_hash: &str, name: &str, expires: u64) -> Result<(), StoreError> {
         let (key, name) = (key_hash.to_owned(), name.to_owned());
-        let now = crate::unix_now() as i64;
+        let now = drakon_core::unix_now() as i64;
         self.with_writer(move |conn| {
             conn.execute("DELETE FROM _drakon_sessions WHERE expires <= ?1", [now])?;
             conn.execute(
