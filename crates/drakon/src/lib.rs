@@ -95,10 +95,9 @@ impl App {
         })?;
         let server = self.config.server;
         // The config loader has already resolved a relative path against the config file's directory.
-        let database = server.database.clone();
         let store_name = match &server.database_url {
             Some(_) => "postgresql".to_owned(),
-            None => database.display().to_string(),
+            None => server.database.display().to_string(),
         };
         let schema = checked.schema().clone();
         let node = NodeId::new(random_hex::<8>()?);
@@ -127,13 +126,7 @@ impl App {
                     .await
                     .context("connecting to PostgreSQL")?,
             ),
-            (Some(url), None) => Arc::new(
-                PgStore::connect(url, local.sink(), server.log_retention).await.context("connecting to PostgreSQL")?,
-            ),
-            (None, _) => Arc::new(
-                SqliteStore::open_with(&database, local.sink(), server.log_retention)
-                    .with_context(|| format!("opening {}", database.display()))?,
-            ),
+            _ => open_store(&server, local.sink()).await?,
         };
         let report = store.migrate(&schema).await.context("the database does not fit the config")?;
         for table in &report.created_tables {
@@ -265,6 +258,20 @@ impl Signals {
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The configured store, publishing to `sink`: PostgreSQL at `database_url` (as a node without a shared bus), or
+/// else the SQLite file.
+async fn open_store(server: &ServerConfig, sink: drakon_core::store::ChangeSink) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &server.database_url {
+        Some(url) => {
+            Arc::new(PgStore::connect(url, sink, server.log_retention).await.context("connecting to PostgreSQL")?)
+        }
+        None => Arc::new(
+            SqliteStore::open_with(&server.database, sink, server.log_retention)
+                .with_context(|| format!("opening {}", server.database.display()))?,
+        ),
+    })
 }
 
 /// `N` random bytes as hex: the admin secret of a run that configured none (16), a node's id (8).

@@ -6,8 +6,6 @@ use anyhow::{Context, bail};
 use drakon_core::accounts::Accounts;
 use drakon_core::config::InitialUser;
 use drakon_core::{LocalBus, Store};
-use drakon_postgres::PgStore;
-use drakon_sqlite::SqliteStore;
 
 use crate::App;
 
@@ -21,18 +19,8 @@ impl App {
     /// user`); drakon's own tables, the users' among them, are made on opening.
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let server = &self.config.server;
         let (local, _inbox) = LocalBus::new(1);
-        let store: Arc<dyn Store> = match &server.database_url {
-            Some(url) => Arc::new(
-                PgStore::connect(url, local.sink(), server.log_retention).await.context("connecting to PostgreSQL")?,
-            ),
-            None => Arc::new(
-                SqliteStore::open_with(&server.database, local.sink(), server.log_retention)
-                    .with_context(|| format!("opening {}", server.database.display()))?,
-            ),
-        };
-        Ok(store)
+        crate::open_store(&self.config.server, local.sink()).await
     }
 
     /// Whether `[auth] users = true`.
