@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -46,12 +46,9 @@ impl<'a> Reader<'a> {
                 Err(_) => self.problem(bind.span(), "bind must be an IP address and port such as \"127.0.0.1:8000\""),
             }
         }
-        match raw.database {
-            Some(db) if db.get_ref().is_empty() => {
-                self.problem(db.span(), "database must name a SQLite file such as \"todo.db\"")
-            }
-            Some(db) => server.database = base_dir.join(db.get_ref()),
-            None => server.database = base_dir.join(DEFAULT_DATABASE),
+        server.database = base_dir.join(DEFAULT_DATABASE);
+        if let Some(db) = self.path(raw.database, base_dir, "database must name a SQLite file such as \"todo.db\"") {
+            server.database = db;
         }
         if let Some(n) = self.number("max_frame_bytes", raw.max_frame_bytes.as_ref(), 1) {
             server.max_frame_bytes = n;
@@ -135,13 +132,8 @@ impl<'a> Reader<'a> {
             Some(url) => server.redis_url = Some(url.into_inner()),
             None => {}
         }
-        match raw.redis_ca_file {
-            Some(file) if file.get_ref().is_empty() => {
-                self.problem(file.span(), "redis_ca_file must name a PEM file of CA certificates")
-            }
-            Some(file) => server.redis_ca_file = Some(base_dir.join(file.get_ref())),
-            None => {}
-        }
+        server.redis_ca_file =
+            self.path(raw.redis_ca_file, base_dir, "redis_ca_file must name a PEM file of CA certificates");
         if let Some(secs) = self.number("request_head_timeout_secs", raw.request_head_timeout_secs.as_ref(), 1) {
             server.request_head_timeout = Duration::from_secs(secs);
         }
@@ -166,14 +158,11 @@ impl<'a> Reader<'a> {
                 );
             }
         }
-        match raw.static_dir {
-            Some(dir) if dir.get_ref().is_empty() => self.problem(
-                dir.span(),
-                "static_dir is empty: give a directory (relative to this file), or remove the line to serve no files",
-            ),
-            Some(dir) => server.static_dir = Some(base_dir.join(dir.get_ref())),
-            None => {}
-        }
+        server.static_dir = self.path(
+            raw.static_dir,
+            base_dir,
+            "static_dir is empty: give a directory (relative to this file), or remove the line to serve no files",
+        );
         server
     }
 
@@ -233,20 +222,24 @@ impl<'a> Reader<'a> {
             Some(secret) => auth.jwt_secret = Some(secret.into_inner()),
             None => {}
         }
-        match raw.jwt_public_key_file {
-            Some(file) if file.get_ref().is_empty() => self.problem(file.span(), "jwt_public_key_file is empty"),
-            Some(file) => auth.jwt_public_key_file = Some(base_dir.join(file.get_ref())),
-            None => {}
-        }
-        match raw.jwks_file {
-            Some(file) if file.get_ref().is_empty() => self.problem(
-                file.span(),
-                "jwks_file is empty: give a JWKS file (relative to this file), or remove the line",
-            ),
-            Some(file) => auth.jwks_file = Some(base_dir.join(file.get_ref())),
-            None => {}
-        }
+        auth.jwt_public_key_file = self.path(raw.jwt_public_key_file, base_dir, "jwt_public_key_file is empty");
+        auth.jwks_file = self.path(
+            raw.jwks_file,
+            base_dir,
+            "jwks_file is empty: give a JWKS file (relative to this file), or remove the line",
+        );
         auth
+    }
+
+    /// A path given relative to the config file, resolved against its directory; an empty one is the problem
+    /// `empty` at its line, and no path.
+    fn path(&mut self, raw: Option<Spanned<String>>, base_dir: &Path, empty: &str) -> Option<PathBuf> {
+        let raw = raw?;
+        if raw.get_ref().is_empty() {
+            self.problem(raw.span(), empty);
+            return None;
+        }
+        Some(base_dir.join(raw.get_ref()))
     }
 
     /// A whole number of at least `min`, or a problem at its line.
