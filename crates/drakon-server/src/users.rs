@@ -112,6 +112,11 @@ impl Failures {
     fn live(&self, now: Instant) -> bool {
         now.duration_since(self.since) < LOGIN_FAILURE_WINDOW
     }
+
+    /// How long until the window ends, if these failures reached `max` within it.
+    fn wait(&self, max: u32, now: Instant) -> Option<Duration> {
+        (self.live(now) && self.count >= max).then(|| LOGIN_FAILURE_WINDOW - now.duration_since(self.since))
+    }
 }
 
 /// Most entries each map keeps; past it, expired ones are dropped first, then the map starts over.
@@ -126,21 +131,14 @@ impl Throttle {
     fn wait(&self, address: Option<IpAddr>, name: &str) -> Option<Duration> {
         let now = Instant::now();
         let inner = self.lock();
-        let over = |f: Option<&Failures>, max: u32| {
-            f.filter(|f| f.live(now) && f.count >= max).map(|f| LOGIN_FAILURE_WINDOW - now.duration_since(f.since))
-        };
-        let by_name = over(inner.names.get(name), LOGIN_FAILURES_PER_USER);
-        drop(inner);
-        self.address_waits(address).into_iter().chain(by_name).max()
+        let by_address = address.and_then(|a| inner.addresses.get(&a)?.wait(LOGIN_FAILURES_PER_ADDRESS, now));
+        let by_name = inner.names.get(name).and_then(|f| f.wait(LOGIN_FAILURES_PER_USER, now));
+        by_address.into_iter().chain(by_name).max()
     }
 
     /// How long until `address` may try again, if it is over its limit.
     pub fn address_waits(&self, address: Option<IpAddr>) -> Option<Duration> {
-        let now = Instant::now();
-        let inner = self.lock();
-        let failures = inner.addresses.get(&address?)?;
-        (failures.live(now) && failures.count >= LOGIN_FAILURES_PER_ADDRESS)
-            .then(|| LOGIN_FAILURE_WINDOW - now.duration_since(failures.since))
+        self.lock().addresses.get(&address?)?.wait(LOGIN_FAILURES_PER_ADDRESS, Instant::now())
     }
 
     pub fn failed(&self, address: Option<IpAddr>, name: &str) {
