@@ -77,14 +77,7 @@ impl Subscribe {
         }
         out
     }
-}
 
-/// The user connection `index` signs in as under [`Subscribe::Users`].
-pub fn user_of(index: usize) -> String {
-    format!("u{index}")
-}
-
-impl Subscribe {
     /// The upgrade path of connection `index`: with users, it carries the user's token.
     pub fn path(&self, index: usize, base: &str) -> String {
         match self {
@@ -92,6 +85,11 @@ impl Subscribe {
             _ => base.to_owned(),
         }
     }
+}
+
+/// The user connection `index` signs in as under [`Subscribe::Users`].
+pub fn user_of(index: usize) -> String {
+    format!("u{index}")
 }
 
 /// An HS256 JWT for `user`, valid for a day (longer than any run).
