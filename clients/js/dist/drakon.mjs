@@ -46,6 +46,7 @@ function encodeRequest(route, verb, args, callbackname) {
   return JSON.stringify({ route, verb, args, callbackname });
 }
 function parseIncoming(text) {
+  var _a;
   let frame;
   try {
     frame = JSON.parse(text);
@@ -55,6 +56,10 @@ function parseIncoming(text) {
   if (!isObject(frame)) return { kind: "unknown" };
   if ("heartbeat" in frame && !("context" in frame) && !("channel" in frame)) return { kind: "heartbeat" };
   if (frame.auth === "expiring" && typeof frame.expires === "number") return { kind: "token-expiring", expires: frame.expires };
+  if (frame.auth === "signed_in" && isObject(frame.user) && typeof frame.user.id === "string") {
+    const roles = Array.isArray(frame.user.roles) ? frame.user.roles.map(String) : [];
+    return { kind: "signed-in", user: { id: frame.user.id, roles, info: (_a = frame.user.info) != null ? _a : null } };
+  }
   if (isObject(frame.context) && typeof frame.context.state === "string") {
     const reply = { data: frame.data, context: frame.context };
     const cd = frame.channel_data;
@@ -860,6 +865,11 @@ var DrakonClient = class {
     this.events = new Emitter();
     /** True from a connection's opening until its token is sent: calls wait meanwhile, so none goes out anonymous. */
     this.signingIn = false;
+    /**
+     * True from a connection's opening until its first frame: a connection the upgrade signed in (a session cookie,
+     * the app's own login, `?token=`) hears `signed_in` before anything else, so any other first frame means anonymous.
+     */
+    this.firstFrame = false;
     var _a, _b, _c, _d, _e, _f, _g;
     const urls = (typeof url === "string" ? [url] : [...url]).map(resolveUrl);
     if (urls.length === 0) throw new TypeError("connect needs at least one URL");
@@ -942,6 +952,7 @@ var DrakonClient = class {
   }
   opened() {
     this.connections++;
+    this.firstFrame = true;
     if (this.getToken === void 0) {
       this.ready();
       return;
@@ -984,8 +995,22 @@ var DrakonClient = class {
     );
   }
   message(text) {
+    var _a;
     const incoming = parseIncoming(text);
+    if (this.firstFrame) {
+      this.firstFrame = false;
+      if (incoming.kind !== "signed-in" && this.getToken === void 0 && this.currentUser !== void 0) {
+        this.currentUser = void 0;
+        this.events.emit("user", void 0);
+      }
+    }
     switch (incoming.kind) {
+      case "signed-in":
+        if (((_a = this.currentUser) == null ? void 0 : _a.id) !== incoming.user.id) {
+          this.currentUser = incoming.user;
+          this.events.emit("user", incoming.user);
+        }
+        break;
       case "heartbeat":
         this.connection.send(HEARTBEAT);
         break;

@@ -33,6 +33,11 @@ export class DrakonClient implements Client, SubscriptionHost {
   /** True from a connection's opening until its token is sent: calls wait meanwhile, so none goes out anonymous. */
   private signingIn = false;
   private currentUser: User | undefined;
+  /**
+   * True from a connection's opening until its first frame: a connection the upgrade signed in (a session cookie,
+   * the app's own login, `?token=`) hears `signed_in` before anything else, so any other first frame means anonymous.
+   */
+  private firstFrame = false;
 
   constructor(url: string | readonly string[], options: ConnectOptions = {}) {
     const urls = (typeof url === 'string' ? [url] : [...url]).map(resolveUrl);
@@ -143,6 +148,7 @@ export class DrakonClient implements Client, SubscriptionHost {
 
   private opened(): void {
     this.connections++;
+    this.firstFrame = true;
     if (this.getToken === undefined) {
       this.ready();
       return;
@@ -190,7 +196,21 @@ export class DrakonClient implements Client, SubscriptionHost {
 
   private message(text: string): void {
     const incoming = parseIncoming(text);
+    if (this.firstFrame) {
+      this.firstFrame = false;
+      // Signed in by the upgrade before, not now (logged out, the cookie expired): anonymous again.
+      if (incoming.kind !== 'signed-in' && this.getToken === undefined && this.currentUser !== undefined) {
+        this.currentUser = undefined;
+        this.events.emit('user', undefined);
+      }
+    }
     switch (incoming.kind) {
+      case 'signed-in':
+        if (this.currentUser?.id !== incoming.user.id) {
+          this.currentUser = incoming.user;
+          this.events.emit('user', incoming.user);
+        }
+        break;
       case 'heartbeat':
         this.connection.send(HEARTBEAT);
         break;

@@ -43,6 +43,7 @@ export type Incoming =
   | { kind: 'reply'; reply: Reply }
   | { kind: 'publication'; publication: Publication }
   | { kind: 'token-expiring'; expires: number }
+  | { kind: 'signed-in'; user: { id: string; roles: string[]; info: unknown } }
   | { kind: 'unknown' };
 
 /** Encodes a request frame. */
@@ -61,6 +62,10 @@ export function parseIncoming(text: string): Incoming {
   if (!isObject(frame)) return { kind: 'unknown' };
   if ('heartbeat' in frame && !('context' in frame) && !('channel' in frame)) return { kind: 'heartbeat' };
   if (frame.auth === 'expiring' && typeof frame.expires === 'number') return { kind: 'token-expiring', expires: frame.expires };
+  if (frame.auth === 'signed_in' && isObject(frame.user) && typeof frame.user.id === 'string') {
+    const roles = Array.isArray(frame.user.roles) ? frame.user.roles.map(String) : [];
+    return { kind: 'signed-in', user: { id: frame.user.id, roles, info: frame.user.info ?? null } };
+  }
   if (isObject(frame.context) && typeof frame.context.state === 'string') {
     const reply: Reply = { data: frame.data, context: frame.context as ReplyContext };
     const cd = frame.channel_data;

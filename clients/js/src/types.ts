@@ -42,7 +42,7 @@ export interface ConnectOptions {
   getToken?: () => string | Promise<string>;
 }
 
-/** The signed-in user, as the server read them from the token. */
+/** The signed-in user, as the server read them from the token, the session cookie or the app's own login. */
 export interface User {
   id: string;
   roles: string[];
@@ -61,11 +61,17 @@ export interface Row {
 export interface Client {
   /** The connection's current state. */
   readonly state: ConnectionState;
-  /** The signed-in user, once the server accepted the token; `undefined` when anonymous. */
+  /**
+   * The signed-in user, once the server accepted the token or said whom the connection's cookies signed in (a
+   * built-in user's session, the app's own login); `undefined` when anonymous.
+   */
   readonly user: User | undefined;
   /** Calls `fn` on every state change; returns a function that removes it. */
   on(event: 'state', fn: (state: ConnectionState) => void): () => void;
-  /** Calls `fn` when the server accepts or refuses a token (`undefined` and the error); returns a function that removes it. */
+  /**
+   * Calls `fn` when the user changes: the server accepts or refuses a token (`undefined` and the error), or names the
+   * user a connection's cookies signed in as; returns a function that removes it.
+   */
   on(event: 'user', fn: (user: User | undefined, error?: DrakonError) => void): () => void;
   /** Calls `verb` on `route` and resolves with the reply's `data`; rejects with a {@link DrakonError}. */
   call<T = unknown>(route: string, verb: string, args?: Record<string, unknown>): Promise<T>;

@@ -791,4 +791,33 @@ describe('signing in', () => {
     ws.reply(ws.lastRequest(), []);
     await expect(call).resolves.toEqual([]);
   });
+
+  it('takes the user a cookie signed the connection in as, and drops it when a later connection is anonymous', async () => {
+    const client = setup();
+    const users: unknown[] = [];
+    client.on('user', (user) => users.push(user?.id));
+    let ws = FakeSocket.last;
+    ws.open();
+    ws.receive({ auth: 'signed_in', user: ALICE, expires: null });
+    await flush();
+    expect(client.user).toEqual(ALICE);
+    expect(ws.frames()).toEqual([]);
+
+    // The same user again on the next connection: no event.
+    ws.drop();
+    ws = nextAttempt();
+    ws.open();
+    ws.receive({ auth: 'signed_in', user: ALICE, expires: null });
+    await flush();
+    expect(users).toEqual(['alice']);
+
+    // Logged out meanwhile: the next connection's first frame is anything else.
+    ws.drop();
+    ws = nextAttempt();
+    ws.open();
+    ws.receive({ heartbeat: 1 });
+    await flush();
+    expect(client.user).toBeUndefined();
+    expect(users).toEqual(['alice', undefined]);
+  });
 });

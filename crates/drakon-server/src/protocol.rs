@@ -56,6 +56,10 @@ pub trait Protocol: Encoding + 'static {
 
     /// Asks the client for a fresh token: the session's expires at `expires` (seconds since the Unix epoch).
     fn token_expiring(&self, expires: u64) -> Bytes;
+
+    /// Tells the client whom the upgrade signed it in as (a cookie, `auth_url`, or a token on the URL), the same
+    /// user an `auth` reply names.
+    fn signed_in(&self, user: &drakon_core::User) -> Bytes;
 }
 
 /// What every transport does with one text message from a session's client: decode it with the session's
@@ -164,9 +168,14 @@ fn server_verb(
             "sign in before subscribing: a session's subscriptions belong to the user who made them",
         ));
     }
-    let reply = json!({"user": {"id": user.id, "roles": user.roles, "info": user.info}, "expires": user.expires});
+    let reply = json!({"user": user_json(&user), "expires": user.expires});
     session.act_for(engine.hub(), Principal::User(user));
     Ok(Outcome { data: Payload::Json(reply), client_context: None, channel: None })
+}
+
+/// A user as `auth` replies and the `signed_in` notice name them.
+fn user_json(user: &drakon_core::User) -> Json {
+    json!({"id": user.id, "roles": user.roles, "info": user.info})
 }
 
 /// drakon's native protocol (SwampDragon's `route`/`verb`/`args`/`callbackname` envelope).
@@ -257,6 +266,10 @@ impl Protocol for Native {
 
     fn token_expiring(&self, expires: u64) -> Bytes {
         Bytes::from(json!({"auth": "expiring", "expires": expires}).to_string())
+    }
+
+    fn signed_in(&self, user: &drakon_core::User) -> Bytes {
+        Bytes::from(json!({"auth": "signed_in", "user": user_json(user), "expires": user.expires}).to_string())
     }
 }
 

@@ -236,6 +236,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         (None, false) => Principal::Anonymous,
     };
     let mut session = state.engine.open_session(outbox.clone(), principal);
+    // A session the upgrade signed in learns as whom before anything else, as an `auth` reply would tell it.
+    if let Some(user) = session.principal.user() {
+        outbox.hold();
+        wire.outbound.push(NATIVE.signed_in(user));
+    }
     let mut rate = crate::protocol::RateLimit::new(state.options.max_requests_per_second);
     // Armed only for a session whose token expires: first the notice asking for a fresh one, then the close. Boxed,
     // to keep it out of every other connection's task.

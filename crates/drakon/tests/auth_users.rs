@@ -97,6 +97,9 @@ async fn a_login_opens_a_session_that_sockets_and_the_admin_page_recognise_until
 
     // The cookie signs the socket in as Alice, from the server's own page only.
     let mut socket = client_with_cookie(&server, &alice).await;
+    let first = socket.next_frame(Duration::from_secs(5)).await.expect("the signed-in notice");
+    assert_eq!(first["auth"], "signed_in", "a cookie session hears whom it acts for first: {first}");
+    assert_eq!((&first["user"]["id"], &first["expires"]), (&json!("alice"), &Value::Null), "{first}");
     let list = socket.ok("todo-list", "create", json!({"name": "alice's"})).await;
     assert_eq!(list["owner"], "alice", "{list}");
     let refused = RawWs::connect_with(&addr, &[("Cookie", &alice), ("Origin", "http://evil.example")]).await;
@@ -343,6 +346,8 @@ async fn an_apps_own_login_signs_users_in_and_a_broken_one_lets_nobody_in() {
 
     // Alice's app session signs her in; the answer is reused for the next connection.
     let mut alice = client_with_cookie(&server, "sessionid=alice").await;
+    let first = alice.next_frame(Duration::from_secs(5)).await.expect("the signed-in notice");
+    assert_eq!((&first["auth"], &first["user"]["id"]), (&json!("signed_in"), &json!("alice")), "{first}");
     assert_eq!(alice.ok("notes", "create", json!({"text": "from the app"})).await["owner"], "alice");
     client_with_cookie(&server, "sessionid=alice").await.ok("notes", "get_list", json!({})).await;
     assert_eq!(hits.load(Ordering::SeqCst), 1, "the second connection used the cached answer");
@@ -352,6 +357,7 @@ async fn an_apps_own_login_signs_users_in_and_a_broken_one_lets_nobody_in() {
 
     // A visitor of the app (401) is anonymous here; with no credentials at all the app is not asked.
     let mut visitor = client_with_cookie(&server, "sessionid=nobody").await;
+    assert_eq!(visitor.next_frame(Duration::from_millis(300)).await, None, "an anonymous session hears nothing first");
     visitor.err("notes", "create", json!({"text": "x"}), "permission_denied").await;
     let before = hits.load(Ordering::SeqCst);
     server.client().await.ok("notes", "get_list", json!({})).await;
