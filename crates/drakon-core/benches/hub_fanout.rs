@@ -36,6 +36,9 @@ impl Encoding for Native {
                 drakon_protocol::encode_publication(&event.channel, *action, data, *offset)
             }
             EventBody::Message { data } => drakon_protocol::encode_channel_message(&event.channel, data),
+            EventBody::Presence { action, data } => {
+                drakon_protocol::encode_presence_event(&event.channel, action.as_str(), data)
+            }
         }
     }
 }

@@ -32,6 +32,33 @@ pub enum EventBody {
     Row { action: Action, id: i64, data: Map<String, Json>, offset: u64 },
     /// A plain pub/sub message (`POST /api/publish`); `data` may be any JSON.
     Message { data: Arc<Json> },
+    /// A change of a presence room's members (see [`crate::presence`]).
+    Presence { action: PresenceAction, data: Arc<Json> },
+}
+
+/// What a presence event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceAction {
+    /// A user's first connection joined; `data` is the member (`id`, `info`, `state`).
+    MemberJoined,
+    /// A member's info or state changed; `data` is the member as now shown.
+    MemberUpdated,
+    /// A user's last connection left; `data` is `{"id"}`.
+    MemberLeft,
+    /// A large room's changes of the last batch window: `count`, and `joined`, `updated` and `left`, or
+    /// `truncated` when there were too many to list.
+    Batch,
+}
+
+impl PresenceAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceAction::MemberJoined => "member_joined",
+            PresenceAction::MemberUpdated => "member_updated",
+            PresenceAction::MemberLeft => "member_left",
+            PresenceAction::Batch => "presence_batch",
+        }
+    }
 }
 
 /// How one protocol turns an event into the bytes of a frame's payload.
@@ -59,11 +86,15 @@ impl Event {
         Event::new(channel, EventBody::Message { data })
     }
 
+    pub fn presence(channel: Arc<str>, action: PresenceAction, data: Arc<Json>) -> Event {
+        Event::new(channel, EventBody::Presence { action, data })
+    }
+
     /// The change-log offset of a row event.
     pub fn offset(&self) -> Option<u64> {
         match &self.body {
             EventBody::Row { offset, .. } => Some(*offset),
-            EventBody::Message { .. } => None,
+            EventBody::Message { .. } | EventBody::Presence { .. } => None,
         }
     }
 
@@ -99,7 +130,7 @@ impl Event {
     pub fn row_key(&self) -> Option<(&str, i64)> {
         match &self.body {
             EventBody::Row { id, .. } => Some((&self.channel, *id)),
-            EventBody::Message { .. } => None,
+            EventBody::Message { .. } | EventBody::Presence { .. } => None,
         }
     }
 }
@@ -122,6 +153,9 @@ impl Encoding for TestEncoding {
                 "channel": &*event.channel, "action": action.as_str(), "data": data, "offset": offset,
             }),
             EventBody::Message { data } => serde_json::json!({"channel": &*event.channel, "data": &**data}),
+            EventBody::Presence { action, data } => {
+                serde_json::json!({"channel": &*event.channel, "action": action.as_str(), "data": &**data})
+            }
         };
         Bytes::from(serde_json::to_vec(&json).unwrap_or_default())
     }

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod migration;
 pub mod node;
 pub mod outbox;
+pub mod presence;
 pub mod rules;
 pub mod schema;
 pub mod store;
@@ -25,7 +26,9 @@ pub use engine::{ChannelChange, Engine, EngineLimits, Outcome, Payload, Session,
 pub use event::{Encoding, Event, EventBody};
 pub use filter::Filter;
 pub use rules::{Principal, Rule, Rules, User};
-pub use schema::{ChannelRoute, CheckedSchema, Field, FieldType, Model, ModelRoute, OnDelete, Schema, Verb};
+pub use schema::{
+    ChannelRoute, CheckedSchema, Field, FieldType, Model, ModelRoute, OnDelete, PresenceSpec, Schema, Verb,
+};
 pub use store::{BusMessage, Change, Store, StoreError};
 pub use value::Value;
 
@@ -33,4 +36,9 @@ pub use value::Value;
 /// expiry.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Milliseconds since the Unix epoch (0 on a clock set before it): when a presence state was set.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -169,3 +169,32 @@ pub const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// The largest `POST /auth/login` body read.
 pub const MAX_LOGIN_BODY_BYTES: usize = 4096;
+
+/// How long a large presence room's changes wait to go out together: a burst of joins costs each watcher one frame
+/// per window, and a join still reaches the others well within 50 ms.
+pub const PRESENCE_BATCH: Duration = Duration::from_millis(20);
+
+/// Most changes one `presence_batch` lists; a window with more sends the count alone (`"truncated": true`), and
+/// clients that want the names page through `get_presence`.
+pub const PRESENCE_BATCH_CHANGES: usize = 100;
+
+/// Default size above which a presence room sends counts and batches instead of each change (Pusher's cap on
+/// presence channels).
+pub const DEFAULT_PRESENCE_LARGE_ROOM: usize = 100;
+
+/// Largest presence state a connection may set, in bytes of JSON: a flag or a cursor, not a document.
+pub const PRESENCE_STATE_BYTES: usize = 1024;
+
+/// Most presence rooms one connection may join.
+pub const MAX_PRESENCE_ROOMS_PER_CONNECTION: usize = 32;
+
+/// While a connection is in a presence room, it is pinged this often and closed after
+/// [`PRESENCE_IDLE_TIMEOUT`] without a frame, so a vanished browser leaves its rooms within
+/// [`PRESENCE_LEAVE_BOUND`].
+pub const PRESENCE_PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// See [`PRESENCE_PING_INTERVAL`]: two missed pings and most of a third.
+pub const PRESENCE_IDLE_TIMEOUT: Duration = Duration::from_secs(14);
+
+/// The documented bound: a member whose connection vanished without closing leaves within this long.
+pub const PRESENCE_LEAVE_BOUND: Duration = Duration::from_secs(20);

@@ -333,7 +333,7 @@ mod tests {
         fn encode(&self, event: &Event) -> Bytes {
             match &event.body {
                 EventBody::Message { data } => Bytes::from(data.as_str().unwrap_or_default().to_owned()),
-                EventBody::Row { .. } => crate::event::TestEncoding.encode(event),
+                EventBody::Row { .. } | EventBody::Presence { .. } => crate::event::TestEncoding.encode(event),
             }
         }
     }

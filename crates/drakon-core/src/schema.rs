@@ -241,6 +241,25 @@ pub struct ModelRoute {
     pub rules: Rules,
     /// Fields the server sets on `create` (`owner = "$user.id"`); clients cannot set them.
     pub set: Args,
+    /// Presence on the route's objects (`[routes.X.presence]`); `None`: no presence verbs.
+    pub presence: Option<PresenceSpec>,
+}
+
+/// A route's presence (`[routes.X.presence]`): who may join a room, and what the others see of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceSpec {
+    /// Keys of a user's public info shown to the other members (`["name"]`); the id always is.
+    pub fields: Vec<String>,
+    /// Whether anonymous sessions may join, each as a member of its own with an id for the session.
+    pub anonymous: bool,
+    /// Above this many members a room sends counts and batched changes instead of each change.
+    pub large_room: usize,
+}
+
+impl Default for PresenceSpec {
+    fn default() -> Self {
+        PresenceSpec { fields: Vec::new(), anonymous: false, large_room: limits::DEFAULT_PRESENCE_LARGE_ROOM }
+    }
 }
 
 impl fmt::Debug for ModelRoute {
@@ -259,6 +278,7 @@ impl fmt::Debug for ModelRoute {
             .field("custom_verbs", &self.custom_verbs.keys().collect::<Vec<_>>())
             .field("rules", &self.rules)
             .field("set", &self.set)
+            .field("presence", &self.presence)
             .finish()
     }
 }
@@ -280,6 +300,7 @@ impl ModelRoute {
             custom_verbs: BTreeMap::new(),
             rules: Rules::default(),
             set: Args::new(),
+            presence: None,
         }
     }
     pub fn publish(mut self, fields: &[&str]) -> ModelRoute {
@@ -316,6 +337,8 @@ pub struct ChannelRoute {
     pub channels: Vec<String>,
     /// Who may subscribe to which of them (`[routes.X.rules] subscribe`); `None`: anyone, to any of them.
     pub subscribe: Option<crate::rules::Rule>,
+    /// Presence on the route's channels, under the same rule as subscribing; `None`: no presence verbs.
+    pub presence: Option<PresenceSpec>,
 }
 
 impl ChannelRoute {

@@ -35,7 +35,10 @@ fn todo_config_equals_the_rust_builder() {
                 .create(&["text", "done", "todo_list"])
                 .param("list_id", "todo_list__id"),
         )
-        .channel_route("chat", ChannelRoute { channels: vec!["chatroom".into(), "room.*".into()], subscribe: None });
+        .channel_route(
+            "chat",
+            ChannelRoute { channels: vec!["chatroom".into(), "room.*".into()], subscribe: None, presence: None },
+        );
     assert_eq!(built.finish(), vec![]);
     assert_eq!(format!("{:#?}", loaded.schema), format!("{built:#?}"));
 }

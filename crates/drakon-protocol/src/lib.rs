@@ -14,7 +14,7 @@ pub mod websocket;
 pub use channel::{ChannelNameError, model_channel_name, parse_model_channel_name};
 pub use error_code::ErrorCode;
 pub use frame::{ClientFrame, FrameError, FrameErrorKind, Request, parse_frame};
-pub use publication::{Action, encode_channel_message, encode_publication, publication_value};
+pub use publication::{Action, encode_channel_message, encode_presence_event, encode_publication, publication_value};
 pub use reply::{
     ChannelAction, ChannelData, ErrorBody, ReplyContext, State, encode_error, encode_heartbeat, encode_reply,
 };

@@ -42,6 +42,13 @@ struct Publication<'a, D: Serialize + ?Sized> {
 }
 
 #[derive(Serialize)]
+struct PresenceEvent<'a> {
+    channel: &'a str,
+    action: &'a str,
+    data: &'a Value,
+}
+
+#[derive(Serialize)]
 struct ChannelMessage<'a> {
     channel: &'a str,
     data: &'a Value,
@@ -63,6 +70,19 @@ pub fn encode_publication<D: Serialize + ?Sized>(channel: &str, action: Action, 
 /// order as [`encode_publication`].
 pub fn publication_value<D: Serialize + ?Sized>(channel: &str, action: Action, data: &D, offset: u64) -> Value {
     serde_json::to_value(Publication { channel, action, data, offset }).unwrap_or(Value::Null)
+}
+
+/// Encodes a presence event `{"channel","action","data"}` (`member_joined`, `member_updated`, `member_left`,
+/// `presence_batch`) for the watchers of a room.
+///
+/// ```
+/// use drakon_protocol::encode_presence_event;
+///
+/// let bytes = encode_presence_event("presence:todo-item:7", "member_left", &serde_json::json!({"id": "bob"}));
+/// assert_eq!(&bytes[..], br#"{"channel":"presence:todo-item:7","action":"member_left","data":{"id":"bob"}}"#);
+/// ```
+pub fn encode_presence_event(channel: &str, action: &str, data: &Value) -> Bytes {
+    encode(&PresenceEvent { channel, action, data })
 }
 
 /// Encodes a plain pub/sub message `{"channel","data"}`, like SwampDragon's `publish_data`; `data` may be any JSON.

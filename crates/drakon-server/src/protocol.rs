@@ -197,6 +197,9 @@ impl Encoding for Native {
         match &event.body {
             EventBody::Row { action, data, offset, .. } => encode_publication(&event.channel, *action, data, *offset),
             EventBody::Message { data } => encode_channel_message(&event.channel, data),
+            EventBody::Presence { action, data } => {
+                drakon_protocol::encode_presence_event(&event.channel, action.as_str(), data)
+            }
         }
     }
 }
@@ -219,6 +222,9 @@ fn payload_json(payload: Payload) -> Json {
                         publication_value(&event.channel, *action, data, *offset)
                     }
                     EventBody::Message { data } => json!({"channel": &*event.channel, "data": &**data}),
+                    EventBody::Presence { action, data } => {
+                        json!({"channel": &*event.channel, "action": action.as_str(), "data": &**data})
+                    }
                 })
                 .collect();
             json!({"events": events, "offset": offset})

@@ -20,7 +20,7 @@ use axum::extract::{Request as HttpRequest, State};
 use axum::response::Response;
 use bytes::Bytes;
 use drakon_core::engine::Principal;
-use drakon_core::limits::{CLOSE_GRACE, OUTBOUND_QUEUE_FRAMES, WRITE_STALL_TIMEOUT};
+use drakon_core::limits::{self, CLOSE_GRACE, OUTBOUND_QUEUE_FRAMES, WRITE_STALL_TIMEOUT};
 use drakon_core::outbox::{Batch, Outbox};
 use drakon_protocol::ErrorCode;
 use drakon_protocol::websocket::{Message, Opcode};
@@ -246,6 +246,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // to keep it out of every other connection's task.
     let mut expiry = session.expires().map(|e| Box::new(Expiry::arm(e)));
     let mut ping = ticker(state.options.ping_interval);
+    // Whether the session is in a presence room, and `ping` ticks at the presence pace.
+    let mut watching = false;
     let mut heartbeat = state.options.heartbeat_interval.map(ticker);
     let mut last_seen = clock_ms();
     // Armed (and boxed, to keep it out of every idle task) only while a write waits on the socket.
@@ -316,7 +318,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Wake::Stalled => break End::Close(SLOW_CONSUMER_CLOSE_CODE, SLOW_CONSUMER, true),
             Wake::Ping => {
-                if u128::from(clock_ms().wrapping_sub(last_seen)) >= state.options.idle_timeout.as_millis() {
+                let idle = match watching {
+                    true => state.options.idle_timeout.min(limits::PRESENCE_IDLE_TIMEOUT),
+                    false => state.options.idle_timeout,
+                };
+                if u128::from(clock_ms().wrapping_sub(last_seen)) >= idle.as_millis() {
                     break End::Close(CLOSE_IDLE_TIMEOUT, "idle timeout", false);
                 }
                 outbox.hold();
@@ -369,6 +375,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // A fresh token (`auth` again) moves the deadline.
         if session.expires() != expiry.as_ref().map(|e| e.expires) {
             expiry = session.expires().map(|e| Box::new(Expiry::arm(e)));
+        }
+        // A member of a presence room must be seen to vanish quickly, so it is pinged more often.
+        if session.in_presence() != watching {
+            watching = session.in_presence();
+            ping = ticker(match watching {
+                true => state.options.ping_interval.min(limits::PRESENCE_PING_INTERVAL),
+                false => state.options.ping_interval,
+            });
         }
     };
     // No more direct writes: the close frame must be the last frame on the wire.

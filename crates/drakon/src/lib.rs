@@ -143,7 +143,7 @@ impl App {
             Some(redis) => redis,
             None => Arc::new(local),
         };
-        let (engine, _fan_out) = Engine::start(checked, store, bus, inbox, limits);
+        let (engine, _fan_out) = Engine::start(node.clone(), checked, store, bus, inbox, limits);
         engine.ready().await;
         let addr = bind.or(server.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
         let generated = server.admin_secret.is_none();

@@ -12,51 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{BIN, HttpResponse, RawWs, http};
-use drakon_testkit::{Client, TestServer};
+use common::{BIN, HttpResponse, RawWs, client_with_cookie, http, logged_in, login, session_cookie, todo_users_config};
+use drakon_testkit::TestServer;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const DEMO: &str = include_str!("../../../examples/todo/drakon-users.toml");
-
-/// The demo's config without its static files (the test has none), with a staff user besides Alice and Bob.
-fn demo_config() -> String {
-    let config = DEMO.replace("static_dir = \"public\"", "");
-    format!(
-        "{config}\n[[auth.initial_users]]\nname = \"carol\"\npassword = \"carol-staff-pass\"\nroles = [\"staff\"]\n"
-    )
-}
-
-async fn login(server: &TestServer, name: &str, password: &str) -> HttpResponse {
-    let addr = server.addr.as_str();
-    let body = json!({"name": name, "password": password}).to_string();
-    http(addr, "POST", "/auth/login", &[], body.as_bytes()).await
-}
-
-/// The `drakon_session=…` pair of a successful login.
-fn session_cookie(response: &HttpResponse) -> String {
-    let line = response
-        .head
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: drakon_session="))
-        .unwrap_or_else(|| panic!("no session cookie: {}", response.head));
-    line["set-cookie: ".len()..].split(';').next().unwrap().to_owned()
-}
-
-async fn logged_in(server: &TestServer, name: &str, password: &str) -> String {
-    let response = login(server, name, password).await;
-    assert_eq!(response.status, 200, "{}", response.body);
-    session_cookie(&response)
-}
-
-/// A protocol client whose upgrade carries `cookie` from the server's own page.
-async fn client_with_cookie(server: &TestServer, cookie: &str) -> Client {
-    let mut request = server.ws_url().into_client_request().unwrap();
-    request.headers_mut().insert("cookie", cookie.parse().unwrap());
-    request.headers_mut().insert("origin", format!("http://{}", server.addr).parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade with a cookie");
-    Client::from_socket(ws)
-}
 
 async fn me(server: &TestServer, cookie: &str) -> HttpResponse {
     http(&server.addr, "GET", "/auth/me", &[("Cookie", cookie)], b"").await
@@ -64,7 +22,7 @@ async fn me(server: &TestServer, cookie: &str) -> HttpResponse {
 
 #[tokio::test]
 async fn a_login_opens_a_session_that_sockets_and_the_admin_page_recognise_until_logout() {
-    let server = TestServer::spawn(BIN, &demo_config()).await;
+    let server = TestServer::spawn(BIN, &todo_users_config()).await;
     let addr = server.addr.clone();
 
     // Unknown names and wrong passwords get the same answer.
@@ -143,7 +101,7 @@ async fn a_login_opens_a_session_that_sockets_and_the_admin_page_recognise_until
 
 #[tokio::test]
 async fn the_command_line_adds_users_changes_passwords_and_ends_sessions() {
-    let server = TestServer::spawn(BIN, &demo_config()).await;
+    let server = TestServer::spawn(BIN, &todo_users_config()).await;
     let config = server.config_path();
     let run = |args: &[&str], stdin: &str| {
         let mut child = std::process::Command::new(BIN)
@@ -188,7 +146,7 @@ async fn the_command_line_adds_users_changes_passwords_and_ends_sessions() {
 
 #[tokio::test]
 async fn brute_force_is_throttled_per_name_and_per_address_before_any_hash_is_checked() {
-    let server = TestServer::spawn(BIN, &demo_config()).await;
+    let server = TestServer::spawn(BIN, &todo_users_config()).await;
     for _ in 0..drakon_core::limits::LOGIN_FAILURES_PER_USER {
         assert_eq!(login(&server, "bob", "guess").await.status, 401);
     }
@@ -220,7 +178,7 @@ type Cell = (&'static str, &'static str, Value, [&'static str; 3]);
 
 #[tokio::test]
 async fn the_demo_keeps_private_lists_private_shares_one_and_shows_visitors_the_public_ones() {
-    let server = TestServer::spawn(BIN, &demo_config()).await;
+    let server = TestServer::spawn(BIN, &todo_users_config()).await;
     let mut alice = client_with_cookie(&server, &logged_in(&server, "alice", "alice-demo-pass").await).await;
     let mut bob = client_with_cookie(&server, &logged_in(&server, "bob", "bob-demo-pass").await).await;
     let mut visitor = server.client().await;

@@ -44,7 +44,14 @@ async fn dropped_bus_batches_are_repaired_from_the_change_log() {
     });
     let store = SqliteStore::open(dir.path().join("drakon.db"), store_sink).unwrap();
     store.migrate(checked.schema()).await.unwrap();
-    let (engine, _fan_out) = Engine::start(checked, Arc::new(store), Arc::new(bus), inbox, EngineLimits::default());
+    let (engine, _fan_out) = Engine::start(
+        drakon_core::node::NodeId::new("test"),
+        checked,
+        Arc::new(store),
+        Arc::new(bus),
+        inbox,
+        EngineLimits::default(),
+    );
     engine.ready().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -23,8 +23,14 @@ async fn the_router_served_by_another_server_keeps_subscribers_live() {
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(dir.path().join("todo.db"), bus.sink()).expect("open the store"));
     store.migrate(&schema).await.expect("migrate");
-    let (engine, _fan_out) =
-        Engine::start(checked, store, Arc::new(bus), inbox, EngineLimits { max_subscriptions: 16 });
+    let (engine, _fan_out) = Engine::start(
+        drakon_core::node::NodeId::new("test"),
+        checked,
+        store,
+        Arc::new(bus),
+        inbox,
+        EngineLimits { max_subscriptions: 16 },
+    );
     engine.ready().await;
     let (_stop, stopping) = watch::channel(false);
     let app = drakon_server::router(engine, ServerOptions::default(), stopping);

@@ -80,7 +80,14 @@ async fn silent_and_slow_connections_are_closed_and_everyone_else_is_served() {
     let (bus, inbox) = LocalBus::new(64);
     let store = SqliteStore::open(dir.path().join("drakon.db"), bus.sink()).unwrap();
     store.migrate(checked.schema()).await.unwrap();
-    let (engine, _fan_out) = Engine::start(checked, Arc::new(store), Arc::new(bus), inbox, EngineLimits::default());
+    let (engine, _fan_out) = Engine::start(
+        drakon_core::node::NodeId::new("test"),
+        checked,
+        Arc::new(store),
+        Arc::new(bus),
+        inbox,
+        EngineLimits::default(),
+    );
     engine.ready().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

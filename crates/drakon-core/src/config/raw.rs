@@ -115,6 +115,18 @@ pub(super) struct RawRoute {
     pub(super) channels: Option<Spanned<Vec<String>>>,
     pub(super) rules: Option<Spanned<toml::Table>>,
     pub(super) set: Option<Spanned<toml::Table>>,
+    pub(super) presence: Option<Spanned<RawPresence>>,
+}
+
+/// `[routes.<name>.presence]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a presence table such as [routes.todo-item.presence]")]
+pub(super) struct RawPresence {
+    #[serde(default)]
+    pub(super) fields: Vec<String>,
+    #[serde(default)]
+    pub(super) anonymous: bool,
+    pub(super) large_room: Option<Spanned<i64>>,
 }
 
 /// Map entries in the order the file declares them: serde cannot fill an order-keeping map with spanned keys, so

@@ -11,10 +11,10 @@ use serde_json::Value as Json;
 use toml::Spanned;
 
 use super::locate::Anchors;
-use super::raw::{RawAuth, RawField, RawModel, RawRoute, RawServer, in_file_order};
+use super::raw::{RawAuth, RawField, RawModel, RawPresence, RawRoute, RawServer, in_file_order};
 use super::{ADMIN_SECRET_ENV, API_KEY_ENV, AuthConfig, ConfigProblem, DEFAULT_DATABASE, ServerConfig};
 use crate::rules::Rule;
-use crate::schema::{ChannelRoute, Field, FieldType, Model, ModelRoute, OnDelete, Schema, Verb};
+use crate::schema::{ChannelRoute, Field, FieldType, Model, ModelRoute, OnDelete, PresenceSpec, Schema, Verb};
 use crate::value::Value;
 
 /// Turns the raw file into typed config, collecting problems instead of stopping at the first.
@@ -392,6 +392,7 @@ impl<'a> Reader<'a> {
             ("channels", raw.channels.as_ref().map(Spanned::span)),
             ("rules", raw.rules.as_ref().map(Spanned::span)),
             ("set", raw.set.as_ref().map(Spanned::span)),
+            ("presence", raw.presence.as_ref().map(Spanned::span)),
         ];
         for (key, span) in &keys {
             if let Some(span) = span {
@@ -405,13 +406,15 @@ impl<'a> Reader<'a> {
                     if let Some(span) = span
                         && key != "channels"
                         && key != "rules"
+                        && key != "presence"
                     {
                         self.problem(span, format!("`{key}` does not apply to a channel route; remove it"));
                     }
                 }
                 let channels = raw.channels.map(Spanned::into_inner).unwrap_or_default();
                 let subscribe = raw.rules.and_then(|rules| self.channel_rule(&rules));
-                return schema.channel_route(route_name, ChannelRoute { channels, subscribe });
+                let presence = raw.presence.map(|p| self.presence(p));
+                return schema.channel_route(route_name, ChannelRoute { channels, subscribe, presence });
             }
             Some(other) => {
                 let span = raw.kind.as_ref().map_or(name.span(), Spanned::span);
@@ -517,7 +520,18 @@ impl<'a> Reader<'a> {
                 }
             }
         }
+        route.presence = raw.presence.map(|p| self.presence(p));
         schema.model_route(route_name, route)
+    }
+
+    /// A route's `[presence]` table.
+    fn presence(&mut self, raw: Spanned<RawPresence>) -> PresenceSpec {
+        let raw = raw.into_inner();
+        let mut spec = PresenceSpec { fields: raw.fields, anonymous: raw.anonymous, ..PresenceSpec::default() };
+        if let Some(size) = self.number("large_room", raw.large_room.as_ref(), 1) {
+            spec.large_room = size;
+        }
+        spec
     }
 }
 

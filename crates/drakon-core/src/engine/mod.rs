@@ -12,6 +12,7 @@
 mod custom;
 mod error;
 mod fan_out;
+mod presence;
 mod routes;
 mod session;
 mod subscriptions;
@@ -37,6 +38,8 @@ use crate::event::Event;
 use crate::filter::Filter;
 use crate::hub::Hub;
 use crate::limits;
+use crate::node::NodeId;
+use crate::presence::Presence;
 use crate::rules::Action;
 use crate::schema::{CheckedSchema, Model, Schema, Verb};
 use crate::store::{Change, Store, WriteOp};
@@ -68,6 +71,8 @@ struct Inner {
     ready: tokio::sync::watch::Receiver<bool>,
     /// Sessions between two transport connections (see [`Engine::park`]).
     parked: Parked,
+    /// The presence rooms of this node.
+    presence: Arc<Presence>,
 }
 
 /// The engine of one node; cheap to clone.
@@ -127,8 +132,10 @@ impl Outcome {
 impl Engine {
     /// Starts an engine for a checked schema (see [`Schema::check`]) over a migrated store, on `bus` (where
     /// [`Engine::publish`] sends) and its `inbox` (which receives what every node publishes and what the store
-    /// commits); the returned task fans the inbox out to the hub until every sender is gone.
+    /// commits); the returned task fans the inbox out to the hub until every sender is gone. `node` is this node's
+    /// id, which its presence entries carry.
     pub fn start(
+        node: NodeId,
         checked: CheckedSchema,
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
@@ -152,9 +159,11 @@ impl Engine {
             limits,
             ready,
             parked: Parked::default(),
+            presence: Arc::new(Presence::new(node)),
         });
         let task = tokio::spawn(fan_out::fan_out(inner.clone(), inbox, ready_tx));
         tokio::spawn(expire_parked(Arc::downgrade(&inner)));
+        tokio::spawn(crate::presence::batches(Arc::downgrade(&inner.presence)));
         (Engine { inner }, task)
     }
 
@@ -176,6 +185,11 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// The presence rooms of this node.
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.inner.presence
     }
 
     /// Handles one request of a session (`verb` of `route`, with `args`, and `page` for `get_list`); the
@@ -253,6 +267,14 @@ impl Engine {
             return match verb {
                 "subscribe" => self.plain(session, route_name, spec, args, ChannelAction::Subscribe),
                 "unsubscribe" => self.plain(session, route_name, spec, args, ChannelAction::Unsubscribe),
+                _ if spec.presence.is_some() && presence::VERBS.contains(&verb) => {
+                    self.channel_presence(session, route_name, spec, verb, args)
+                }
+                _ if spec.presence.is_some() => Err(unknown_verb(
+                    route_name,
+                    verb,
+                    &[&["subscribe", "unsubscribe"][..], &presence::VERBS[..]].concat(),
+                )),
                 _ => Err(unknown_verb(route_name, verb, &["subscribe", "unsubscribe"])),
             };
         }
@@ -267,9 +289,18 @@ impl Engine {
             };
             return custom.call(ctx, args).await.map(Outcome::data);
         }
+        if route.spec.presence.is_some() && presence::VERBS.contains(&verb) {
+            let session =
+                session.ok_or_else(|| VerbError::new(ErrorCode::InvalidArgs, "presence needs a connection"))?;
+            let scope = self.inner.routes.scope(&self.inner.schema, route, Action::Read, Some(&session.principal))?;
+            return self.model_presence(session, route, &scope, verb, args).await;
+        }
         let Some(builtin) = Verb::parse(verb) else {
             let mut known: Vec<&str> = route.spec.verbs.iter().map(|v| v.as_str()).collect();
             known.extend(route.spec.custom_verbs.keys().map(String::as_str));
+            if route.spec.presence.is_some() {
+                known.extend(presence::VERBS);
+            }
             return Err(unknown_verb(route_name, verb, &known));
         };
         if !route.spec.verbs.contains(&builtin) {
@@ -311,7 +342,7 @@ async fn expire_parked(inner: std::sync::Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        let closed = inner.parked.expire(&inner.hub, std::time::Instant::now());
+        let closed = inner.parked.expire(&inner.hub, &inner.presence, std::time::Instant::now());
         if closed > 0 {
             tracing::debug!(closed, "closed parked sessions nobody picked up");
         }

@@ -1,9 +1,10 @@
 //! Sessions: one client's state on a node, whatever transport carries it. A session owns who it acts for, its
-//! subscriptions and its outbound queue (whose encoding is its protocol's).
+//! subscriptions, its presence memberships and its outbound queue (whose encoding is its protocol's).
 //!
 //! A [`Session`] is the one owner of its memberships: the hub's index follows from the session's joins and leaves
 //! (every hub (un)subscription happens in [`Session::join`], [`Session::leave`] and [`Session::close`]), so the two
-//! cannot drift apart, and undoing a subscription whose first read failed is one `leave`.
+//! cannot drift apart, and undoing a subscription whose first read failed is one `leave`. Presence rooms follow the
+//! same way (`join_room`, `leave_room`, and `close` leaves them all).
 //!
 //! A session normally lives on its transport connection's task. One whose transport comes and goes (a SockJS
 //! session between two polling requests, a client about to resume) is *parked* in the engine's registry by id
@@ -20,6 +21,7 @@ use super::{Engine, EngineLimits, VerbError};
 use crate::filter::Filter;
 use crate::hub::{ConnId, Hub, RouteView};
 use crate::outbox::Outbox;
+use crate::presence::{Joining, Presence, PresenceLimits, Snapshot};
 pub use crate::rules::Principal;
 
 /// One client's state on this node: who it is and the channels it holds.
@@ -34,6 +36,15 @@ pub struct Session {
     /// node alone would cost most of an idle connection's memory.
     subs: Vec<Subscription>,
     count: usize,
+    /// The presence rooms this session is in, each with the client's local channel names for it.
+    rooms: Vec<Membership>,
+}
+
+/// One presence room a session is in.
+#[derive(Debug)]
+struct Membership {
+    room: Arc<str>,
+    locals: Vec<String>,
 }
 
 /// One server channel a session holds, and the client's local channel names for it.
@@ -65,7 +76,7 @@ impl Session {
     pub(super) fn open(hub: &Hub, outbox: Arc<Outbox>, principal: Principal) -> Session {
         let conn = hub.register(outbox.clone());
         hub.set_who(conn, who(&principal));
-        Session { conn, principal, outbox, subs: Vec::new(), count: 0 }
+        Session { conn, principal, outbox, subs: Vec::new(), count: 0, rooms: Vec::new() }
     }
 
     /// Makes the session act for `principal` from now on (a token given with the `auth` request).
@@ -94,9 +105,67 @@ impl Session {
         self.principal.user().and_then(|u| u.expires)
     }
 
-    /// Whether this session holds any subscription.
+    /// Whether this session holds any subscription or presence membership (both were chosen by its user's rules).
     pub fn is_subscribed(&self) -> bool {
-        self.count > 0
+        self.count > 0 || !self.rooms.is_empty()
+    }
+
+    /// Whether this session is in a presence room: its transport then checks more often that the peer is there,
+    /// so that a vanished member leaves within [`crate::limits::PRESENCE_LEAVE_BOUND`].
+    pub fn in_presence(&self) -> bool {
+        !self.rooms.is_empty()
+    }
+
+    /// Whether this session is in presence room `room`.
+    pub(super) fn in_room(&self, room: &str) -> bool {
+        self.rooms.iter().any(|m| &*m.room == room)
+    }
+
+    /// Joins presence room `room` as `entry` says (again, to change its state), under local channel `local`.
+    pub(super) fn join_room(
+        &mut self,
+        presence: &Presence,
+        room: &Arc<str>,
+        local: &str,
+        limits: PresenceLimits,
+        entry: Joining,
+    ) -> Result<Snapshot, VerbError> {
+        let at = self.rooms.iter().position(|m| m.room == *room);
+        if at.is_none() && self.rooms.len() >= crate::limits::MAX_PRESENCE_ROOMS_PER_CONNECTION {
+            return Err(VerbError::new(
+                ErrorCode::TooManySubscriptions,
+                format!(
+                    "a connection may be in at most {} presence rooms; leave some first",
+                    crate::limits::MAX_PRESENCE_ROOMS_PER_CONNECTION
+                ),
+            ));
+        }
+        let snapshot = presence.join(room, limits, self.conn, &self.outbox, entry);
+        match at {
+            Some(at) if !self.rooms[at].locals.iter().any(|l| l == local) => {
+                self.rooms[at].locals.push(local.to_owned())
+            }
+            Some(_) => {}
+            None => self.rooms.push(Membership { room: room.clone(), locals: vec![local.to_owned()] }),
+        }
+        Ok(snapshot)
+    }
+
+    /// Leaves presence room `room` for local channel `local`; the session stays in it while another local channel
+    /// needs it.
+    pub(super) fn leave_room(&mut self, presence: &Presence, room: &str, local: &str) -> Result<(), VerbError> {
+        let not_joined =
+            || VerbError::new(ErrorCode::NotSubscribed, format!("local channel `{local}` is not in presence `{room}`"));
+        let at = self.rooms.iter().position(|m| &*m.room == room).ok_or_else(not_joined)?;
+        let locals = &mut self.rooms[at].locals;
+        let held = locals.iter().position(|l| l == local).ok_or_else(not_joined)?;
+        locals.swap_remove(held);
+        if locals.is_empty() {
+            self.rooms.swap_remove(at);
+            // Gone already only if the room dropped it, which it does not: a membership ends with its session.
+            let _ = presence.leave(room, self.conn);
+        }
+        Ok(())
     }
 
     /// How many (local, remote) subscriptions the session holds.
@@ -166,8 +235,11 @@ impl Session {
         Ok(())
     }
 
-    /// Leaves every channel and unregisters from the hub.
-    pub(super) fn close(self, hub: &Hub) {
+    /// Leaves every channel and presence room, and unregisters from the hub.
+    pub(super) fn close(self, hub: &Hub, presence: &Presence) {
+        for membership in &self.rooms {
+            let _ = presence.leave(&membership.room, self.conn);
+        }
         for sub in self.subs {
             unsubscribe(hub, self.conn, sub);
         }
@@ -194,7 +266,7 @@ impl Parked {
     }
 
     /// Closes the sessions whose time ran out by `now`; returns how many.
-    pub(super) fn expire(&self, hub: &Hub, now: Instant) -> usize {
+    pub(super) fn expire(&self, hub: &Hub, presence: &Presence, now: Instant) -> usize {
         let expired: Vec<Session> = {
             let mut sessions = self.lock();
             let ids: Vec<ConnId> = sessions.iter().filter(|(_, (_, until))| *until <= now).map(|(id, _)| *id).collect();
@@ -202,7 +274,7 @@ impl Parked {
         };
         let count = expired.len();
         for session in expired {
-            session.close(hub);
+            session.close(hub, presence);
         }
         count
     }
@@ -216,7 +288,7 @@ impl Engine {
 
     /// Drops every subscription of the session and its hub registration, and closes its queue.
     pub fn close_session(&self, session: Session) {
-        session.close(&self.inner.hub);
+        session.close(&self.inner.hub, &self.inner.presence);
     }
 
     /// Keeps `session`, still subscribed, for a later transport connection to pick up with [`Engine::resume`] within
@@ -280,7 +352,7 @@ mod tests {
         assert_eq!((session.subscription_count(), hub.stats().model_channels), (1, 0));
 
         let outbox = session.outbox().clone();
-        session.close(&hub);
+        session.close(&hub, &Presence::new(crate::node::NodeId::new("n")));
         assert_eq!((hub.stats().plain_channels, hub.stats().connections), (0, 0));
         assert!(outbox.is_closed(), "its transport is told to close");
     }
@@ -300,7 +372,8 @@ mod tests {
         parked.lock().insert(lapsed_id, (lapsed, now + Duration::from_secs(1)));
         // Parked, both still receive.
         assert_eq!(hub.deliver_plain(&Arc::from("room"), &Arc::new(serde_json::json!(1))), 1);
-        assert_eq!(parked.expire(&hub, now + Duration::from_secs(2)), 1);
+        let presence = Presence::new(crate::node::NodeId::new("n"));
+        assert_eq!(parked.expire(&hub, &presence, now + Duration::from_secs(2)), 1);
         assert_eq!(hub.stats().plain_channels, 1, "the lapsed session left its channel");
         let kept = parked.lock().remove(&kept_id).map(|(s, _)| s).expect("still parked");
         assert_eq!((kept.subscription_count(), kept.outbox().len()), (1, 1), "its event waited in its queue");

@@ -20,12 +20,12 @@ use crate::schema::ChannelRoute;
 use crate::store::{LogRead, row_to_json};
 
 impl Engine {
-    fn take_local_channel(args: &mut Args) -> Result<String, VerbError> {
+    pub(super) fn take_local_channel(args: &mut Args) -> Result<String, VerbError> {
         match args.remove("channel") {
             Some(Json::String(s)) if !s.is_empty() => Ok(s),
             _ => Err(VerbError::fields(
                 ErrorCode::InvalidArgs,
-                "subscribe and unsubscribe need `channel`, the client's local channel name",
+                "subscribe, unsubscribe, join_presence and leave_presence need `channel`, the client's local channel name",
                 BTreeMap::from([("channel".to_owned(), vec!["a non-empty string is required".to_owned()])]),
             )),
         }
@@ -169,7 +169,11 @@ impl Engine {
         })
     }
 
-    fn plain_channel_name(route_name: &str, spec: &ChannelRoute, args: &mut Args) -> Result<String, VerbError> {
+    pub(super) fn plain_channel_name(
+        route_name: &str,
+        spec: &ChannelRoute,
+        args: &mut Args,
+    ) -> Result<String, VerbError> {
         let name = match args.remove("name") {
             Some(Json::String(s)) => s,
             None if spec.channels.len() == 1 && !spec.channels[0].ends_with('*') => spec.channels[0].clone(),

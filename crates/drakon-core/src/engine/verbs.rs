@@ -61,7 +61,7 @@ impl Engine {
         Ok(Outcome::data(row_to_json(&route.view.model, &row, &scope.view.publish)))
     }
 
-    async fn fetch(&self, route: &CompiledRoute, id: i64, filter: Filter) -> Result<Row, VerbError> {
+    pub(super) async fn fetch(&self, route: &CompiledRoute, id: i64, filter: Filter) -> Result<Row, VerbError> {
         let model = &route.view.model;
         let by_id = Filter::parse(&self.inner.schema, model, &Args::from_iter([("id".to_owned(), json!(id))]))?;
         let page = self.inner.store.list(model, &filter.and(by_id), &[], 1, 0).await?;

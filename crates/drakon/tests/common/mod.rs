@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_drakon");
@@ -314,4 +315,48 @@ pub fn token(claims: Value) -> String {
 /// A token for user `id` with `roles`, valid for ten minutes.
 pub fn user_token(id: &str, roles: &[&str]) -> String {
     token(json!({"sub": id, "exp": now() + 600, "roles": roles, "info": {"name": id}}))
+}
+
+// Built-in users: logging in over HTTP, and sockets whose upgrade carries the session cookie.
+
+pub async fn login(server: &TestServer, name: &str, password: &str) -> HttpResponse {
+    let addr = server.addr.as_str();
+    let body = json!({"name": name, "password": password}).to_string();
+    http(addr, "POST", "/auth/login", &[], body.as_bytes()).await
+}
+
+/// The `drakon_session=…` pair of a successful login.
+pub fn session_cookie(response: &HttpResponse) -> String {
+    let line = response
+        .head
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie: drakon_session="))
+        .unwrap_or_else(|| panic!("no session cookie: {}", response.head));
+    line["set-cookie: ".len()..].split(';').next().unwrap().to_owned()
+}
+
+pub async fn logged_in(server: &TestServer, name: &str, password: &str) -> String {
+    let response = login(server, name, password).await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    session_cookie(&response)
+}
+
+/// A protocol client whose upgrade carries `cookie` from the server's own page.
+pub async fn client_with_cookie(server: &TestServer, cookie: &str) -> Client {
+    let mut request = server.ws_url().into_client_request().unwrap();
+    request.headers_mut().insert("cookie", cookie.parse().unwrap());
+    request.headers_mut().insert("origin", format!("http://{}", server.addr).parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade with a cookie");
+    Client::from_socket(ws)
+}
+
+/// The todo demo with users.
+pub const TODO_USERS: &str = include_str!("../../../../examples/todo/drakon-users.toml");
+
+/// The demo's config without its static files (the test has none), with a staff user besides Alice and Bob.
+pub fn todo_users_config() -> String {
+    let config = TODO_USERS.replace("static_dir = \"public\"", "");
+    format!(
+        "{config}\n[[auth.initial_users]]\nname = \"carol\"\npassword = \"carol-staff-pass\"\nroles = [\"staff\"]\n"
+    )
 }
