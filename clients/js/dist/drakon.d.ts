@@ -111,8 +111,51 @@ interface Client {
      * `name` may be `undefined` when the route offers exactly one fixed channel. Resubscribes after reconnects.
      */
     channel(route: string, name: string | undefined, handler: (data: unknown) => void): ChannelSubscription;
+    /**
+     * Joins the presence of an object (`id`, a number, on a model route) or a channel (`name`, a string, on a channel
+     * route) whose route has presence, optionally with a starting `state`. Joins again after reconnects, with the
+     * state last set.
+     */
+    presence(route: string, idOrName: number | string, options?: {
+        state?: Record<string, unknown>;
+    }): PresenceRoom;
     /** Closes for good: state `closed`, no reconnect, pending calls reject with code `closed`. */
     close(): void;
+}
+/** A member of a presence room: a user, once however many connections they have open. */
+interface Member {
+    id: string;
+    /** The user's public info, as far as the route shows it. */
+    info: Record<string, unknown>;
+    /** The state the member set most recently from a connection still in the room, e.g. `{ editing: 7 }`. */
+    state: Record<string, unknown>;
+}
+/** This client's place in a presence room, and who else is there. */
+interface PresenceRoom {
+    /** Resolves once the first join succeeded; rejects with its error (`not_found`, `permission_denied`, …). */
+    readonly ready: Promise<void>;
+    /** The members by id, this client's user included; a new map after every change. */
+    readonly members: ReadonlyMap<string, Member>;
+    /** How many members the room has; in a large room more than `members` holds. */
+    readonly count: number;
+    /** Whether the room is above its route's `large_room` size: it sends batches, and `members` is the first page. */
+    readonly large: boolean;
+    /** Whether there are members `members` does not hold (a large room): page through them with `page`. */
+    readonly partial: boolean;
+    /** Calls `fn` with the members after every change. */
+    on(event: 'change', fn: (members: ReadonlyMap<string, Member>) => void): () => void;
+    /** Calls `fn` when a member joins, changes (state or info) or leaves, as seen by this client. */
+    on(event: 'joined' | 'updated' | 'left', fn: (member: Member) => void): () => void;
+    /** Sets the state the others see for this connection, e.g. `{ editing: 7 }`; `{}` clears it. */
+    set(state: Record<string, unknown>): Promise<void>;
+    /** A page of members in id order after `after`. */
+    page(after?: string, limit?: number): Promise<{
+        members: Member[];
+        count: number;
+        next: string | null;
+    }>;
+    /** Leaves the room; never rejects. */
+    close(): Promise<void>;
 }
 /** A plain channel subscription. */
 interface ChannelSubscription {
@@ -185,4 +228,4 @@ interface LiveCollection<T extends Row> {
 declare function connect(url: string | string[], options?: ConnectOptions): Client;
 
 export { DrakonError, connect };
-export type { ChannelSubscription, Client, ConnectOptions, ConnectionState, LiveChange, LiveCollection, LiveStatus, Row, User };
+export type { ChannelSubscription, Client, ConnectOptions, ConnectionState, LiveChange, LiveCollection, LiveStatus, Member, PresenceRoom, Row, User };

@@ -805,6 +805,210 @@ var drakon = (() => {
     return err.code === CLIENT_CODES.disconnected || err.code === CLIENT_CODES.closed;
   }
 
+  // src/presence.ts
+  function toMember(value) {
+    if (typeof value !== "object" || value === null) return void 0;
+    const { id, info, state } = value;
+    if (typeof id !== "string") return void 0;
+    const object = (v) => typeof v === "object" && v !== null ? v : {};
+    return { id, info: object(info), state: object(state) };
+  }
+  function sameMember(a, b) {
+    return JSON.stringify([a.info, a.state]) === JSON.stringify([b.info, b.state]);
+  }
+  var Presence = class {
+    constructor(host, route, idOrName, local, state) {
+      this.host = host;
+      this.route = route;
+      this.local = local;
+      this.current = /* @__PURE__ */ new Map();
+      this.total = 0;
+      this.isLarge = false;
+      this.hasMore = false;
+      this.events = new Emitter();
+      this.attempt = 0;
+      this.closed = false;
+      this.settled = false;
+      this.target = typeof idOrName === "number" ? { id: idOrName } : { name: idOrName };
+      this.state = state;
+      this.ready = new Promise((resolve, reject) => {
+        this.resolveReady = resolve;
+        this.rejectReady = reject;
+      });
+      this.ready.catch(() => {
+      });
+    }
+    get members() {
+      return this.current;
+    }
+    get count() {
+      return this.total;
+    }
+    get large() {
+      return this.isLarge;
+    }
+    get partial() {
+      return this.hasMore;
+    }
+    on(event, fn) {
+      return this.events.on(event, fn);
+    }
+    set(state) {
+      if (this.closed) return Promise.reject(new DrakonError(CLIENT_CODES.closed, "this presence was closed"));
+      this.state = state;
+      if (this.joinedOn !== this.host.generation || !this.host.isOpen()) return Promise.resolve();
+      return this.host.requestReply(this.route, "set_presence", { ...this.target, state }, { queue: false }).then(() => void 0);
+    }
+    page(after, limit) {
+      const args = { ...this.target };
+      if (after !== void 0) args.after = after;
+      if (limit !== void 0) args.limit = limit;
+      return this.host.requestReply(this.route, "get_presence", args, { queue: true }).then((reply) => {
+        var _a, _b;
+        const data = (_a = reply.data) != null ? _a : {};
+        const members = (Array.isArray(data.members) ? data.members : []).map(toMember).filter((m) => m !== void 0);
+        return { members, count: Number((_b = data.count) != null ? _b : members.length), next: typeof data.next === "string" ? data.next : null };
+      });
+    }
+    close() {
+      if (this.closed) return Promise.resolve();
+      const joined = this.joinedOn === this.host.generation && this.host.isOpen();
+      this.stop();
+      this.host.router.remove(this);
+      this.host.forget(this);
+      if (!joined) return Promise.resolve();
+      return this.host.requestReply(this.route, "leave_presence", { ...this.target, channel: this.local }, { queue: false }).then(
+        () => void 0,
+        () => void 0
+      );
+    }
+    // Resubscribable
+    connected() {
+      if (this.closed) return;
+      const attempt = ++this.attempt;
+      this.joinedOn = this.host.generation;
+      const router = this.host.router;
+      const ticket = router.begin();
+      const args = { ...this.target, channel: this.local };
+      if (this.state !== void 0) args.state = this.state;
+      this.host.requestReply(this.route, "join_presence", args, { queue: false }).then(
+        (reply) => {
+          if (attempt === this.attempt) this.joined(ticket, reply);
+          else router.abandon(ticket);
+        },
+        (err) => {
+          router.abandon(ticket);
+          if (attempt === this.attempt && err.code !== CLIENT_CODES.disconnected && !this.settled) {
+            this.settled = true;
+            this.rejectReady(err);
+          }
+        }
+      );
+    }
+    disconnected() {
+      this.attempt++;
+      this.joinedOn = void 0;
+    }
+    shutdown() {
+      if (!this.closed) this.stop();
+    }
+    // Subscriber
+    deliver(publication) {
+      if (this.closed) return;
+      const data = publication.data;
+      switch (publication.action) {
+        case "member_joined":
+        case "member_updated": {
+          const member = toMember(data);
+          if (member !== void 0) this.put(member);
+          break;
+        }
+        case "member_left": {
+          if (typeof (data == null ? void 0 : data.id) === "string") this.drop(data.id);
+          break;
+        }
+        case "presence_batch": {
+          if (data === null) return;
+          for (const value of Array.isArray(data.joined) ? data.joined : []) {
+            const member = toMember(value);
+            if (member !== void 0) this.put(member, false);
+          }
+          for (const value of Array.isArray(data.updated) ? data.updated : []) {
+            const member = toMember(value);
+            if (member !== void 0) this.put(member, false);
+          }
+          for (const id of Array.isArray(data.left) ? data.left : []) {
+            if (typeof id === "string") this.drop(id, false);
+          }
+          if (typeof data.count === "number") this.total = data.count;
+          if (data.truncated === true) this.hasMore = true;
+          this.isLarge = true;
+          this.events.emit("change", this.current);
+          return;
+        }
+        default:
+          return;
+      }
+      this.events.emit("change", this.current);
+    }
+    joined(ticket, reply) {
+      var _a, _b, _c;
+      const buffered = this.host.router.finish(ticket, this, (_b = (_a = reply.channel_data) == null ? void 0 : _a.remote_channels) != null ? _b : []);
+      const data = (_c = reply.data) != null ? _c : {};
+      const fresh = /* @__PURE__ */ new Map();
+      for (const value of Array.isArray(data.members) ? data.members : []) {
+        const member = toMember(value);
+        if (member !== void 0) fresh.set(member.id, member);
+      }
+      const before = this.current;
+      this.current = fresh;
+      this.total = typeof data.count === "number" ? data.count : fresh.size;
+      this.isLarge = data.large === true;
+      this.hasMore = typeof data.next === "string";
+      for (const [id, member] of before) if (!fresh.has(id)) this.events.emit("left", member);
+      for (const [id, member] of fresh) {
+        const was = before.get(id);
+        if (was === void 0) this.events.emit("joined", member);
+        else if (!sameMember(was, member)) this.events.emit("updated", member);
+      }
+      if (!this.settled) {
+        this.settled = true;
+        this.resolveReady();
+      }
+      this.events.emit("change", this.current);
+      for (const publication of buffered) this.deliver(publication);
+    }
+    put(member, count = true) {
+      const was = this.current.get(member.id);
+      if (was !== void 0 && sameMember(was, member)) return;
+      this.current = new Map(this.current).set(member.id, member);
+      if (was === void 0) {
+        if (count) this.total++;
+        this.events.emit("joined", member);
+      } else {
+        this.events.emit("updated", member);
+      }
+    }
+    drop(id, count = true) {
+      const was = this.current.get(id);
+      if (was === void 0) return;
+      this.current = new Map(this.current);
+      this.current.delete(id);
+      if (count) this.total = Math.max(0, this.total - 1);
+      this.events.emit("left", was);
+    }
+    stop() {
+      this.closed = true;
+      this.attempt++;
+      this.joinedOn = void 0;
+      this.events.clear();
+      if (!this.settled) {
+        this.settled = true;
+        this.rejectReady(new DrakonError(CLIENT_CODES.closed, "the presence was closed before it joined"));
+      }
+    }
+  };
+
   // src/router.ts
   var ChannelRouter = class {
     constructor() {
@@ -887,6 +1091,7 @@ var drakon = (() => {
       this.connections = 0;
       this.liveCount = 0;
       this.channelCount = 0;
+      this.presenceCount = 0;
       this.subscriptions = /* @__PURE__ */ new Set();
       this.events = new Emitter();
       /** True from a connection's opening until its token is sent: calls wait meanwhile, so none goes out anonymous. */
@@ -954,6 +1159,11 @@ var drakon = (() => {
       const channel = new PlainChannel(this, route, name, handler, `channel_${this.channelCount++}`);
       this.adopt(channel);
       return channel;
+    }
+    presence(route, idOrName, options) {
+      const room = new Presence(this, route, idOrName, `presence_${this.presenceCount++}`, options == null ? void 0 : options.state);
+      this.adopt(room);
+      return room;
     }
     close() {
       this.connection.close();

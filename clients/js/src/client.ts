@@ -9,9 +9,19 @@ import type { Resubscribable, SubscriptionHost } from './host';
 import { DEFAULTS } from './limits';
 import { Live } from './live';
 import { HEARTBEAT, parseIncoming, type Reply } from './protocol';
+import { Presence } from './presence';
 import { ChannelRouter } from './router';
 import { CLIENT_CODES, DrakonError } from './errors';
-import type { ChannelSubscription, Client, ConnectionState, ConnectOptions, LiveCollection, Row, User } from './types';
+import type {
+  ChannelSubscription,
+  Client,
+  ConnectionState,
+  ConnectOptions,
+  LiveCollection,
+  PresenceRoom,
+  Row,
+  User,
+} from './types';
 
 /** The server's own route, whose `auth` verb signs a connection in. */
 const SERVER_ROUTE = 'drakon';
@@ -21,6 +31,7 @@ export class DrakonClient implements Client, SubscriptionHost {
   private connections = 0;
   private liveCount = 0;
   private channelCount = 0;
+  private presenceCount = 0;
   private readonly connection: Connection;
   private readonly calls: Calls;
   private readonly subscriptions = new Set<Resubscribable>();
@@ -117,6 +128,12 @@ export class DrakonClient implements Client, SubscriptionHost {
     const channel = new PlainChannel(this, route, name, handler, `channel_${this.channelCount++}`);
     this.adopt(channel);
     return channel;
+  }
+
+  presence(route: string, idOrName: number | string, options?: { state?: Record<string, unknown> }): PresenceRoom {
+    const room = new Presence(this, route, idOrName, `presence_${this.presenceCount++}`, options?.state);
+    this.adopt(room);
+    return room;
   }
 
   close(): void {

@@ -13,6 +13,8 @@ export type {
   LiveChange,
   LiveCollection,
   LiveStatus,
+  Member,
+  PresenceRoom,
   Row,
   User,
 } from './types';

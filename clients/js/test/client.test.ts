@@ -723,6 +723,83 @@ describe('channels', () => {
   });
 });
 
+describe('presence', () => {
+  const ROOM = 'presence:todo-item:7';
+  const member = (id: string, state: Record<string, unknown> = {}) => ({ id, info: {}, state });
+  const list = (...members: unknown[]) => ({ room: ROOM, members, count: members.length, large: false, next: null });
+
+  it('joins with the members, follows their events, sets state, and shows what changed while away as events', async () => {
+    const { client, ws } = opened();
+    const room = client.presence('todo-item', 7, { state: { viewing: true } });
+    const seen: string[] = [];
+    room.on('joined', (m) => seen.push(`joined ${m.id}`));
+    room.on('updated', (m) => seen.push(`updated ${m.id} ${JSON.stringify(m.state)}`));
+    room.on('left', (m) => seen.push(`left ${m.id}`));
+    const join = ws.lastRequest();
+    expect(join).toMatchObject({ route: 'todo-item', verb: 'join_presence', args: { id: 7, channel: 'presence_0', state: { viewing: true } } });
+    // An event that beats the reply is applied after the list.
+    ws.receive({ channel: ROOM, action: 'member_joined', data: member('carol') });
+    ws.replySubscribe(join, ROOM, list(member('alice', { viewing: true }), member('bob')));
+    await room.ready;
+    expect([...room.members.keys()]).toEqual(['alice', 'bob', 'carol']);
+    expect(room.count).toBe(3);
+    ws.receive({ channel: ROOM, action: 'member_updated', data: member('bob', { editing: 7 }) });
+    ws.receive({ channel: ROOM, action: 'member_left', data: { id: 'carol' } });
+    expect(room.members.get('bob')?.state).toEqual({ editing: 7 });
+    expect(room.count).toBe(2);
+    expect(seen).toEqual(['joined alice', 'joined bob', 'joined carol', 'updated bob {"editing":7}', 'left carol']);
+
+    const set = room.set({ editing: 3 });
+    expect(ws.lastRequest()).toMatchObject({ verb: 'set_presence', args: { id: 7, state: { editing: 3 } } });
+    ws.reply(ws.lastRequest(), 'set');
+    await set;
+
+    // Away and back: the fresh list replaces the old, and the difference shows as events; the join carries the
+    // state last set.
+    seen.length = 0;
+    ws.drop(1006);
+    const ws2 = nextAttempt();
+    ws2.open();
+    const again = ws2.lastRequest();
+    expect(again.args).toEqual({ id: 7, channel: 'presence_0', state: { editing: 3 } });
+    ws2.replySubscribe(again, ROOM, list(member('alice', { editing: 3 }), member('dan')));
+    await flush();
+    expect(seen).toEqual(['left bob', 'updated alice {"editing":3}', 'joined dan']);
+
+    const closing = room.close();
+    expect(ws2.lastRequest()).toMatchObject({ verb: 'leave_presence', args: { id: 7, channel: 'presence_0' } });
+    ws2.reply(ws2.lastRequest(), 'left');
+    await closing;
+    ws2.receive({ channel: ROOM, action: 'member_left', data: { id: 'dan' } });
+    expect(room.members.has('dan')).toBe(true);
+  });
+
+  it('takes a large room\'s batches, keeps its count, and names channel rooms by name', async () => {
+    const { client, ws } = opened();
+    const room = client.presence('chat', 'room.lobby');
+    const join = ws.lastRequest();
+    expect(join.args).toEqual({ name: 'room.lobby', channel: 'presence_0' });
+    const lobby = 'presence:chat:room.lobby';
+    ws.replySubscribe(join, lobby, { room: lobby, members: [member('a'), member('b')], count: 150, large: true, next: 'b' });
+    await room.ready;
+    expect([room.large, room.partial, room.count, room.members.size]).toEqual([true, true, 150, 2]);
+    ws.receive({ channel: lobby, action: 'presence_batch', data: { count: 151, joined: [member('c')], updated: [member('a', { x: 1 })], left: ['b'] } });
+    expect([...room.members.keys()]).toEqual(['a', 'c']);
+    expect([room.count, room.members.get('a')?.state]).toEqual([151, { x: 1 }]);
+    ws.receive({ channel: lobby, action: 'presence_batch', data: { count: 400, truncated: true } });
+    expect(room.count).toBe(400);
+
+    const page = room.page('c', 2);
+    expect(ws.lastRequest()).toMatchObject({ verb: 'get_presence', args: { name: 'room.lobby', after: 'c', limit: 2 } });
+    ws.reply(ws.lastRequest(), { room: lobby, members: [member('d'), member('e')], count: 400, large: true, next: 'e' });
+    expect(await page).toEqual({ members: [member('d'), member('e')], count: 400, next: 'e' });
+
+    const refused = client.presence('todo-item', 99);
+    ws.replyError(ws.lastRequest(), { code: 'not_found', message: 'no todo_item with id 99' });
+    expect((await rejection(refused.ready)).code).toBe('not_found');
+  });
+});
+
 describe('signing in', () => {
   const ALICE = { id: 'alice', roles: ['staff'], info: { name: 'Alice' } };
 
