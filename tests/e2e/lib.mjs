@@ -165,8 +165,25 @@ export class Session {
   };
 
   /** A page in a browser context of its own (its own cookies and storage), as another person's browser. */
-  newPage = async (label, options) => {
-    const context = await this.browser.newContext(options);
+  newPage = (label, options) => this.pageIn(this.browser, label, options);
+
+  /**
+   * A page in a Chromium process of its own; its `kill()` ends that process at once (SIGKILL), as a browser that
+   * crashes or is killed, which closes nothing politely.
+   */
+  crashablePage = async (chromium, label, options) => {
+    const server = await chromium.launchServer({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 20000 });
+    const browser = await chromium.connect(server.wsEndpoint(), { timeout: 20000 });
+    const page = await this.pageIn(browser, label, options);
+    page.kill = () => {
+      this.pages = this.pages.filter((p) => p !== page);
+      server.process().kill('SIGKILL');
+    };
+    return page;
+  };
+
+  pageIn = async (browser, label, options) => {
+    const context = await browser.newContext(options);
     context.setDefaultTimeout(UI_MS);
     if (this.drakonJs) {
       await context.route('**/drakon.js', (route) =>

@@ -652,6 +652,58 @@ async function runUsers(appDir) {
     await shot(bob);
   });
 
+  await step('users: presence shows who has the list open and who is editing, and clears when they go', async () => {
+    // Alice and Bob both have the shared list open.
+    await alice.getByTestId('presence-member-bob').waitFor({ timeout: LIVE_MS });
+    await bob.getByTestId('presence-member-alice').waitFor({ timeout: LIVE_MS });
+    const milk = await itemId(alice, 'oat milk', UI_MS);
+    const editing = alice.getByTestId(`item-editing-${milk}`);
+    const shows = async (what, wanted, ms) => {
+      const started = Date.now();
+      await until(`alice should ${what} within ${ms} ms`, async () =>
+        wanted === null ? await editing.isHidden() : (await editing.isVisible()) && (await editing.textContent()) === wanted, ms);
+      return Date.now() - started;
+    };
+
+    // Bob edits the item in his page and stops: Alice sees it come and go.
+    await bob.getByTestId(`item-edit-${milk}`).click();
+    log(`  bob is editing: shown after ${await shows('see "bob is editing"', 'bob is editing', 1000)} ms`);
+    await shot(alice, 'alice sees bob editing');
+    await bob.getByTestId(`item-edit-input-${milk}`).press('Escape');
+    log(`  bob stopped: cleared after ${await shows('see the editing note go', null, 1000)} ms`);
+
+    // Bob edits in a second tab and closes it: what that tab set goes with it, and Bob (still here in his first
+    // tab) stays listed.
+    const tab = await newPage('bob-tab', { viewport: { width: 960, height: 700 } });
+    await tab.goto(`${server.base}/`);
+    await logIn(tab, 'bob', 'bob-demo-pass');
+    await tab.goto(`${server.base}/#list=${shared}`);
+    await itemId(tab, 'oat milk', UI_MS);
+    await tab.getByTestId(`item-edit-${milk}`).click();
+    await shows('see bob editing from his second tab', 'bob is editing', 1000);
+    await session.closePage(tab);
+    log(`  bob's tab closed: cleared after ${await shows('see the editing note go', null, 1000)} ms`);
+    check(await alice.getByTestId('presence-member-bob').count() === 1, 'bob still has the list open in his first tab');
+
+    // Bob edits from a browser that is then killed: cleared within the bound.
+    const crashing = await session.crashablePage(chromium, 'bob-crash', { viewport: { width: 960, height: 700 } });
+    await crashing.goto(`${server.base}/`);
+    await logIn(crashing, 'bob', 'bob-demo-pass');
+    await crashing.goto(`${server.base}/#list=${shared}`);
+    await itemId(crashing, 'oat milk', UI_MS);
+    await crashing.getByTestId(`item-edit-${milk}`).click();
+    await shows('see bob editing from the browser about to crash', 'bob is editing', 1000);
+    crashing.kill();
+    log(`  bob's browser killed: cleared after ${await shows('see the editing note go', null, 20000)} ms`);
+
+    // Bob leaves the list in his last page: Alice sees nobody else.
+    await bob.goto(`${server.base}/`);
+    await until('alice should see bob leave within 1 s', async () =>
+      await alice.getByTestId('presence-member-bob').count() === 0, 1000);
+    await expectHidden([alice], 'list-presence', UI_MS);
+    await shot(alice);
+  });
+
   await step('users: a visitor sees only the public list, and so does alice once logged out', async () => {
     await visitor.reload();
     await listLink(visitor, 'Public notice board').waitFor({ timeout: UI_MS });

@@ -271,13 +271,69 @@
 
   // ---- the current list -------------------------------------------------------------------------------------------
 
+  // ---- presence: who else has the list open, and who is editing which item ----------------------------------------
+  //
+  // One presence room per open list (its route has `[presence]` in drakon-users.toml): each member's state says
+  // which item they are editing, `{editing: 7}`. Without presence on the server (drakon.toml), the join is refused
+  // and none of this shows.
+
+  let here = null;
+
+  function joinPresence(id) {
+    const room = client.presence('todo-list', id);
+    here = room;
+    room.ready.catch(() => {
+      if (here === room) here = null;
+      renderPresence();
+    });
+    room.on('change', () => {
+      if (here === room) renderPresence();
+    });
+  }
+
+  function leavePresence() {
+    if (here) here.close().catch(() => {});
+    here = null;
+    renderPresence();
+  }
+
+  /** Sets what this page is editing (an item id, or null) for the others to see. */
+  function editingNow(itemId) {
+    if (here) here.set(itemId === null ? {} : { editing: itemId }).catch(() => {});
+  }
+
+  function renderPresence() {
+    const me = client.user ? client.user.id : null;
+    const others = here ? [...here.members.values()].filter((m) => m.id !== me) : [];
+    const line = $('list-presence');
+    line.hidden = others.length === 0;
+    line.replaceChildren(
+      'Also here: ',
+      ...others.map((m) =>
+        h('span', { class: 'initials', title: m.id, 'data-testid': `presence-member-${m.id}` }, initials(m.id)),
+      ),
+    );
+    for (const view of itemViews.values()) {
+      const editors = others.filter((m) => m.state && m.state.editing === view.id).map((m) => m.id);
+      view.showEditors(editors);
+    }
+  }
+
+  function initials(id) {
+    const words = id.split(/[^A-Za-z0-9]+/).filter(Boolean);
+    const letters = words.length > 1 ? words[0][0] + words[1][0] : id.slice(0, 2);
+    return letters.toUpperCase();
+  }
+
   function openFromHash() {
     const id = listIdFromHash();
     if (id === currentId) return;
     closeItems();
+    leavePresence();
     currentId = id;
     knownName = null;
     if (id !== null) {
+      joinPresence(id);
       const collection = client.live('todo-item', { list_id: id }, { order: 'id' });
       collection.ready.catch(() => {}); // shown through `status`
       items = collection;
@@ -363,6 +419,7 @@
         itemViews.delete(id);
       }
     }
+    renderPresence();
   }
 
   /** One item's row: checkbox, text (or its editor while editing), edit and delete buttons. */
@@ -413,15 +470,23 @@
         'data-testid': `item-delete-${id}`,
         onclick: () => this.remove(),
       }, '×');
+      this.editors = h('span', { class: 'item-editors', 'data-testid': `item-editing-${id}`, hidden: true });
       this.li = h(
         'li',
         { class: 'item', 'data-testid': `item-${id}` },
         h('label', { class: 'check-wrap' }, this.check),
         this.text,
         this.input,
+        this.editors,
         h('span', { class: 'item-actions' }, this.editButton, this.deleteButton),
       );
       this.renderButtons();
+    }
+
+    /** Says who else is editing this item right now. */
+    showEditors(ids) {
+      this.editors.hidden = ids.length === 0;
+      this.editors.textContent = ids.length ? `${ids.join(', ')} ${ids.length > 1 ? 'are' : 'is'} editing` : '';
     }
 
     update(row) {
@@ -480,6 +545,7 @@
       this.renderButtons();
       this.input.focus();
       this.input.select();
+      editingNow(this.id);
     }
 
     stopEdit() {
@@ -488,6 +554,7 @@
       this.text.hidden = false;
       this.input.hidden = true; // hiding the focused editor blurs it; `editing` is already false, so nothing saves
       this.renderButtons();
+      editingNow(null);
     }
 
     onKey(event) {
