@@ -669,6 +669,18 @@ async function runUsers(appDir) {
     await bob.getByTestId(`item-edit-${milk}`).click();
     log(`  bob is editing: shown after ${await shows('see "bob is editing"', 'bob is editing', 1000)} ms`);
     await shot(alice, 'alice sees bob editing');
+    // The admin says who has the list open, in its sidebar and in the list's edit form.
+    const admin = await newPage('users-admin', { viewport: { width: 1280, height: 800 } });
+    await adminLogin(admin, server.adminLink);
+    await adminOpenModel(admin, 'todo_list');
+    await expectVisible([admin], `viewing-todo_list-${shared}`, UI_MS);
+    await admin.getByTestId(`edit-${shared}`).click();
+    await until('admin: the edit form should say alice and bob (editing) have the list open', async () => {
+      const note = await probe(admin, 'editor-viewers');
+      return note.visible && note.text.includes('alice') && note.text.includes(`bob (editing ${milk})`);
+    }, UI_MS);
+    await shot(admin);
+    await session.closePage(admin);
     await bob.getByTestId(`item-edit-input-${milk}`).press('Escape');
     log(`  bob stopped: cleared after ${await shows('see the editing note go', null, 1000)} ms`);
 

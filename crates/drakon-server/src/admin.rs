@@ -243,6 +243,52 @@ pub async fn connected(State(state): State<AppState>, headers: HeaderMap) -> Res
     ([(header::CACHE_CONTROL, "no-store")], Json(state.engine.hub().connected())).into_response()
 }
 
+/// Members the admin lists per room.
+const ROOM_MEMBERS_LISTED: usize = 20;
+
+/// `GET /admin/api/presence`: the presence rooms of this node with members, each with what it is about (a model
+/// route's object: `route`, `model` and `id`; a channel route's channel: `route` and `channel`), its member count
+/// and its first members.
+pub async fn presence(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !is_admin(&state, &headers).await {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let schema = state.engine.schema();
+    let rooms: Vec<serde_json::Value> = state
+        .engine
+        .presence()
+        .rooms(ROOM_MEMBERS_LISTED)
+        .into_iter()
+        .map(|room| {
+            let members: Vec<serde_json::Value> = room.members.iter().map(|m| m.to_json()).collect();
+            let mut entry = serde_json::json!({
+                "room": &*room.name, "count": room.count, "connections": room.connections, "members": members,
+            });
+            // The route whose rooms are named `presence:<route>:…`, the longest name first (route names may hold `:`).
+            let about = schema
+                .routes
+                .iter()
+                .filter_map(|route| {
+                    let rest = room.name.strip_prefix("presence:")?.strip_prefix(route.name.as_str())?.strip_prefix(':')?;
+                    Some((route, rest))
+                })
+                .max_by_key(|(route, _)| route.name.len());
+            if let Some((route, rest)) = about {
+                entry["route"] = route.name.clone().into();
+                match &route.kind {
+                    drakon_core::schema::RouteKind::Model(spec) => {
+                        entry["model"] = spec.model.clone().into();
+                        entry["id"] = rest.parse::<i64>().map_or(serde_json::Value::Null, Into::into);
+                    }
+                    drakon_core::schema::RouteKind::Channel(_) => entry["channel"] = rest.into(),
+                }
+            }
+            entry
+        })
+        .collect();
+    ([(header::CACHE_CONTROL, "no-store")], Json(serde_json::json!({"rooms": rooms}))).into_response()
+}
+
 /// `GET /admin/api/schema`: models and fields, for the admin page to build its lists and forms.
 pub async fn schema(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !is_admin(&state, &headers).await {

@@ -174,6 +174,7 @@ fn router_with(
         .route("/admin/logout", post(admin::logout))
         .route("/admin/api/schema", get(admin::schema))
         .route("/admin/api/connected", get(admin::connected))
+        .route("/admin/api/presence", get(admin::presence))
         .with_state(state);
     match static_dir {
         Some(dir) => router.fallback_service(static_files::router(dir)),

@@ -12,7 +12,7 @@
 (() => {
   /** Wait after a change notification before re-reading the page, so a burst of changes costs one read. */
   const REFRESH_DEBOUNCE_MS = 100;
-  /** How often the list of who is connected is read again. */
+  /** How often the lists of who is connected and who is viewing what are read again. */
   const CONNECTED_REFRESH_MS = 2000;
   /** How often to re-read the page when live updates are unavailable (e.g. a table too large for a snapshot). */
   const POLL_INTERVAL_MS = 5000;
@@ -145,6 +145,8 @@
 
   const state = {
     client: null,
+    /** The presence rooms with members, as `/admin/api/presence` last said. */
+    rooms: [],
     models: [],
     byName: new Map(),
     /** Per-model view settings, kept while switching models: {draft, applied, order, page}. */
@@ -211,7 +213,56 @@
     window.addEventListener('hashchange', routeFromHash);
     routeFromHash();
     refreshConnected();
+    refreshViewing();
     setInterval(refreshConnected, CONNECTED_REFRESH_MS);
+    setInterval(refreshViewing, CONNECTED_REFRESH_MS);
+  }
+
+  // ------------------------------------------------------------------------------------------------------ viewing
+
+  // Who has which object (or channel) open, from the presence rooms of routes with `[presence]`: listed in the
+  // sidebar, and said in the edit form of an object somebody else is looking at.
+  async function refreshViewing() {
+    const list = $('#viewing');
+    try {
+      const response = await fetch('/admin/api/presence', { credentials: 'same-origin', cache: 'no-store' });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      state.rooms = (await response.json()).rooms;
+    } catch (e) {
+      list.replaceChildren(h('li', { class: 'muted' }, `unavailable: ${errorText(e)}`));
+      return;
+    }
+    const items = state.rooms.map((room) => {
+      const what = room.model !== undefined ? `${room.model} #${room.id}` : room.channel !== undefined ? `channel ${room.channel}` : room.room;
+      const testid = room.model !== undefined ? `viewing-${room.model}-${room.id}` : `viewing-${room.room}`;
+      return h('li', { testid, title: `${room.room} · ${room.connections} connections` },
+        h('strong', {}, what), ` · ${memberText(room)}`);
+    });
+    if (!items.length) items.push(h('li', { class: 'muted' }, 'nothing'));
+    list.replaceChildren(...items);
+    showViewers();
+  }
+
+  /** "alice (editing), bob", and how many more a large room has. */
+  function memberText(room) {
+    const names = room.members.map((m) => (Object.keys(m.state || {}).length ? `${m.id} (${stateText(m.state)})` : m.id));
+    const more = room.count - room.members.length;
+    return names.join(', ') + (more > 0 ? ` and ${more} more` : '');
+  }
+
+  function stateText(memberState) {
+    return Object.entries(memberState).map(([k, v]) => (v === true ? k : `${k} ${JSON.stringify(v)}`)).join(', ');
+  }
+
+  /** In the open edit form: who else has this object open, through any route. */
+  function showViewers() {
+    const dialog = state.editor;
+    if (!dialog || !dialog.dataset.model) return;
+    const note = $('[data-testid="editor-viewers"]', dialog);
+    const rooms = (state.rooms || []).filter((r) => r.model === dialog.dataset.model && String(r.id) === dialog.dataset.id);
+    const text = rooms.map(memberText).filter(Boolean).join('; ');
+    note.hidden = !text;
+    note.textContent = text ? `Open elsewhere: ${text}. Your changes reach them live.` : '';
   }
 
   // ---------------------------------------------------------------------------------------------------- connected
@@ -818,6 +869,7 @@
       h('header', { class: 'editor-head' },
         h('h2', { id: 'editor-title' }, editing ? `Edit ${model.name} #${row.id}` : `New ${model.name}`)),
       h('p', { class: 'form-error', role: 'alert', testid: 'form-error', hidden: true }),
+      h('p', { class: 'editor-viewers', role: 'status', testid: 'editor-viewers', hidden: true }),
       h('div', { class: 'editor-fields' }, fields.map((field) => {
         const control = fieldControl(field, editing ? row[field.name] : undefined, editing);
         controls.set(field.name, control);
@@ -835,8 +887,13 @@
       event.preventDefault();
       closeEditor();
     });
+    if (editing) {
+      dialog.dataset.model = model.name;
+      dialog.dataset.id = String(row.id);
+    }
     document.body.append(dialog);
     state.editor = dialog;
+    showViewers();
     dialog.showModal();
     const first = form.querySelector('input, select, textarea');
     if (first) first.focus();
