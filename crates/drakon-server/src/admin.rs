@@ -269,7 +269,8 @@ pub async fn presence(State(state): State<AppState>, headers: HeaderMap) -> Resp
                 .routes
                 .iter()
                 .filter_map(|route| {
-                    let rest = room.name.strip_prefix("presence:")?.strip_prefix(route.name.as_str())?.strip_prefix(':')?;
+                    let rest =
+                        room.name.strip_prefix("presence:")?.strip_prefix(route.name.as_str())?.strip_prefix(':')?;
                     Some((route, rest))
                 })
                 .max_by_key(|(route, _)| route.name.len());
