@@ -26,6 +26,8 @@ pub enum BusMessage {
     /// delivered less lost messages on the way and reads the rest from the change log; sent periodically, it
     /// bounds how long a lost message at the end of a burst stays unnoticed.
     Heads(Arc<Vec<(Arc<str>, u64)>>),
+    /// What one node says about presence (see [`crate::presence::share`]).
+    Presence(Arc<crate::presence::PresenceMessage>),
 }
 
 /// Where a node's fan-out reads every message published on the bus, in the order this node received them.

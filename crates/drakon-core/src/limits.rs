@@ -198,3 +198,7 @@ pub const PRESENCE_IDLE_TIMEOUT: Duration = Duration::from_secs(14);
 
 /// The documented bound: a member whose connection vanished without closing leaves within this long.
 pub const PRESENCE_LEAVE_BOUND: Duration = Duration::from_secs(20);
+
+/// How often a node that shares presence tells the others how many changes it made, so that one that lost some
+/// asks for all of its entries; also the least time between two such asks.
+pub const PRESENCE_HEAD_INTERVAL: Duration = Duration::from_secs(1);

@@ -52,7 +52,7 @@ async fn collect(bus: &mut mpsc::Receiver<BusMessage>, wait: Duration) -> Seen {
         match msg {
             BusMessage::Changes(changes) => seen.offsets.extend(changes.iter().map(|c| c.offset)),
             BusMessage::Heads(heads) => seen.heads = Some(heads.iter().map(|(m, o)| (m.to_string(), *o)).collect()),
-            BusMessage::Channel { .. } => panic!("a store never sends plain messages"),
+            BusMessage::Channel { .. } | BusMessage::Presence(_) => panic!("a store never sends plain messages"),
         }
     }
     seen

@@ -311,7 +311,8 @@ impl Connection {
 fn channel_of(channels: Channels, message: &BusMessage) -> &'static str {
     match message {
         BusMessage::Changes(_) | BusMessage::Heads(_) => channels.changes,
-        BusMessage::Channel { .. } => channels.publish,
+        // Presence goes with plain messages: neither has a log, and both are for every node at once.
+        BusMessage::Channel { .. } | BusMessage::Presence(_) => channels.publish,
     }
 }
 

@@ -6,6 +6,8 @@
 //!   order; `old` and `new` are row images (see [`drakon_core::image`]) or null.
 //! - `{"heads": [[model, offset], …]}`: how far the relay has published each model's change log.
 //! - `{"publish": {"channel", "data"}}`: a plain pub/sub message.
+//! - `{"presence": …}`: what a node says about presence, as [`drakon_core::presence::PresenceMessage`] serializes
+//!   (`{"delta": …}`, `{"head": …}`, `{"sync": …}`, `{"want": …}`).
 //!
 //! Row images are typed by the receiving node's schema, field by field, so nodes whose configs differ by a field
 //! still understand each other; changes of a model the receiver does not declare are left out (nobody there can
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 use drakon_core::Schema;
 use drakon_core::image::{image, to_image};
+use drakon_core::presence::PresenceMessage;
 use drakon_core::store::{BusMessage, Change, RefImages, Row};
 use drakon_protocol::Action;
 use serde::de::{Deserializer, Error as _};
@@ -46,6 +49,7 @@ enum MessageV1<'a> {
     Changes(Vec<ChangeV1>),
     Heads(Vec<(Cow<'a, str>, u64)>),
     Publish { channel: Cow<'a, str>, data: Cow<'a, Json> },
+    Presence(Cow<'a, PresenceMessage>),
 }
 
 /// A committed change, its rows as images.
@@ -106,6 +110,7 @@ pub fn encode(schema: &Schema, message: &BusMessage) -> String {
         BusMessage::Channel { name, data } => {
             MessageV1::Publish { channel: Cow::Borrowed(&**name), data: Cow::Borrowed(&**data) }
         }
+        BusMessage::Presence(message) => MessageV1::Presence(Cow::Borrowed(&**message)),
     };
     // Strings, numbers and JSON values under string keys: nothing here that JSON cannot hold.
     serde_json::to_string(&Envelope { v: VERSION, msg }).expect("a bus message serializes to JSON")
@@ -153,6 +158,7 @@ impl MessageV1<'_> {
             MessageV1::Publish { channel, data } => {
                 BusMessage::Channel { name: Arc::from(channel), data: Arc::new(data.into_owned()) }
             }
+            MessageV1::Presence(message) => BusMessage::Presence(Arc::new(message.into_owned())),
         }
     }
 }
@@ -271,6 +277,10 @@ mod tests {
             (
                 BusMessage::Heads(Arc::new(vec![(Arc::from("todo_item"), 42), (Arc::from("todo_list"), 0)])),
                 json!({"v": 1, "msg": {"heads": [["todo_item", 42], ["todo_list", 0]]}}),
+            ),
+            (
+                BusMessage::Presence(Arc::new(PresenceMessage::Head { node: "n1".into(), seq: 4 })),
+                json!({"v": 1, "msg": {"presence": {"head": {"node": "n1", "seq": 4}}}}),
             ),
             (
                 BusMessage::Changes(Arc::new(vec![Change {

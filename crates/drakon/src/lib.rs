@@ -143,8 +143,12 @@ impl App {
             Some(redis) => redis,
             None => Arc::new(local),
         };
+        let shared = server.redis_url.is_some();
         let (engine, _fan_out) = Engine::start(node.clone(), checked, store, bus, inbox, limits);
         engine.ready().await;
+        if shared {
+            engine.share_presence(liveness.as_ref());
+        }
         let addr = bind.or(server.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
         let generated = server.admin_secret.is_none();
         let admin_secret = match &server.admin_secret {

@@ -65,6 +65,7 @@ pub(super) async fn fan_out(
                 inner.hub.set_backlogged(!bus.is_empty());
                 inner.hub.deliver_plain(&name, &data);
             }
+            BusMessage::Presence(message) => inner.presence.receive(&message),
         }
     }
 }

@@ -192,6 +192,47 @@ impl Engine {
         &self.inner.presence
     }
 
+    /// Shares presence with the other nodes on the bus (see [`crate::presence::share`]): this node's changes go
+    /// out as they happen, with a head every [`limits::PRESENCE_HEAD_INTERVAL`], and a node that `liveness` reports
+    /// dead has its members dropped here. For nodes behind a bus between them; a node alone needs none of it.
+    pub fn share_presence(&self, liveness: &dyn crate::node::Liveness) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        self.inner.presence.share(tx);
+        let bus = self.inner.bus.clone();
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                let message = BusMessage::Presence(Arc::new(message));
+                match tokio::time::timeout(limits::PUBLISH_TIMEOUT, bus.publish(message)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(BusError::Stopped)) => return,
+                    // Lost: the others see the gap by the next head and ask for everything.
+                    Ok(Err(e)) => tracing::debug!(error = %e, "a presence change did not reach the bus"),
+                    Err(_) => tracing::debug!("a presence change did not reach the bus in time"),
+                }
+            }
+        });
+        let presence = Arc::downgrade(&self.inner.presence);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(limits::PRESENCE_HEAD_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(presence) = presence.upgrade() else { return };
+                presence.send_head();
+            }
+        });
+        let presence = Arc::downgrade(&self.inner.presence);
+        let mut deaths = crate::node::Deaths::new(liveness);
+        tokio::spawn(async move {
+            while let Some(dead) = deaths.next().await {
+                let Some(presence) = presence.upgrade() else { return };
+                for node in dead {
+                    tracing::info!(%node, "a node died: its presence members leave");
+                    presence.drop_node(&node);
+                }
+            }
+        });
+    }
+
     /// Handles one request of a session (`verb` of `route`, with `args`, and `page` for `get_list`); the
     /// session's protocol frames the outcome as the reply.
     pub async fn handle(

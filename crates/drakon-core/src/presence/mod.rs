@@ -13,6 +13,7 @@
 //! thousand.
 
 pub mod room;
+pub mod share;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +27,8 @@ use crate::limits;
 use crate::node::NodeId;
 use crate::outbox::{Outbox, Push};
 pub use room::{Change, Entry, Member, Place, Room, Stamp};
+pub use share::{DeltaOp, PresenceMessage, SyncEntry, WireEntry};
+use share::{Next, Origins};
 
 /// How a room is shown to the watchers of one route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +38,7 @@ pub struct PresenceLimits {
 }
 
 /// Who joins a room: the member's id and public info, and the state it starts with (none: `{}`, which does not
-/// hide a state the user's other connections set).
+/// hide a state the user's other connections set; or, joining again, the state the connection set before).
 #[derive(Debug, Clone)]
 pub struct Joining {
     pub user: Arc<str>,
@@ -139,6 +142,85 @@ struct State {
     rooms: HashMap<Arc<str>, Hosted>,
     /// Large rooms with changes waiting for their batch.
     dirty: HashSet<Arc<str>>,
+    /// Where this node's changes go to the other nodes, once it shares presence (see [`share`]).
+    share: Option<tokio::sync::mpsc::UnboundedSender<PresenceMessage>>,
+    /// How many changes of its own entries this node has made.
+    seq: u64,
+    /// What this node applied of each other node's changes.
+    origins: Origins,
+}
+
+impl State {
+    /// The room `name`, made with `limits` if this node has not seen it.
+    fn room(&mut self, name: &str, limits: PresenceLimits) -> &mut Hosted {
+        if !self.rooms.contains_key(name) {
+            let name: Arc<str> = Arc::from(name);
+            let hosted = Hosted {
+                name: name.clone(),
+                room: Room::default(),
+                limits,
+                watchers: HashMap::new(),
+                pending: Vec::new(),
+            };
+            self.rooms.insert(name, hosted);
+        }
+        self.rooms.get_mut(name).expect("just made")
+    }
+
+    /// Tells the other nodes about a change of this node's entry `conn` in room `room`.
+    fn tell_nodes(&mut self, node: &NodeId, room: &str, conn: ConnId, op: DeltaOp) {
+        let Some(share) = &self.share else { return };
+        self.seq += 1;
+        let op = Box::new(op);
+        let delta = PresenceMessage::Delta { node: node.to_string(), seq: self.seq, room: room.to_owned(), conn, op };
+        let _ = share.send(delta);
+    }
+
+    /// Every entry of this node, as of its latest change.
+    fn sync(&self, node: &NodeId) -> PresenceMessage {
+        let entries = self
+            .rooms
+            .values()
+            .flat_map(|hosted| {
+                hosted.room.entries_of(node).map(|(conn, entry)| SyncEntry {
+                    room: hosted.name.to_string(),
+                    conn,
+                    entry: wire_entry(entry, hosted.limits),
+                })
+            })
+            .collect();
+        PresenceMessage::Sync { node: node.to_string(), seq: self.seq, entries }
+    }
+
+    /// Drops the rooms nobody is in or watches any more.
+    fn tidy(&mut self, name: &str) {
+        if self.rooms.get(name).is_some_and(|h| h.room.is_empty() && h.watchers.is_empty()) {
+            self.rooms.remove(name);
+            self.dirty.remove(name);
+        }
+    }
+}
+
+fn wire_entry(entry: &Entry, limits: PresenceLimits) -> WireEntry {
+    WireEntry {
+        user: entry.user.to_string(),
+        info: (*entry.info).clone(),
+        state: (*entry.state).clone(),
+        stamp: entry.stamp,
+        joined: entry.joined,
+        large_room: limits.large_room,
+    }
+}
+
+fn entry_of(wire: WireEntry) -> (Entry, PresenceLimits) {
+    let entry = Entry {
+        user: Arc::from(wire.user),
+        info: Arc::new(wire.info),
+        state: Arc::new(wire.state),
+        stamp: wire.stamp,
+        joined: wire.joined,
+    };
+    (entry, PresenceLimits { large_room: wire.large_room.max(1) })
 }
 
 /// Why a presence operation did nothing.
@@ -202,24 +284,29 @@ impl Presence {
     ) -> Snapshot {
         let Joining { user, info, state } = joining;
         let joined = self.stamp();
-        let stamp = if state.is_some() { joined } else { Stamp::NEVER };
-        let entry = Entry { user, info, state: state.unwrap_or_else(empty_state), stamp, joined };
         let mut guard = self.lock();
-        let State { rooms, dirty } = &mut *guard;
-        let hosted = rooms.entry(name.clone()).or_insert_with(|| Hosted {
-            name: name.clone(),
-            room: Room::default(),
-            limits,
-            watchers: HashMap::new(),
-            pending: Vec::new(),
-        });
+        // Joining again without a state keeps the one this connection set.
+        let kept =
+            state.is_none().then(|| guard.rooms.get(&**name).and_then(|h| h.room.entry(&self.place(conn)))).flatten();
+        let (state, stamp) = match (state, kept) {
+            (Some(state), _) => (state, joined),
+            (None, Some(entry)) => (entry.state.clone(), entry.stamp),
+            (None, None) => (empty_state(), Stamp::NEVER),
+        };
+        let entry = Entry { user, info, state, stamp, joined };
+        let state = &mut *guard;
+        state.tell_nodes(&self.node, name, conn, DeltaOp::Join(wire_entry(&entry, limits)));
+        let mut dirty = std::mem::take(&mut state.dirty);
+        let hosted = state.room(name, limits);
         if let Some(change) = hosted.room.join(self.place(conn), entry) {
-            hosted.tell(change, Some(conn), dirty);
+            hosted.tell(change, Some(conn), &mut dirty);
         }
         hosted.watchers.insert(conn, outbox.clone());
         let large = hosted.is_large();
         let page = if large { hosted.limits.large_room } else { usize::MAX };
-        Snapshot { members: hosted.room.members(None, page), count: hosted.room.member_count(), large }
+        let snapshot = Snapshot { members: hosted.room.members(None, page), count: hosted.room.member_count(), large };
+        state.dirty = dirty;
+        snapshot
     }
 
     /// Sets the state connection `conn` shows in room `name`.
@@ -227,11 +314,14 @@ impl Presence {
         let stamp = self.stamp();
         let at = self.place(conn);
         let mut guard = self.lock();
-        let State { rooms, dirty } = &mut *guard;
-        let hosted = rooms.get_mut(name).filter(|h| h.room.entry(&at).is_some()).ok_or(PresenceError::NotJoined)?;
+        let shared = &mut *guard;
+        let hosted =
+            shared.rooms.get_mut(name).filter(|h| h.room.entry(&at).is_some()).ok_or(PresenceError::NotJoined)?;
+        let op = DeltaOp::Set { state: (*state).clone(), stamp };
         if let Some(change) = hosted.room.set(&at, state, stamp) {
-            hosted.tell(change, Some(conn), dirty);
+            hosted.tell(change, Some(conn), &mut shared.dirty);
         }
+        shared.tell_nodes(&self.node, name, conn, op);
         Ok(())
     }
 
@@ -239,20 +329,21 @@ impl Presence {
     pub fn leave(&self, name: &str, conn: ConnId) -> Result<(), PresenceError> {
         let at = self.place(conn);
         let mut guard = self.lock();
-        let State { rooms, dirty } = &mut *guard;
-        let hosted = rooms.get_mut(name).ok_or(PresenceError::NotJoined)?;
+        let state = &mut *guard;
+        let hosted = state.rooms.get_mut(name).ok_or(PresenceError::NotJoined)?;
         // A watcher dropped for being slow is still a member until its session leaves.
         let watched = hosted.watchers.remove(&conn).is_some();
         if !watched && hosted.room.entry(&at).is_none() {
             return Err(PresenceError::NotJoined);
         }
+        let was_member = hosted.room.entry(&at).is_some();
         if let Some(change) = hosted.room.leave(&at) {
-            hosted.tell(change, None, dirty);
+            hosted.tell(change, None, &mut state.dirty);
         }
-        if hosted.room.is_empty() && hosted.watchers.is_empty() {
-            rooms.remove(name);
-            dirty.remove(name);
+        if was_member {
+            state.tell_nodes(&self.node, name, conn, DeltaOp::Leave);
         }
+        state.tidy(name);
         Ok(())
     }
 
@@ -267,10 +358,92 @@ impl Presence {
         })
     }
 
+    /// From now on, tells the other nodes about this node's changes through `share` (whose receiver a task
+    /// publishes on the bus), and asks them for theirs.
+    pub fn share(&self, share: tokio::sync::mpsc::UnboundedSender<PresenceMessage>) {
+        let mut state = self.lock();
+        let _ = share.send(PresenceMessage::Want { to: None });
+        state.share = Some(share);
+    }
+
+    /// How many changes this node has made, for the other nodes to tell whether they missed some.
+    pub fn head(&self) -> PresenceMessage {
+        PresenceMessage::Head { node: self.node.to_string(), seq: self.lock().seq }
+    }
+
+    /// Sends [`Presence::head`] to the other nodes, after the changes it counts.
+    pub fn send_head(&self) {
+        let state = self.lock();
+        if let Some(share) = &state.share {
+            let _ = share.send(PresenceMessage::Head { node: self.node.to_string(), seq: state.seq });
+        }
+    }
+
+    /// Applies what another node said (messages of this node itself are ignored: its own changes are applied when
+    /// made).
+    pub fn receive(&self, message: &PresenceMessage) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let now = std::time::Instant::now();
+        let mine = self.node.as_str();
+        match message {
+            PresenceMessage::Want { to } if to.as_deref().is_none_or(|to| to == mine) => {
+                if let Some(share) = &state.share {
+                    let _ = share.send(state.sync(&self.node));
+                }
+            }
+            PresenceMessage::Head { node, seq } if node != mine => {
+                let origin = state.origins.entry(node.clone()).or_default();
+                if origin.behind(*seq) && origin.ask(now, limits::PRESENCE_HEAD_INTERVAL) {
+                    want(state, node);
+                }
+            }
+            PresenceMessage::Delta { node, seq, room, conn, op } if node != mine => {
+                let origin = state.origins.entry(node.clone()).or_default();
+                match origin.next(*seq) {
+                    Next::Skip => {}
+                    Next::Gap => {
+                        origin.synced = false;
+                        if origin.ask(now, limits::PRESENCE_HEAD_INTERVAL) {
+                            want(state, node);
+                        }
+                    }
+                    Next::Apply => {
+                        origin.seq = *seq;
+                        apply_delta(state, &NodeId::new(node.as_str()), room, *conn, (**op).clone());
+                    }
+                }
+            }
+            PresenceMessage::Sync { node, seq, entries } if node != mine => {
+                let origin = state.origins.entry(node.clone()).or_default();
+                if origin.synced && *seq <= origin.seq {
+                    return;
+                }
+                origin.seq = *seq;
+                origin.synced = true;
+                origin.wanted = None;
+                replace_node(state, &NodeId::new(node.as_str()), entries.clone());
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops the entries of `node`, which died: its members leave everywhere it was their last connection. This
+    /// node's own entries stay whatever the others think of it.
+    pub fn drop_node(&self, node: &NodeId) {
+        if *node == self.node {
+            return;
+        }
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        state.origins.remove(node.as_str());
+        replace_node(state, node, Vec::new());
+    }
+
     /// Sends the batches of large rooms whose changes waited; returns how many rooms sent one.
     pub fn flush(&self) -> usize {
         let mut guard = self.lock();
-        let State { rooms, dirty } = &mut *guard;
+        let State { rooms, dirty, .. } = &mut *guard;
         let mut sent = 0;
         for name in dirty.drain() {
             if let Some(hosted) = rooms.get_mut(&name) {
@@ -304,6 +477,59 @@ impl Presence {
         let state = self.lock();
         (state.rooms.len(), state.rooms.values().map(|h| h.room.entry_count()).sum())
     }
+}
+
+/// Asks `node` for all of its entries.
+fn want(state: &State, node: &str) {
+    if let Some(share) = &state.share {
+        let _ = share.send(PresenceMessage::Want { to: Some(node.to_owned()) });
+    }
+}
+
+fn apply_delta(state: &mut State, node: &NodeId, room: &str, conn: ConnId, op: DeltaOp) {
+    let at = Place { node: node.clone(), conn };
+    let mut dirty = std::mem::take(&mut state.dirty);
+    let change = match op {
+        DeltaOp::Join(wire) => {
+            let (entry, limits) = entry_of(wire);
+            state.room(room, limits).room.join(at, entry)
+        }
+        DeltaOp::Set { state: value, stamp } => {
+            state.rooms.get_mut(room).and_then(|h| h.room.set(&at, Arc::new(value), stamp))
+        }
+        DeltaOp::Leave => state.rooms.get_mut(room).and_then(|h| h.room.leave(&at)),
+    };
+    if let (Some(change), Some(hosted)) = (change, state.rooms.get_mut(room)) {
+        hosted.tell(change, None, &mut dirty);
+    }
+    state.dirty = dirty;
+    state.tidy(room);
+}
+
+/// Makes `node`'s entries in every room exactly `entries`.
+fn replace_node(state: &mut State, node: &NodeId, entries: Vec<SyncEntry>) {
+    let mut by_room: HashMap<String, (PresenceLimits, Vec<(ConnId, Entry)>)> = HashMap::new();
+    for SyncEntry { room, conn, entry } in entries {
+        let (entry, limits) = entry_of(entry);
+        by_room.entry(room).or_insert_with(|| (limits, Vec::new())).1.push((conn, entry));
+    }
+    // Rooms where the node had entries, and rooms where it has them now.
+    let mut names: Vec<String> =
+        state.rooms.values().filter(|h| h.room.entries_of(node).next().is_some()).map(|h| h.name.to_string()).collect();
+    names.extend(by_room.keys().cloned());
+    names.sort();
+    names.dedup();
+    let mut dirty = std::mem::take(&mut state.dirty);
+    for name in names {
+        let (limits, entries) =
+            by_room.remove(&name).unwrap_or((PresenceLimits { large_room: usize::MAX }, Vec::new()));
+        let hosted = state.room(&name, limits);
+        for change in hosted.room.replace_node(node, entries) {
+            hosted.tell(change, None, &mut dirty);
+        }
+        state.tidy(&name);
+    }
+    state.dirty = dirty;
 }
 
 fn empty_state() -> Arc<Json> {

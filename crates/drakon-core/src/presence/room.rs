@@ -27,7 +27,7 @@ pub struct Place {
 
 /// When a state was set: the node's clock (milliseconds since the Unix epoch) and its own count of changes, with
 /// the node's id breaking ties between nodes. `Stamp::NEVER` is a connection that set no state of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Stamp {
     pub ms: u64,
     pub seq: u64,
@@ -152,8 +152,32 @@ impl Room {
 
     /// Removes every entry of `node` (it died), with the change each member saw.
     pub fn drop_node(&mut self, node: &NodeId) -> Vec<Change> {
-        let places: Vec<Place> = self.entries.keys().filter(|p| &p.node == node).cloned().collect();
-        places.iter().filter_map(|at| self.leave(at)).collect()
+        self.replace_node(node, Vec::new())
+    }
+
+    /// Makes `node`'s entries exactly `entries` (what it said it holds), with the net change each member saw: a
+    /// user whose entry moved from one connection to another is no news.
+    pub fn replace_node(&mut self, node: &NodeId, entries: Vec<(ConnId, Entry)>) -> Vec<Change> {
+        let old: Vec<Place> = self.entries.keys().filter(|p| &p.node == node).cloned().collect();
+        let mut users: Vec<Arc<str>> = old.iter().filter_map(|p| self.entries.get(p).map(|e| e.user.clone())).collect();
+        users.extend(entries.iter().map(|(_, e)| e.user.clone()));
+        users.sort();
+        users.dedup();
+        let was: Vec<Option<Member>> = users.iter().map(|u| self.member(u)).collect();
+        for at in &old {
+            self.take(at);
+        }
+        for (conn, entry) in entries {
+            let at = Place { node: node.clone(), conn };
+            self.members.entry(entry.user.clone()).or_default().push(at.clone());
+            self.entries.insert(at, entry);
+        }
+        users.iter().zip(was).filter_map(|(user, was)| Self::compare(was, self.member(user), user)).collect()
+    }
+
+    /// The entries of `node`.
+    pub fn entries_of<'a>(&'a self, node: &'a NodeId) -> impl Iterator<Item = (ConnId, &'a Entry)> + 'a {
+        self.entries.iter().filter(move |(p, _)| &p.node == node).map(|(p, e)| (p.conn, e))
     }
 
     /// Removes the entry at `at` without telling what changed.
@@ -306,6 +330,25 @@ mod tests {
         assert_eq!(room.member("bob").unwrap().info, Arc::new(json!({"name": "Robert"})));
         assert_eq!(room.join(at("a", 1), entry("bob", 2)).map(|c| shown(&c)), Some("updated bob {}".into()));
         assert_eq!(room.entry_count(), 1);
+    }
+
+    #[test]
+    fn a_node_s_entries_replaced_at_once_show_only_the_net_change() {
+        let mut room = Room::default();
+        room.join(at("a", 1), entry("bob", 1));
+        room.join(at("a", 2), entry("carol", 1));
+        room.join(at("b", 1), entry("dan", 1));
+        let mut editing = entry("bob", 2);
+        editing.state = Arc::new(json!({"editing": 1}));
+        editing.stamp = Stamp { ms: 2, seq: 0 };
+        // Bob moved to another connection and edits; Carol left; Erin came; Dan, on node b, is untouched.
+        let changes = room.replace_node(&NodeId::new("a"), vec![(5, editing), (6, entry("erin", 2))]);
+        let mut got: Vec<String> = changes.iter().map(shown).collect();
+        got.sort();
+        assert_eq!(got, ["joined erin {}", "left carol", "updated bob {\"editing\":1}"]);
+        assert_eq!((room.member_count(), room.entry_count()), (3, 3));
+        assert_eq!(room.entries_of(&NodeId::new("a")).count(), 2);
+        assert!(room.replace_node(&NodeId::new("b"), vec![(1, entry("dan", 1))]).is_empty(), "the same again");
     }
 
     #[test]
