@@ -113,6 +113,18 @@ impl Fleet {
         Fleet::connect_to(layout, &[server], connections, subscribe, probe, bar).await
     }
 
+    /// Like [`Fleet::connect`], counting frames from the first connection on (see [`Fleet::report`]) rather than
+    /// only after [`Fleet::start`]: what the connections receive while they join.
+    pub async fn connect_counting(
+        layout: &Layout,
+        server: SocketAddr,
+        connections: usize,
+        subscribe: Subscribe,
+        bar: &ProgressBar,
+    ) -> Result<(Fleet, Ready)> {
+        Fleet::spawn(layout, &[server], connections, subscribe, false, true, bar).await
+    }
+
     /// Like [`Fleet::connect`], over several servers: worker `w` connects to `servers[w % servers.len()]`, so the
     /// connections spread evenly when the worker count is a multiple of the server count.
     pub async fn connect_to(
@@ -121,6 +133,18 @@ impl Fleet {
         connections: usize,
         subscribe: Subscribe,
         probe: bool,
+        bar: &ProgressBar,
+    ) -> Result<(Fleet, Ready)> {
+        Fleet::spawn(layout, servers, connections, subscribe, probe, false, bar).await
+    }
+
+    async fn spawn(
+        layout: &Layout,
+        servers: &[SocketAddr],
+        connections: usize,
+        subscribe: Subscribe,
+        probe: bool,
+        count_from_start: bool,
         bar: &ProgressBar,
     ) -> Result<(Fleet, Ready)> {
         let processes = processes_for(connections, layout.processes).min(connections.max(1));
@@ -139,6 +163,7 @@ impl Fleet {
                 probe,
                 concurrency: (layout.concurrency / processes).max(1),
                 deadline_secs: layout.deadline.as_secs().max(1),
+                count_from_start,
             };
             first_index += share;
             let mut cmd = match layout.core {

@@ -51,6 +51,9 @@ enum Command {
     /// N users under per-user rules, each on "my items" and a shared list: writes that concern one user, and
     /// writes to the shared list next to the same subscribers without rules. `--rate own,shared`.
     Users(Common),
+    /// Presence rooms of N members (`--connections`, default 10,100,1000,10000): a room filling up, then one member
+    /// joining and leaving over and over: server CPU per join, frames per join, join → event latency, memory.
+    Presence(Common),
     /// Several drakon nodes behind one Redis (started for the run), N connections spread over them, a broadcast.
     Nodes(Common),
     /// Every scenario but `nodes` at its default size, one after the other.
@@ -187,6 +190,7 @@ async fn run(command: Command) -> Result<()> {
         Command::Writes(c) => (vec![scenario::Name::Writes], c),
         Command::Selective(c) => (vec![scenario::Name::Selective], c),
         Command::Users(c) => (vec![scenario::Name::Users], c),
+        Command::Presence(c) => (vec![scenario::Name::Presence], c),
         Command::Nodes(c) => (vec![scenario::Name::Nodes], c),
         Command::All(c) => (scenario::Name::ALL.to_vec(), c),
         Command::Worker { .. } | Command::FloorServer { .. } => unreachable!("handled in main"),

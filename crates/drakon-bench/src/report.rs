@@ -98,6 +98,9 @@ pub struct Step {
     pub expected: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered: Option<u64>,
+    /// Every frame the connections received, stamped or not (`presence`: what a join costs in messages).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub losses: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -99,6 +99,14 @@ read = {{ any = [{{ filter = {{ owner = "$user.id" }} }}, {{ filter = {{ shared 
 [routes.bench]
 kind = "channel"
 channels = ["bench.*"]
+
+# `presence`: rooms of signed-in members, and an anonymous joiner.
+[routes.room]
+kind = "channel"
+channels = ["room.*"]
+
+[routes.room.presence]
+anonymous = true
 "#
     )
 }

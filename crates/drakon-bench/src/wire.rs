@@ -23,6 +23,9 @@ pub struct Plan {
     pub concurrency: usize,
     /// The worker exits by itself after this long, whatever happens to the controller.
     pub deadline_secs: u64,
+    /// Count frames from the first connection on (the frames a storm of joins causes), not only once started.
+    #[serde(default)]
+    pub count_from_start: bool,
 }
 
 /// What each connection subscribes to.
@@ -38,13 +41,16 @@ pub enum Subscribe {
     /// to "my items" (`mine`, no filter: its rule keeps the user's own rows) and to the shared list (`list`,
     /// `{"grp": list_group}`, under a rule that admits the user's own rows and shared ones).
     Users { jwt_secret: String, list_group: usize },
+    /// Connection `i` signs in as user `u<i>` (as with `Users`) and, when `room` is given, joins the presence of that
+    /// channel of route `room`.
+    Presence { jwt_secret: String, room: Option<String> },
 }
 
 impl Subscribe {
     /// The groups connection `index` subscribes to.
     pub fn groups_of(&self, index: usize) -> Vec<usize> {
         match self {
-            Subscribe::Channel { .. } | Subscribe::Users { .. } => Vec::new(),
+            Subscribe::Channel { .. } | Subscribe::Users { .. } | Subscribe::Presence { .. } => Vec::new(),
             Subscribe::Groups { groups, per_conn, .. } => {
                 (0..*per_conn).map(|j| 1 + (index * per_conn + j) % groups).collect()
             }
@@ -61,6 +67,9 @@ impl Subscribe {
             )],
             Subscribe::Groups { route, .. } => {
                 self.groups_of(index).into_iter().map(|g| group_frame(route, g)).collect()
+            }
+            Subscribe::Presence { room, .. } => {
+                room.iter().map(|room| presence_join(room, r#"{"editing":false}"#, "p")).collect()
             }
             Subscribe::Users { list_group, .. } => vec![
                 r#"{"route":"mine","verb":"subscribe","args":{"channel":"m"},"callbackname":"m"}"#.to_owned(),
@@ -81,7 +90,9 @@ impl Subscribe {
     /// The upgrade path of connection `index`: with users, it carries the user's token.
     pub fn path(&self, index: usize, base: &str) -> String {
         match self {
-            Subscribe::Users { jwt_secret, .. } => format!("{base}?token={}", user_token(jwt_secret, &user_of(index))),
+            Subscribe::Users { jwt_secret, .. } | Subscribe::Presence { jwt_secret, .. } => {
+                format!("{base}?token={}", user_token(jwt_secret, &user_of(index)))
+            }
             _ => base.to_owned(),
         }
     }
@@ -98,6 +109,15 @@ fn user_token(secret: &str, user: &str) -> String {
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) + 86_400;
     let claims = serde_json::json!({"sub": user, "exp": exp});
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("encoding a token of JSON claims")
+}
+
+/// A `join_presence` of channel `room` of route `room`, with `state` (JSON), answered under `callback`.
+pub fn presence_join(room: &str, state: &str, callback: &str) -> String {
+    format!(
+        r#"{{"route":"room","verb":"join_presence","args":{{"name":{},"channel":"p","state":{state}}},"callbackname":{}}}"#,
+        json_str(room),
+        json_str(callback)
+    )
 }
 
 fn group_frame(route: &str, group: usize) -> String {

@@ -95,7 +95,7 @@ async fn work(plan: Plan) -> Result<()> {
         first_error: None,
         settled: None,
         connect_latency: new_histogram(),
-        measuring: false,
+        measuring: plan.count_from_start,
         frames: 0,
         stamped: 0,
         closed: 0,
@@ -213,7 +213,7 @@ async fn connection(
 ) {
     let permit = gate.acquire().await.expect("the gate is never closed");
     let began = Instant::now();
-    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(&plan, &host, &path, &frames, &ports)).await;
+    let opened = tokio::time::timeout(CONNECT_TIMEOUT, open(&plan, &host, &path, &frames, &ports, &stats)).await;
     drop(permit);
     let mut conn = match opened {
         Ok(Ok(conn)) => {
@@ -285,8 +285,15 @@ impl Ports {
 }
 
 /// Connects from the plan's source address, upgrades on `path`, and subscribes with `frames`, waiting for every
-/// reply.
-async fn open(plan: &Plan, host: &str, path: &str, frames: &[String], ports: &Ports) -> Result<Connection> {
+/// reply; other frames that come meanwhile are counted like later ones.
+async fn open(
+    plan: &Plan,
+    host: &str,
+    path: &str,
+    frames: &[String],
+    ports: &Ports,
+    stats: &Shared,
+) -> Result<Connection> {
     let mut tries = 0;
     let stream = loop {
         let socket = if plan.server.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
@@ -319,6 +326,7 @@ async fn open(plan: &Plan, host: &str, path: &str, frames: &[String], ports: &Po
             Ok(Some(f)) if f.opcode == TEXT => {
                 let t = String::from_utf8_lossy(f.payload);
                 if !t.contains("\"client_callback_name\"") {
+                    on_frame(stats, f.payload);
                     continue;
                 }
                 if !t.contains("\"state\":\"success\"") {

@@ -4,6 +4,7 @@
 mod fanout;
 mod idle;
 mod nodes;
+mod presence;
 mod selective;
 mod users;
 mod writes;
@@ -31,11 +32,12 @@ pub enum Name {
     Selective,
     Nodes,
     Users,
+    Presence,
 }
 
 impl Name {
-    /// What `all` runs: `nodes` is left out (it needs Redis and most of the machine's memory for minutes), and so is
-    /// `users` (10,000 signed-in connections, twice, for a question of its own).
+    /// What `all` runs: `nodes` is left out (it needs Redis and most of the machine's memory for minutes), and so are
+    /// `users` (10,000 signed-in connections, twice, for a question of its own) and `presence` (rooms up to 10,000).
     pub const ALL: [Name; 4] = [Name::Idle, Name::Fanout, Name::Writes, Name::Selective];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +48,7 @@ impl Name {
             Name::Selective => "selective",
             Name::Nodes => "nodes",
             Name::Users => "users",
+            Name::Presence => "presence",
         }
     }
 }
@@ -60,6 +63,7 @@ pub async fn run(ctx: &Context, name: Name) -> Result<String> {
         Name::Selective => selective::run(ctx).await,
         Name::Nodes => nodes::run(ctx).await,
         Name::Users => users::run(ctx).await,
+        Name::Presence => presence::run(ctx).await,
     }
 }
 
@@ -360,11 +364,11 @@ pub struct Measured {
     pub notes: Vec<String>,
 }
 
-/// Sends `rate` writes a second for `duration` from `plan`'s schedule over the context's writer connections while
+/// Sends `rate` writes a second for `duration` from `plan`'s schedule over `writers` connections while
 /// `fleet` counts deliveries (counted afresh from here), waits for the expected deliveries, and measures the
 /// server's and the generator's CPU over the window.
 pub async fn measure_writes(
-    ctx: &Context,
+    writers: usize,
     target: &mut crate::target::Target,
     fleet: &mut crate::fleet::Fleet,
     plan: &(dyn Fn(u64, u64) -> crate::verbs::Planned + Sync),
@@ -389,7 +393,7 @@ pub async fn measure_writes(
     let progress = bar.clone();
     let on_tick = move |k| progress.set_position(k);
     let written = {
-        let run = crate::verbs::run_writes(target.addr, ctx.common.writers, rate, duration, plan, &on_tick);
+        let run = crate::verbs::run_writes(target.addr, writers, rate, duration, plan, &on_tick);
         tokio::pin!(run);
         loop {
             tokio::select! {

@@ -121,7 +121,7 @@ async fn step(ctx: &Context, subscriptions: usize, conns: usize, rate: f64, dura
         ),
         deliveries: 1,
     };
-    let measured = measure_writes(ctx, &mut target, &mut fleet, &plan, rate, duration, &bar).await?;
+    let measured = measure_writes(ctx.common.writers, &mut target, &mut fleet, &plan, rate, duration, &bar).await?;
     bar.finish_and_clear();
     let (written, delivered) = (&measured.written, measured.counted.stamped);
     let step = Step {

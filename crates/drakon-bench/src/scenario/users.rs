@@ -147,8 +147,16 @@ async fn with_rules(
     for (name, ids, rate, deliveries) in
         [("own (rules)", &own, own_rate, 1), ("shared (rules)", &shared, shared_rate, ready.connected as u64)]
     {
-        let measured =
-            measure_writes(ctx, &mut target, &mut fleet, &updates(ids, deliveries), rate, duration, &bar).await?;
+        let measured = measure_writes(
+            ctx.common.writers,
+            &mut target,
+            &mut fleet,
+            &updates(ids, deliveries),
+            rate,
+            duration,
+            &bar,
+        )
+        .await?;
         let step = Step {
             rss_before_bytes: Some(rss_before),
             rss_after_bytes: Some(rss_after),
@@ -177,7 +185,7 @@ async fn without_rules(ctx: &Context, users: usize, rate: f64, duration: Duratio
     }
     let rss_after = target.rss()?;
     let plan = updates(&shared, ready.connected as u64);
-    let measured = measure_writes(ctx, &mut target, &mut fleet, &plan, rate, duration, &bar).await?;
+    let measured = measure_writes(ctx.common.writers, &mut target, &mut fleet, &plan, rate, duration, &bar).await?;
     bar.finish_and_clear();
     let step = Step {
         rss_before_bytes: Some(rss_before),

@@ -125,7 +125,7 @@ async fn step(ctx: &Context, n: usize, filters: usize, rate: f64, duration: Dura
         };
         Planned { frame, deliveries: per_group[g] }
     };
-    let measured = measure_writes(ctx, &mut target, &mut fleet, &plan, rate, duration, &bar).await?;
+    let measured = measure_writes(ctx.common.writers, &mut target, &mut fleet, &plan, rate, duration, &bar).await?;
     bar.finish_and_clear();
     let (written, delivered) = (&measured.written, measured.counted.stamped);
     let step = Step { filters: Some(filters), ..measured.step(rate, ready.step("drakon", n)) };
