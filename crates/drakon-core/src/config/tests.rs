@@ -604,3 +604,30 @@ fn a_field_with_a_bad_type_causes_no_follow_on_problems() {
         &[(2, "unknown type `txt`; use one of text, int, float, bool, datetime, json, ref")],
     );
 }
+
+#[test]
+fn presence_tables_turn_presence_on_for_model_and_channel_routes() {
+    let config = parse_ok(&[
+        "[models.note.fields]",
+        "text = { type = \"text\" }",
+        "[routes.note]",
+        "model = \"note\"",
+        "[routes.note.presence]",
+        "fields = [\"name\"]",
+        "[routes.chat]",
+        "kind = \"channel\"",
+        "channels = [\"room.*\"]",
+        "[routes.chat.presence]",
+        "anonymous = true",
+        "large_room = 20",
+    ]);
+    let note = model_route(&config.schema, "note").presence.clone().expect("presence on");
+    assert_eq!((note.fields, note.anonymous, note.large_room), (strings(&["name"]), false, 100));
+    let RouteKind::Channel(chat) = &config.schema.get_route("chat").unwrap().kind else { panic!("a channel route") };
+    assert_eq!(chat.presence.as_ref().map(|p| (p.anonymous, p.large_room)), Some((true, 20)));
+    check(
+        "a room needs room for one",
+        &["[routes.chat]", "kind = \"channel\"", "channels = [\"room\"]", "[routes.chat.presence]", "large_room = 0"],
+        &[(5, "large_room must be a whole number of at least 1, got 0")],
+    );
+}
