@@ -191,6 +191,22 @@ var drakon = (() => {
     }
   };
 
+  // src/host.ts
+  function startOn(host, route, verb, args, current, succeeded, failed) {
+    const router = host.router;
+    const ticket = router.begin();
+    host.requestReply(route, verb, args, { queue: false }).then(
+      (reply) => {
+        if (current()) succeeded(ticket, reply);
+        else router.abandon(ticket);
+      },
+      (err) => {
+        router.abandon(ticket);
+        if (current()) failed(err);
+      }
+    );
+  }
+
   // src/channel.ts
   var PlainChannel = class {
     constructor(host, route, name, handler, local) {
@@ -224,16 +240,15 @@ var drakon = (() => {
       if (this.closed) return;
       const attempt = ++this.attempt;
       this.subscribedOn = this.host.generation;
-      const router = this.host.router;
-      const ticket = router.begin();
-      this.host.requestReply(this.route, "subscribe", this.args, { queue: false }).then(
-        (reply) => {
-          if (attempt === this.attempt) this.subscribed(ticket, reply);
-          else router.abandon(ticket);
-        },
+      startOn(
+        this.host,
+        this.route,
+        "subscribe",
+        this.args,
+        () => attempt === this.attempt,
+        (ticket, reply) => this.subscribed(ticket, reply),
         (err) => {
-          router.abandon(ticket);
-          if (attempt === this.attempt && err.code !== CLIENT_CODES.disconnected && !this.settled) {
+          if (err.code !== CLIENT_CODES.disconnected && !this.settled) {
             this.settled = true;
             this.rejectReady(err);
           }
@@ -686,18 +701,15 @@ var drakon = (() => {
     subscribe(since) {
       const attempt = ++this.attempt;
       this.subscribedOn = this.host.generation;
-      const router = this.host.router;
-      const ticket = router.begin();
       const args = { ...this.subscribeArgs, ...since === void 0 ? { snapshot: true } : { since } };
-      this.host.requestReply(this.route, "subscribe", args, { queue: false }).then(
-        (reply) => {
-          if (attempt !== this.attempt) router.abandon(ticket);
-          else if (since === void 0) this.subscribed(ticket, reply);
-          else this.resumed(ticket, reply);
-        },
+      startOn(
+        this.host,
+        this.route,
+        "subscribe",
+        args,
+        () => attempt === this.attempt,
+        (ticket, reply) => since === void 0 ? this.subscribed(ticket, reply) : this.resumed(ticket, reply),
         (err) => {
-          router.abandon(ticket);
-          if (attempt !== this.attempt) return;
           if (since !== void 0 && !isConnectionLoss(err)) this.subscribe(void 0);
           else this.failed(err);
         }
@@ -887,18 +899,17 @@ var drakon = (() => {
       if (this.closed) return;
       const attempt = ++this.attempt;
       this.joinedOn = this.host.generation;
-      const router = this.host.router;
-      const ticket = router.begin();
       const args = { ...this.target, channel: this.local };
       if (this.state !== void 0) args.state = this.state;
-      this.host.requestReply(this.route, "join_presence", args, { queue: false }).then(
-        (reply) => {
-          if (attempt === this.attempt) this.joined(ticket, reply);
-          else router.abandon(ticket);
-        },
+      startOn(
+        this.host,
+        this.route,
+        "join_presence",
+        args,
+        () => attempt === this.attempt,
+        (ticket, reply) => this.joined(ticket, reply),
         (err) => {
-          router.abandon(ticket);
-          if (attempt === this.attempt && err.code !== CLIENT_CODES.disconnected && !this.settled) {
+          if (err.code !== CLIENT_CODES.disconnected && !this.settled) {
             this.settled = true;
             this.rejectReady(err);
           }

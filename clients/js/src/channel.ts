@@ -2,7 +2,7 @@
 // reconnect. Messages sent while the connection was down are not replayed; plain channels carry no offsets.
 
 import { CLIENT_CODES, DrakonError } from './errors';
-import type { Resubscribable, SubscriptionHost } from './host';
+import { startOn, type Resubscribable, type SubscriptionHost } from './host';
 import type { Publication, Reply } from './protocol';
 import type { Subscriber, Ticket } from './router';
 import type { ChannelSubscription } from './types';
@@ -49,16 +49,15 @@ export class PlainChannel implements ChannelSubscription, Subscriber, Resubscrib
     if (this.closed) return;
     const attempt = ++this.attempt;
     this.subscribedOn = this.host.generation;
-    const router = this.host.router;
-    const ticket = router.begin();
-    this.host.requestReply(this.route, 'subscribe', this.args, { queue: false }).then(
-      (reply) => {
-        if (attempt === this.attempt) this.subscribed(ticket, reply);
-        else router.abandon(ticket);
-      },
-      (err: DrakonError) => {
-        router.abandon(ticket);
-        if (attempt === this.attempt && err.code !== CLIENT_CODES.disconnected && !this.settled) {
+    startOn(
+      this.host,
+      this.route,
+      'subscribe',
+      this.args,
+      () => attempt === this.attempt,
+      (ticket, reply) => this.subscribed(ticket, reply),
+      (err) => {
+        if (err.code !== CLIENT_CODES.disconnected && !this.settled) {
           this.settled = true;
           this.rejectReady(err);
         }

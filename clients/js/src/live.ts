@@ -4,7 +4,7 @@
 
 import { Emitter } from './emitter';
 import { CLIENT_CODES, DrakonError, isObject } from './errors';
-import type { Resubscribable, SubscriptionHost } from './host';
+import { startOn, type Resubscribable, type SubscriptionHost } from './host';
 import { applyEvent, fromSnapshot, parseOrder, resumeMirror, type MirrorState, type OrderKey } from './mirror';
 import type { Publication, Reply } from './protocol';
 import type { Subscriber, Ticket } from './router';
@@ -108,18 +108,15 @@ export class Live<T extends Row> implements LiveCollection<T>, Subscriber, Resub
   private subscribe(since: number | undefined): void {
     const attempt = ++this.attempt;
     this.subscribedOn = this.host.generation;
-    const router = this.host.router;
-    const ticket = router.begin();
     const args = { ...this.subscribeArgs, ...(since === undefined ? { snapshot: true } : { since }) };
-    this.host.requestReply(this.route, 'subscribe', args, { queue: false }).then(
-      (reply) => {
-        if (attempt !== this.attempt) router.abandon(ticket);
-        else if (since === undefined) this.subscribed(ticket, reply);
-        else this.resumed(ticket, reply);
-      },
-      (err: DrakonError) => {
-        router.abandon(ticket);
-        if (attempt !== this.attempt) return;
+    startOn(
+      this.host,
+      this.route,
+      'subscribe',
+      args,
+      () => attempt === this.attempt,
+      (ticket, reply) => (since === undefined ? this.subscribed(ticket, reply) : this.resumed(ticket, reply)),
+      (err) => {
         // A failed resume is not fatal while the connection holds: a fresh snapshot replaces the mirror instead.
         if (since !== undefined && !isConnectionLoss(err)) this.subscribe(undefined);
         else this.failed(err);

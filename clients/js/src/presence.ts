@@ -4,7 +4,7 @@
 
 import { CLIENT_CODES, DrakonError } from './errors';
 import { Emitter } from './emitter';
-import type { Resubscribable, SubscriptionHost } from './host';
+import { startOn, type Resubscribable, type SubscriptionHost } from './host';
 import type { Publication, Reply } from './protocol';
 import type { Subscriber, Ticket } from './router';
 import type { Member, PresenceRoom } from './types';
@@ -129,18 +129,17 @@ export class Presence implements PresenceRoom, Subscriber, Resubscribable {
     if (this.closed) return;
     const attempt = ++this.attempt;
     this.joinedOn = this.host.generation;
-    const router = this.host.router;
-    const ticket = router.begin();
     const args: Record<string, unknown> = { ...this.target, channel: this.local };
     if (this.state !== undefined) args.state = this.state;
-    this.host.requestReply(this.route, 'join_presence', args, { queue: false }).then(
-      (reply) => {
-        if (attempt === this.attempt) this.joined(ticket, reply);
-        else router.abandon(ticket);
-      },
-      (err: DrakonError) => {
-        router.abandon(ticket);
-        if (attempt === this.attempt && err.code !== CLIENT_CODES.disconnected && !this.settled) {
+    startOn(
+      this.host,
+      this.route,
+      'join_presence',
+      args,
+      () => attempt === this.attempt,
+      (ticket, reply) => this.joined(ticket, reply),
+      (err) => {
+        if (err.code !== CLIENT_CODES.disconnected && !this.settled) {
           this.settled = true;
           this.rejectReady(err);
         }
