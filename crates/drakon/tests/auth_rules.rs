@@ -208,6 +208,8 @@ async fn an_expiring_token_is_announced_then_the_session_is_closed_unless_a_fres
     let (ws, _) =
         tokio_tungstenite::connect_async(format!("{}?token={short}", server.ws_url())).await.expect("connect");
     let mut lapsing = Client::from_socket(ws);
+    let signed_in = lapsing.next_frame(PATIENCE).await.expect("whom the token signs in");
+    assert_eq!((&signed_in["auth"], &signed_in["user"]["id"]), (&json!("signed_in"), &json!("alice")));
     let notice = lapsing.next_frame(PATIENCE).await.expect("a notice");
     assert_eq!(notice, json!({"auth": "expiring", "expires": soon}));
     let closed = lapsing.closed(std::time::Duration::from_secs(12)).await.expect("closed after expiry");
