@@ -32,28 +32,30 @@ pub struct Session {
     pub principal: Principal,
     /// Where the hub pushes this session's events.
     outbox: Arc<Outbox>,
-    /// The server channels this session holds. A list, not a tree: a session holds a handful, and a B-tree's first
-    /// node alone would cost most of an idle connection's memory.
+    /// The server channels and presence rooms this session holds. A list, not a tree: a session holds a handful,
+    /// and a B-tree's first node alone would cost most of an idle connection's memory. One list for both keeps an
+    /// idle session (the most common kind) as small as before presence.
     subs: Vec<Subscription>,
+    /// How many (local, remote) subscriptions it holds, presence rooms not counted.
     count: usize,
-    /// The presence rooms this session is in, each with the client's local channel names for it.
-    rooms: Vec<Membership>,
 }
 
-/// One presence room a session is in.
-#[derive(Debug)]
-struct Membership {
-    room: Arc<str>,
-    locals: Vec<String>,
-}
-
-/// One server channel a session holds, and the client's local channel names for it.
+/// One server channel (or presence room) a session holds, and the client's local channel names for it.
 #[derive(Debug)]
 struct Subscription {
     remote: String,
-    /// For model channels.
-    model: Option<String>,
+    held: Held,
     locals: Vec<String>,
+}
+
+/// What a [`Subscription`] is.
+#[derive(Debug, PartialEq, Eq)]
+enum Held {
+    /// A model channel, of this model.
+    Model(String),
+    Plain,
+    /// A presence room (`remote` is its name).
+    Room,
 }
 
 fn who(principal: &Principal) -> Option<crate::hub::Who> {
@@ -76,7 +78,7 @@ impl Session {
     pub(super) fn open(hub: &Hub, outbox: Arc<Outbox>, principal: Principal) -> Session {
         let conn = hub.register(outbox.clone());
         hub.set_who(conn, who(&principal));
-        Session { conn, principal, outbox, subs: Vec::new(), count: 0, rooms: Vec::new() }
+        Session { conn, principal, outbox, subs: Vec::new(), count: 0 }
     }
 
     /// Makes the session act for `principal` from now on (a token given with the `auth` request).
@@ -107,18 +109,23 @@ impl Session {
 
     /// Whether this session holds any subscription or presence membership (both were chosen by its user's rules).
     pub fn is_subscribed(&self) -> bool {
-        self.count > 0 || !self.rooms.is_empty()
+        !self.subs.is_empty()
     }
 
     /// Whether this session is in a presence room: its transport then checks more often that the peer is there,
     /// so that a vanished member leaves within [`crate::limits::PRESENCE_LEAVE_BOUND`].
     pub fn in_presence(&self) -> bool {
-        !self.rooms.is_empty()
+        self.subs.iter().any(|s| s.held == Held::Room)
+    }
+
+    /// Where presence room `room` is in the session's list.
+    fn room_at(&self, room: &str) -> Option<usize> {
+        self.subs.iter().position(|s| s.held == Held::Room && s.remote == room)
     }
 
     /// Whether this session is in presence room `room`.
     pub(super) fn in_room(&self, room: &str) -> bool {
-        self.rooms.iter().any(|m| &*m.room == room)
+        self.room_at(room).is_some()
     }
 
     /// Joins presence room `room` as `entry` says (again, to change its state), under local channel `local`.
@@ -130,8 +137,9 @@ impl Session {
         limits: PresenceLimits,
         entry: Joining,
     ) -> Result<Snapshot, VerbError> {
-        let at = self.rooms.iter().position(|m| m.room == *room);
-        if at.is_none() && self.rooms.len() >= crate::limits::MAX_PRESENCE_ROOMS_PER_CONNECTION {
+        let at = self.room_at(room);
+        let rooms = self.subs.iter().filter(|s| s.held == Held::Room).count();
+        if at.is_none() && rooms >= crate::limits::MAX_PRESENCE_ROOMS_PER_CONNECTION {
             return Err(VerbError::new(
                 ErrorCode::TooManySubscriptions,
                 format!(
@@ -142,11 +150,12 @@ impl Session {
         }
         let snapshot = presence.join(room, limits, self.conn, &self.outbox, entry);
         match at {
-            Some(at) if !self.rooms[at].locals.iter().any(|l| l == local) => {
-                self.rooms[at].locals.push(local.to_owned())
-            }
+            Some(at) if !self.subs[at].locals.iter().any(|l| l == local) => self.subs[at].locals.push(local.to_owned()),
             Some(_) => {}
-            None => self.rooms.push(Membership { room: room.clone(), locals: vec![local.to_owned()] }),
+            None => {
+                let locals = vec![local.to_owned()];
+                self.subs.push(Subscription { remote: room.to_string(), held: Held::Room, locals });
+            }
         }
         Ok(snapshot)
     }
@@ -156,12 +165,12 @@ impl Session {
     pub(super) fn leave_room(&mut self, presence: &Presence, room: &str, local: &str) -> Result<(), VerbError> {
         let not_joined =
             || VerbError::new(ErrorCode::NotSubscribed, format!("local channel `{local}` is not in presence `{room}`"));
-        let at = self.rooms.iter().position(|m| &*m.room == room).ok_or_else(not_joined)?;
-        let locals = &mut self.rooms[at].locals;
+        let at = self.room_at(room).ok_or_else(not_joined)?;
+        let locals = &mut self.subs[at].locals;
         let held = locals.iter().position(|l| l == local).ok_or_else(not_joined)?;
         locals.swap_remove(held);
         if locals.is_empty() {
-            self.rooms.swap_remove(at);
+            self.subs.swap_remove(at);
             // Gone already only if the room dropped it, which it does not: a membership ends with its session.
             let _ = presence.leave(room, self.conn);
         }
@@ -173,8 +182,13 @@ impl Session {
         self.count
     }
 
+    /// Where server channel `remote` is in the session's list.
+    fn channel_at(&self, remote: &str) -> Option<usize> {
+        self.subs.iter().position(|s| s.held != Held::Room && s.remote == remote)
+    }
+
     fn holds(&self, local: &str, remote: &str) -> bool {
-        self.subs.iter().any(|s| s.remote == remote && s.locals.iter().any(|l| l == local))
+        self.channel_at(remote).is_some_and(|at| self.subs[at].locals.iter().any(|l| l == local))
     }
 
     /// Adds the local channel `local` for server channel `remote`, and the session to the hub's subscribers of
@@ -199,19 +213,19 @@ impl Session {
                 ),
             ));
         }
-        let model = match target {
+        let held = match target {
             Target::Model(view, filter, visible) => {
                 hub.subscribe_model(self.conn, view, remote, visible, filter);
-                Some(view.model.name.clone())
+                Held::Model(view.model.name.clone())
             }
             Target::Plain => {
                 hub.subscribe_plain(self.conn, remote);
-                None
+                Held::Plain
             }
         };
-        match self.subs.iter_mut().find(|s| s.remote == remote) {
-            Some(sub) => sub.locals.push(local.to_owned()),
-            None => self.subs.push(Subscription { remote: remote.to_owned(), model, locals: vec![local.to_owned()] }),
+        match self.channel_at(remote) {
+            Some(at) => self.subs[at].locals.push(local.to_owned()),
+            None => self.subs.push(Subscription { remote: remote.to_owned(), held, locals: vec![local.to_owned()] }),
         }
         self.count += 1;
         Ok(true)
@@ -223,7 +237,7 @@ impl Session {
         let not_subscribed = || {
             VerbError::new(ErrorCode::NotSubscribed, format!("local channel `{local}` is not subscribed to `{remote}`"))
         };
-        let at = self.subs.iter().position(|s| s.remote == remote).ok_or_else(not_subscribed)?;
+        let at = self.channel_at(remote).ok_or_else(not_subscribed)?;
         let locals = &mut self.subs[at].locals;
         let held = locals.iter().position(|l| l == local).ok_or_else(not_subscribed)?;
         locals.swap_remove(held);
@@ -237,20 +251,23 @@ impl Session {
 
     /// Leaves every channel and presence room, and unregisters from the hub.
     pub(super) fn close(self, hub: &Hub, presence: &Presence) {
-        for membership in &self.rooms {
-            let _ = presence.leave(&membership.room, self.conn);
-        }
         for sub in self.subs {
-            unsubscribe(hub, self.conn, sub);
+            match sub.held {
+                Held::Room => {
+                    let _ = presence.leave(&sub.remote, self.conn);
+                }
+                _ => unsubscribe(hub, self.conn, sub),
+            }
         }
         hub.unregister(self.conn);
     }
 }
 
 fn unsubscribe(hub: &Hub, conn: ConnId, sub: Subscription) {
-    match sub.model {
-        Some(model) => hub.unsubscribe_model(conn, &model, &sub.remote),
-        None => hub.unsubscribe_plain(conn, &sub.remote),
+    match sub.held {
+        Held::Model(model) => hub.unsubscribe_model(conn, &model, &sub.remote),
+        Held::Plain => hub.unsubscribe_plain(conn, &sub.remote),
+        Held::Room => {}
     }
 }
 
