@@ -14,6 +14,7 @@ pub mod identity;
 mod origin;
 mod protocol;
 mod socket;
+mod sockjs;
 mod static_files;
 mod strict;
 pub mod users;
@@ -91,6 +92,8 @@ struct AppState {
     logins: Arc<admin::Logins>,
     /// Failed logins, by address and by name.
     login_throttle: Arc<users::Throttle>,
+    /// SockJS sessions between their requests.
+    sockjs: Arc<sockjs::Sessions>,
 }
 
 /// The client address of a request, when drakon's own accept loop serves it (not when the router is embedded).
@@ -155,10 +158,15 @@ fn router_with(
         connections,
         logins: Arc::default(),
         login_throttle: Arc::default(),
+        sockjs: Arc::default(),
     };
     let static_dir = state.options.static_dir.clone();
     let router = Router::new()
         .route("/data/websocket", get(socket::upgrade))
+        .route("/data", get(sockjs::greeting))
+        .route("/data/", get(sockjs::greeting))
+        .route("/data/info", get(sockjs::info).options(sockjs::info))
+        .route("/data/{server}/{session}/{transport}", post(sockjs::transport).options(sockjs::transport))
         .route("/drakon.js", get(http::client_script))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))

@@ -96,7 +96,7 @@ pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) ->
 /// server takes tokens); the admin login cookie; a built-in user's session cookie; the app's own login (`auth_url`),
 /// asked with the request's cookies and `Authorization`. With none of them the session is anonymous, and may still
 /// sign in with the `auth` request. A credential that is presented and refused refuses the upgrade.
-async fn who(
+pub(crate) async fn who(
     state: &AppState,
     uri: &axum::http::Uri,
     headers: &axum::http::HeaderMap,
