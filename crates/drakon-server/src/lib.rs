@@ -164,6 +164,7 @@ fn router_with(
     let router = Router::new()
         .route("/data/websocket", get(socket::upgrade))
         .route("/data", get(sockjs::greeting))
+        .route("/settings.js", get(sockjs::settings))
         .route("/data/", get(sockjs::greeting))
         .route("/data/info", get(sockjs::info).options(sockjs::info))
         .route("/data/{server}/{session}/{transport}", post(sockjs::transport).options(sockjs::transport))

@@ -80,6 +80,24 @@ impl Sessions {
     }
 }
 
+/// `GET /settings.js`: what SwampDragon's pages load before `swampdragon.js`, naming where its SockJS endpoint is:
+/// `window.swampdragon_settings` (with `endpoint`) and `window.swampdragon_host`, this server's origin as the request
+/// reached it (`https` behind a proxy that says so).
+pub async fn settings(headers: HeaderMap) -> Response {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    // Only a host name and port may go into the script.
+    if !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+        return (StatusCode::BAD_REQUEST, "a Host header of a host name and port is needed").into_response();
+    }
+    let scheme = if crate::users::over_tls(&headers) { "https" } else { "http" };
+    let body = format!(
+        "window.swampdragon_settings = {{\"endpoint\": \"/data\"}};\nwindow.swampdragon_host = \"{scheme}://{host}\";\n"
+    );
+    let mut response = ([(header::CONTENT_TYPE, "application/javascript; charset=UTF-8")], body).into_response();
+    no_cache(response.headers_mut());
+    response
+}
+
 /// `GET /data`.
 pub async fn greeting() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], "Welcome to SockJS!\n").into_response()

@@ -188,7 +188,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 
 /// Whether the page came over HTTPS (directly, or through a proxy that says so), so the cookie may only go back
 /// over HTTPS.
-fn over_tls(headers: &HeaderMap) -> bool {
+pub(crate) fn over_tls(headers: &HeaderMap) -> bool {
     let forwarded = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     forwarded.is_some_and(|p| p.eq_ignore_ascii_case("https")) || origin.is_some_and(|o| o.starts_with("https://"))

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, TODO, http};
+use common::{BIN, TODO, http, raw_http};
 use drakon_testkit::TestServer;
 
 #[test]
@@ -36,6 +36,15 @@ async fn the_endpoints_answer_as_the_sockjs_protocol_says() {
     let server = TestServer::spawn(BIN, &config).await;
     let addr = server.addr.as_str();
     assert_eq!(http(addr, "GET", "/data", &[], b"").await.body, "Welcome to SockJS!\n");
+    // SwampDragon's pages load /settings.js, which names this server as the request reached it.
+    let settings = http(addr, "GET", "/settings.js", &[], b"").await;
+    let expected = format!(
+        "window.swampdragon_settings = {{\"endpoint\": \"/data\"}};\nwindow.swampdragon_host = \"http://{addr}\";\n"
+    );
+    assert_eq!(settings.body, expected);
+    let hostile =
+        raw_http(addr, b"GET /settings.js HTTP/1.1\r\nHost: x\";alert(1)//\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(hostile.status, 400, "{}", hostile.body);
     let info = http(addr, "GET", "/data/info", &[("Origin", "http://app.example")], b"").await;
     let head = info.head.to_ascii_lowercase();
     assert!(head.contains("access-control-allow-origin: http://app.example"), "{}", info.head);
