@@ -54,6 +54,10 @@ async fn the_endpoints_answer_as_the_sockjs_protocol_says() {
     assert_eq!(preflight.status, 204);
     assert!(preflight.head.to_ascii_lowercase().contains("access-control-allow-methods: options, post"));
 
+    // A page of another origin may not open a session (its cookies would ride along) unless allowed_origins lists it.
+    let foreign = http(addr, "POST", "/data/000/s0/xhr", &[("Origin", "http://evil.example")], b"").await;
+    assert_eq!(foreign.status, 403, "{}", foreign.body);
+
     // Opening, then a long poll that a second receiver cannot join.
     assert_eq!(http(addr, "POST", "/data/000/s1/xhr", &[], b"").await.body, "o\n");
     let waiting = {
