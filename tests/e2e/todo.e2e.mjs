@@ -556,6 +556,35 @@ async function run() {
     await shot(three);
   });
 
+  await step('a browser whose WebSockets are blocked moves to SockJS and stays live', async () => {
+    // Every WebSocket this page opens fails at once, as behind a proxy that refuses upgrades.
+    const blocked = await newPage('browser 5 (no WebSocket)', { viewport: { width: 960, height: 640 } });
+    await blocked.addInitScript(() => {
+      window.WebSocket = class {
+        constructor() {
+          setTimeout(() => {
+            this.onerror?.({});
+            this.onclose?.({ code: 1006, reason: 'blocked' });
+          }, 5);
+        }
+        send() {}
+        close() {}
+      };
+    });
+    await blocked.goto(`${server.base}/#list=${groceries}`);
+    await expectText([blocked], `item-text-${ids.coffee}`, 'coffee', RECONNECT_MS);
+    await expectHidden([blocked], 'connection-banner', UI_MS);
+    // Live both ways, over xhr-polling.
+    await one.getByTestId(`item-done-${ids.coffee}`).check();
+    await expectChecked([blocked], `item-done-${ids.coffee}`, true, LIVE_MS);
+    await blocked.getByTestId('new-item-text').fill('tea');
+    await blocked.getByTestId('new-item-submit').click();
+    ids.tea = await itemId(blocked, 'tea', UI_MS);
+    await expectText([one, two, three], `item-text-${ids.tea}`, 'tea', LIVE_MS);
+    await shot(blocked);
+    await session.closePage(blocked);
+  });
+
   await runUsers(appDir);
 }
 

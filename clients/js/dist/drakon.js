@@ -306,6 +306,7 @@ var drakon = (() => {
   var STABLE_CONNECTION_MS = 5e3;
   var CONNECT_TIMEOUT_MS = 1e4;
   var MAX_BACKOFF_EXPONENT = 30;
+  var WEBSOCKET_FAILURES_BEFORE_FALLBACK = 2;
 
   // src/backoff.ts
   function backoffDelay(attempt, minDelayMs, maxDelayMs, random = Math.random) {
@@ -329,6 +330,108 @@ var drakon = (() => {
     }
   };
 
+  // src/sockjs.ts
+  function sockJsBase(wsUrl) {
+    return wsUrl.replace(/^ws/i, "http").replace(/\/websocket\/?(\?.*)?$/, "");
+  }
+  function randomId() {
+    const bytes = new Uint8Array(12);
+    globalThis.crypto.getRandomValues(bytes);
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+  var SockJsPolling = class {
+    constructor(url) {
+      this.onopen = null;
+      this.onmessage = null;
+      this.onclose = null;
+      this.onerror = null;
+      this.ended = false;
+      this.outgoing = [];
+      this.sending = false;
+      this.session = `${sockJsBase(url)}/${Math.floor(Math.random() * 1e3)}/${randomId()}`;
+      queueMicrotask(() => void this.receive());
+    }
+    send(text) {
+      if (this.ended) throw new Error("the SockJS session is closed");
+      this.outgoing.push(text);
+      void this.flush();
+    }
+    close(code = 1e3, reason = "client closed") {
+      this.end(code, reason);
+    }
+    async receive() {
+      while (!this.ended) {
+        let text;
+        try {
+          const response = await fetch(`${this.session}/xhr`, { method: "POST", credentials: "include" });
+          if (!response.ok) return this.end(1006, `SockJS answered HTTP ${response.status}`);
+          text = await response.text();
+        } catch (err) {
+          return this.end(1006, `SockJS request failed: ${String(err)}`);
+        }
+        for (const line of text.split("\n")) {
+          if (this.ended) return;
+          this.frame(line);
+        }
+      }
+    }
+    frame(line) {
+      var _a, _b;
+      const kind = line.charAt(0);
+      if (kind === "o") {
+        (_a = this.onopen) == null ? void 0 : _a.call(this, {});
+      } else if (kind === "a") {
+        let messages;
+        try {
+          messages = JSON.parse(line.slice(1));
+        } catch (e) {
+          return this.end(1006, "a SockJS frame that is not JSON");
+        }
+        for (const message of Array.isArray(messages) ? messages : []) {
+          if (this.ended) return;
+          (_b = this.onmessage) == null ? void 0 : _b.call(this, { data: typeof message === "string" ? message : JSON.stringify(message) });
+        }
+      } else if (kind === "c") {
+        let code = 1006;
+        let reason = "closed by the server";
+        try {
+          const parsed = JSON.parse(line.slice(1));
+          [code, reason] = parsed;
+        } catch (e) {
+        }
+        this.end(code, reason);
+      }
+    }
+    /** Sends what waits, one request at a time, in order. */
+    async flush() {
+      if (this.sending) return;
+      this.sending = true;
+      try {
+        while (this.outgoing.length > 0 && !this.ended) {
+          const batch = this.outgoing;
+          this.outgoing = [];
+          const response = await fetch(`${this.session}/xhr_send`, {
+            method: "POST",
+            credentials: "include",
+            headers: { "Content-Type": "text/plain;charset=UTF-8" },
+            body: JSON.stringify(batch)
+          });
+          if (!response.ok) return this.end(1006, `SockJS refused a message: HTTP ${response.status}`);
+        }
+      } catch (err) {
+        this.end(1006, `SockJS send failed: ${String(err)}`);
+      } finally {
+        this.sending = false;
+      }
+    }
+    end(code, reason) {
+      var _a;
+      if (this.ended) return;
+      this.ended = true;
+      (_a = this.onclose) == null ? void 0 : _a.call(this, { code, reason });
+    }
+  };
+
   // src/connection.ts
   var Connection = class {
     constructor(settings, hooks) {
@@ -336,7 +439,14 @@ var drakon = (() => {
       this.hooks = hooks;
       this.current = "connecting";
       this.urlIndex = 0;
+      /** WebSocket attempts in a row that never opened. */
+      this.unopened = 0;
       this.backoff = new Backoff(settings.minDelayMs, settings.maxDelayMs, settings.random);
+      this.polling = settings.WebSocket === void 0;
+    }
+    /** Whether the connection has moved to SockJS (no WebSocket here, or none could be opened). */
+    get transport() {
+      return this.polling ? "sockjs-polling" : "websocket";
     }
     get state() {
       return this.current;
@@ -368,8 +478,10 @@ var drakon = (() => {
       this.urlIndex = (this.urlIndex + 1) % this.settings.urls.length;
       let socket;
       try {
-        socket = new this.settings.WebSocket(url);
+        const Socket = this.polling || this.settings.WebSocket === void 0 ? SockJsPolling : this.settings.WebSocket;
+        socket = new Socket(url);
       } catch (e) {
+        this.unopenedAttempt();
         this.failed();
         return;
       }
@@ -378,6 +490,7 @@ var drakon = (() => {
         this.connectTimer = void 0;
         if (this.socket === socket && this.openedAt === void 0) {
           this.discard(1e3, "connect timeout");
+          this.unopenedAttempt();
           this.failed();
         }
       }, CONNECT_TIMEOUT_MS);
@@ -386,6 +499,7 @@ var drakon = (() => {
         clearTimeout(this.connectTimer);
         this.connectTimer = void 0;
         this.openedAt = Date.now();
+        this.unopened = 0;
         this.current = "open";
         this.hooks.opened();
         this.hooks.state("open");
@@ -401,10 +515,17 @@ var drakon = (() => {
         if (wasOpen && Date.now() - this.openedAt >= STABLE_CONNECTION_MS) this.backoff.reset();
         this.discard(1e3, "socket lost");
         if (wasOpen) this.hooks.lost();
+        else this.unopenedAttempt();
         this.failed();
       };
       socket.onclose = gone;
       socket.onerror = gone;
+    }
+    /** A WebSocket attempt that never opened: after a few in a row, the next attempts go over SockJS. */
+    unopenedAttempt() {
+      if (this.polling) return;
+      this.unopened++;
+      if (this.settings.fallback && this.unopened >= WEBSOCKET_FAILURES_BEFORE_FALLBACK) this.polling = true;
     }
     /** After a lost socket or a failed attempt: schedule the next attempt, or stop. */
     failed() {
@@ -1115,8 +1236,9 @@ var drakon = (() => {
       var _a, _b, _c, _d, _e, _f, _g;
       const urls = (typeof url === "string" ? [url] : [...url]).map(resolveUrl);
       if (urls.length === 0) throw new TypeError("connect needs at least one URL");
-      const WebSocket = (_a = options.WebSocket) != null ? _a : globalThis.WebSocket;
-      if (typeof WebSocket !== "function") {
+      const own = globalThis.WebSocket;
+      const WebSocket = (_a = options.WebSocket) != null ? _a : own;
+      if (typeof WebSocket !== "function" && typeof globalThis.fetch !== "function") {
         throw new TypeError("no WebSocket implementation here: pass one as options.WebSocket (in Node, the ws package)");
       }
       this.queueWhileDisconnected = (_b = options.queueWhileDisconnected) != null ? _b : DEFAULTS.queueWhileDisconnected;
@@ -1132,7 +1254,9 @@ var drakon = (() => {
           reconnect: (_e = options.reconnect) != null ? _e : DEFAULTS.reconnect,
           minDelayMs: (_f = options.minDelayMs) != null ? _f : DEFAULTS.minDelayMs,
           maxDelayMs: (_g = options.maxDelayMs) != null ? _g : DEFAULTS.maxDelayMs,
-          WebSocket
+          WebSocket: typeof WebSocket === "function" ? WebSocket : void 0,
+          // A WebSocket passed in is used as is; the runtime's own may be blocked on the way, and then SockJS helps.
+          fallback: options.WebSocket === void 0
         },
         {
           opened: () => this.opened(),
@@ -1145,6 +1269,9 @@ var drakon = (() => {
     }
     get state() {
       return this.connection.state;
+    }
+    get transport() {
+      return this.connection.transport;
     }
     get generation() {
       return this.connections;

@@ -53,8 +53,9 @@ export class DrakonClient implements Client, SubscriptionHost {
   constructor(url: string | readonly string[], options: ConnectOptions = {}) {
     const urls = (typeof url === 'string' ? [url] : [...url]).map(resolveUrl);
     if (urls.length === 0) throw new TypeError('connect needs at least one URL');
-    const WebSocket = (options.WebSocket ?? (globalThis as { WebSocket?: unknown }).WebSocket) as SocketConstructor | undefined;
-    if (typeof WebSocket !== 'function') {
+    const own = (globalThis as { WebSocket?: unknown }).WebSocket as SocketConstructor | undefined;
+    const WebSocket = (options.WebSocket ?? own) as SocketConstructor | undefined;
+    if (typeof WebSocket !== 'function' && typeof globalThis.fetch !== 'function') {
       throw new TypeError('no WebSocket implementation here: pass one as options.WebSocket (in Node, the ws package)');
     }
     this.queueWhileDisconnected = options.queueWhileDisconnected ?? DEFAULTS.queueWhileDisconnected;
@@ -70,7 +71,9 @@ export class DrakonClient implements Client, SubscriptionHost {
         reconnect: options.reconnect ?? DEFAULTS.reconnect,
         minDelayMs: options.minDelayMs ?? DEFAULTS.minDelayMs,
         maxDelayMs: options.maxDelayMs ?? DEFAULTS.maxDelayMs,
-        WebSocket,
+        WebSocket: typeof WebSocket === 'function' ? WebSocket : undefined,
+        // A WebSocket passed in is used as is; the runtime's own may be blocked on the way, and then SockJS helps.
+        fallback: options.WebSocket === undefined,
       },
       {
         opened: () => this.opened(),
@@ -84,6 +87,10 @@ export class DrakonClient implements Client, SubscriptionHost {
 
   get state(): ConnectionState {
     return this.connection.state;
+  }
+
+  get transport(): 'websocket' | 'sockjs-polling' {
+    return this.connection.transport;
   }
 
   get generation(): number {

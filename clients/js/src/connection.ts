@@ -5,7 +5,8 @@
 // reconnect unless the client was closed or `reconnect` is off.
 
 import { Backoff } from './backoff';
-import { CONNECT_TIMEOUT_MS, STABLE_CONNECTION_MS } from './limits';
+import { CONNECT_TIMEOUT_MS, STABLE_CONNECTION_MS, WEBSOCKET_FAILURES_BEFORE_FALLBACK } from './limits';
+import { SockJsPolling } from './sockjs';
 import type { ConnectionState } from './types';
 
 /** The part of the browser WebSocket API the client uses; the `ws` package's WebSocket fits too. */
@@ -37,7 +38,10 @@ export interface ConnectionSettings {
   reconnect: boolean;
   minDelayMs: number;
   maxDelayMs: number;
-  WebSocket: SocketConstructor;
+  /** `undefined`: none in this runtime, so every attempt goes over SockJS. */
+  WebSocket: SocketConstructor | undefined;
+  /** Whether to move to SockJS after WebSocket attempts that never open (the runtime's own WebSocket only). */
+  fallback: boolean;
   random?: () => number;
 }
 
@@ -49,12 +53,22 @@ export class Connection {
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly backoff: Backoff;
+  /** WebSocket attempts in a row that never opened. */
+  private unopened = 0;
+  /** Attempts go over SockJS from now on. */
+  private polling: boolean;
 
   constructor(
     private readonly settings: ConnectionSettings,
     private readonly hooks: ConnectionHooks,
   ) {
     this.backoff = new Backoff(settings.minDelayMs, settings.maxDelayMs, settings.random);
+    this.polling = settings.WebSocket === undefined;
+  }
+
+  /** Whether the connection has moved to SockJS (no WebSocket here, or none could be opened). */
+  get transport(): 'websocket' | 'sockjs-polling' {
+    return this.polling ? 'sockjs-polling' : 'websocket';
   }
 
   get state(): ConnectionState {
@@ -93,8 +107,10 @@ export class Connection {
     this.urlIndex = (this.urlIndex + 1) % this.settings.urls.length;
     let socket: SocketLike;
     try {
-      socket = new this.settings.WebSocket(url);
+      const Socket = this.polling || this.settings.WebSocket === undefined ? SockJsPolling : this.settings.WebSocket;
+      socket = new Socket(url);
     } catch {
+      this.unopenedAttempt();
       this.failed();
       return;
     }
@@ -103,6 +119,7 @@ export class Connection {
       this.connectTimer = undefined;
       if (this.socket === socket && this.openedAt === undefined) {
         this.discard(1000, 'connect timeout');
+        this.unopenedAttempt();
         this.failed();
       }
     }, CONNECT_TIMEOUT_MS);
@@ -111,6 +128,7 @@ export class Connection {
       clearTimeout(this.connectTimer);
       this.connectTimer = undefined;
       this.openedAt = Date.now();
+      this.unopened = 0;
       this.current = 'open';
       this.hooks.opened();
       this.hooks.state('open');
@@ -127,12 +145,20 @@ export class Connection {
       // Closing is a no-op after a close event, and after a bare error it makes sure the socket is released.
       this.discard(1000, 'socket lost');
       if (wasOpen) this.hooks.lost();
+      else this.unopenedAttempt();
       this.failed();
     };
     socket.onclose = gone;
     // Browsers and `ws` follow an error with a close event, but Node's built-in WebSocket may not after a failed
     // handshake, so an error counts as the end of the socket too; the close event that may follow is ignored.
     socket.onerror = gone;
+  }
+
+  /** A WebSocket attempt that never opened: after a few in a row, the next attempts go over SockJS. */
+  private unopenedAttempt(): void {
+    if (this.polling) return;
+    this.unopened++;
+    if (this.settings.fallback && this.unopened >= WEBSOCKET_FAILURES_BEFORE_FALLBACK) this.polling = true;
   }
 
   /** After a lost socket or a failed attempt: schedule the next attempt, or stop. */

@@ -23,3 +23,9 @@ export const CONNECT_TIMEOUT_MS = 10_000;
 
 /** Backoff exponents stop growing here; 2^30 times any sane minimum is far past any maximum. */
 export const MAX_BACKOFF_EXPONENT = 30;
+
+/**
+ * WebSocket attempts in a row that never open (a proxy that refuses upgrades) before the client moves to SockJS's
+ * xhr-polling over the same sessions. Two, so that one server restart does not move it.
+ */
+export const WEBSOCKET_FAILURES_BEFORE_FALLBACK = 2;

@@ -62,6 +62,11 @@ export interface Client {
   /** The connection's current state. */
   readonly state: ConnectionState;
   /**
+   * How it connects: `websocket`, or `sockjs-polling` once no WebSocket could be opened (or the runtime has none),
+   * over the server's SockJS endpoint and the same sessions.
+   */
+  readonly transport: 'websocket' | 'sockjs-polling';
+  /**
    * The signed-in user, once the server accepted the token or said whom the connection's cookies signed in (a
    * built-in user's session, the app's own login); `undefined` when anonymous.
    */

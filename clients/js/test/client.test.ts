@@ -898,3 +898,42 @@ describe('signing in', () => {
     expect(users).toEqual(['alice', undefined]);
   });
 });
+
+describe('without WebSockets', () => {
+  it('talks to the SockJS endpoint of the same server over xhr-polling', async () => {
+    const sent: unknown[] = [];
+    const receives: Array<(body: string) => void> = [];
+    const urls: string[] = [];
+    vi.stubGlobal('fetch', (url: string, init: { body?: string }) => {
+      urls.push(url);
+      if (url.endsWith('/xhr_send')) {
+        sent.push(...JSON.parse(init.body ?? '[]').map((m: string) => JSON.parse(m)));
+        return Promise.resolve(new Response(null, { status: 204 }));
+      }
+      return new Promise((resolve) => receives.push((body) => resolve(new Response(body, { status: 200 }))));
+    });
+    try {
+      const client = connect('ws://drakon.test/data/websocket');
+      expect(client.transport).toBe('sockjs-polling');
+      await flush();
+      expect(urls[0]).toMatch(/^http:\/\/drakon\.test\/data\/\d+\/[0-9a-f]{24}\/xhr$/);
+      receives.shift()?.('o\n');
+      await flush();
+      expect(client.state).toBe('open');
+      const lists = client.call('todo-list', 'get_list');
+      await flush();
+      expect(sent).toMatchObject([{ route: 'todo-list', verb: 'get_list', callbackname: 'cb_0' }]);
+      const reply = JSON.stringify({ data: [{ id: 1 }], context: { client_callback_name: 'cb_0', verb: 'get_list', state: 'success' } });
+      receives.shift()?.(`a${JSON.stringify([reply])}\n`);
+      await expect(lists).resolves.toEqual([{ id: 1 }]);
+      // The server closes the session: the client connects again.
+      await flush();
+      receives.shift()?.('c[3000,"Go away!"]\n');
+      await flush();
+      expect(client.state).toBe('reconnecting');
+      client.close();
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+});
