@@ -43,6 +43,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(25);
 /// keep a streaming response's whole body).
 pub const RESPONSE_LIMIT: usize = 128 * 1024;
 
+/// Most SockJS sessions a node holds at once: each is a drakon session, kept 5 s after its last request, so a client
+/// that opens sessions in a loop would otherwise grow memory with its request rate.
+pub const MAX_SESSIONS: usize = 50_000;
+
 /// The streaming prelude: 2 KiB of `h` and a newline, which makes old browsers start handing out the body.
 const PRELUDE: usize = 2048;
 
@@ -270,12 +274,24 @@ async fn open(
     let existing = {
         let mut sessions = state.sockjs.by_id.lock().unwrap_or_else(|e| e.into_inner());
         match sessions.get(id).cloned() {
-            Some(existing) => Some(existing),
+            Some(existing) => Some(Ok(existing)),
+            None if sessions.len() >= MAX_SESSIONS => Some(Err(())),
             None => {
                 sessions.insert(id.to_owned(), sock.clone());
                 None
             }
         }
+    };
+    let existing = match existing {
+        Some(Err(())) => {
+            if let Some(answering) = sock.session.lock().await.take() {
+                state.engine.close_session(answering.session);
+            }
+            let body = "too many SockJS sessions on this node; try again shortly";
+            return Err((StatusCode::SERVICE_UNAVAILABLE, body).into_response());
+        }
+        Some(Ok(existing)) => Some(existing),
+        None => None,
     };
     if let Some(existing) = existing {
         if let Some(answering) = sock.session.lock().await.take() {
