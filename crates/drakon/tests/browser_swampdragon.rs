@@ -8,19 +8,7 @@
 
 mod common;
 
-use std::process::Command;
-
 #[test]
 fn swampdragon_js_from_its_sdist_stays_live_over_sockjs_streaming_and_polling() {
-    let e2e = common::e2e_dir();
-    let output = Command::new("node")
-        .arg(e2e.join("swampdragon.e2e.mjs"))
-        .env("DRAKON_BIN", env!("CARGO_BIN_EXE_drakon"))
-        .env("E2E_ARTIFACTS", e2e.join("artifacts").join("swampdragon"))
-        .output()
-        .expect("run node (Node.js 20 is needed for the browser test)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "SwampDragon browser test failed ({}):\n{stdout}\n{stderr}", output.status);
-    println!("{stdout}");
+    println!("{}", common::run_e2e("swampdragon.e2e.mjs", "artifacts/swampdragon"));
 }

@@ -263,6 +263,22 @@ pub fn e2e_dir() -> std::path::PathBuf {
     e2e
 }
 
+/// Runs `tests/e2e/<script>` with this build of `drakon`, its screenshots in `tests/e2e/<artifacts>`; fails with
+/// the script's output unless it passes, and returns its output otherwise.
+pub fn run_e2e(script: &str, artifacts: &str) -> String {
+    let e2e = e2e_dir();
+    let output = std::process::Command::new("node")
+        .arg(e2e.join(script))
+        .env("DRAKON_BIN", BIN)
+        .env("E2E_ARTIFACTS", e2e.join(artifacts))
+        .output()
+        .expect("run node (Node.js 20 is needed for the browser tests)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed ({}):\n{stdout}\n{stderr}", output.status);
+    stdout
+}
+
 /// The HS256 secret of [`NOTES`].
 pub const SECRET: &str = "the-notes-app-secret-of-32-chars-or-more";
 
