@@ -316,8 +316,10 @@ async fn receive(state: &AppState, id: &str, uri: &axum::http::Uri, headers: &He
     }
     *sock.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = None;
     if !streaming {
+        // Detached however the request ends: answered, or dropped because the client went away mid-poll.
+        let attached = Attached(sock.clone());
         let frame = if opened { Bytes::from_static(b"o\n") } else { next_frame(&sock).await };
-        detach(&sock);
+        drop(attached);
         if frame.starts_with(b"c") {
             forget(state, id, &sock).await;
         }
@@ -326,6 +328,7 @@ async fn receive(state: &AppState, id: &str, uri: &axum::http::Uri, headers: &He
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let (state, id) = (state.clone(), id.to_owned());
     tokio::spawn(async move {
+        let _attached = Attached(sock.clone());
         let mut prelude = vec![b'h'; PRELUDE];
         prelude.push(b'\n');
         let mut sent = 0;
@@ -335,18 +338,17 @@ async fn receive(state: &AppState, id: &str, uri: &axum::http::Uri, headers: &He
         }
         for chunk in first {
             if tx.send(Ok(chunk)).await.is_err() {
-                return detach(&sock);
+                return;
             }
         }
         loop {
             let frame = tokio::select! {
                 frame = next_frame(&sock) => frame,
-                () = tx.closed() => return detach(&sock),
+                () = tx.closed() => return,
             };
             sent += frame.len();
             let closing = frame.starts_with(b"c");
             if tx.send(Ok(frame)).await.is_err() || closing || sent >= RESPONSE_LIMIT {
-                detach(&sock);
                 if closing {
                     forget(&state, &id, &sock).await;
                 }
@@ -363,10 +365,15 @@ fn tokio_stream_of(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// The receiving request ended: the session waits [`DISCONNECT_DELAY`] for the next one.
-fn detach(sock: &SockSession) {
-    *sock.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-    sock.receiving.store(false, Ordering::SeqCst);
+/// A receiving request in progress; when it ends, however it ends, the session waits [`DISCONNECT_DELAY`] for the
+/// next one.
+struct Attached(Arc<SockSession>);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.0.receiving.store(false, Ordering::SeqCst);
+    }
 }
 
 /// What the receiver sends next: the replies and events that wait (`a[...]`), the heartbeat when nothing came

@@ -79,6 +79,19 @@ async fn the_endpoints_answer_as_the_sockjs_protocol_says() {
     let answered = waiting.await.unwrap();
     assert!(answered.body.starts_with("a[\"{\\\"data\\\":[]"), "{}", answered.body);
 
+    // A client that goes away in the middle of a long poll leaves the session free for its next poll.
+    let dropped = {
+        let addr = addr.to_owned();
+        tokio::spawn(async move { http(&addr, "POST", "/data/000/s1/xhr", &[], b"").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    dropped.abort();
+    let _ = dropped.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    http(addr, "POST", "/data/000/s1/xhr_send", &[], b"[\"{}\"]").await;
+    let next = http(addr, "POST", "/data/000/s1/xhr", &[], b"").await;
+    assert!(next.body.starts_with("a["), "the poll after an abandoned one: {}", next.body);
+
     // Sending to nobody, or nothing, or garbage.
     assert_eq!(http(addr, "POST", "/data/000/nobody/xhr_send", &[], b"[\"x\"]").await.status, 404);
     let empty = http(addr, "POST", "/data/000/s1/xhr_send", &[], b"").await;
