@@ -119,7 +119,7 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 /// Whether the request comes from an allowed origin with the cookie of a live admin login (the admin secret's).
 pub fn has_admin_login(state: &AppState, headers: &HeaderMap) -> bool {
     origin_allowed(&state.options, headers)
-        && cookie(headers).is_some_and(|token| state.logins.check(&state.options.admin_secret, token).is_some())
+        && cookie(headers).is_some_and(|token| state.http.logins.check(&state.options.admin_secret, token).is_some())
 }
 
 /// Whether the request may use the admin page: an admin login, or the session of a built-in user with the `staff`
@@ -185,14 +185,14 @@ fn log_in(state: &AppState, headers: &HeaderMap, peer: Option<std::net::IpAddr>,
     if !origin_allowed(&state.options, headers) {
         return login_page(StatusCode::FORBIDDEN, "Log in from this server's own page.");
     }
-    if state.login_throttle.address_waits(peer).is_some() {
+    if state.http.login_throttle.address_waits(peer).is_some() {
         return login_page(StatusCode::TOO_MANY_REQUESTS, "Too many failed logins from here; try again later.");
     }
     if !same_secret(secret, &state.options.admin_secret) {
-        state.login_throttle.failed(peer, ADMIN_LOGIN_NAME);
+        state.http.login_throttle.failed(peer, ADMIN_LOGIN_NAME);
         return login_page(StatusCode::UNAUTHORIZED, "That secret is not right.");
     }
-    let Some(token) = state.logins.issue(&state.options.admin_secret) else {
+    let Some(token) = state.http.logins.issue(&state.options.admin_secret) else {
         return login_page(StatusCode::SERVICE_UNAVAILABLE, "The server cannot make a login token right now.");
     };
     let mut response = Redirect::to("/admin").into_response();
@@ -226,7 +226,7 @@ pub async fn login_form(
 /// `POST /admin/logout`: revokes the login, wherever its cookie is kept.
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(token) = cookie(&headers).filter(|_| origin_allowed(&state.options, &headers)) {
-        state.logins.revoke(&state.options.admin_secret, token);
+        state.http.logins.revoke(&state.options.admin_secret, token);
     }
     let mut response = Redirect::to("/admin").into_response();
     let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");

@@ -88,12 +88,20 @@ struct AppState {
     shutdown: watch::Receiver<bool>,
     /// Open WebSocket connections, which axum's graceful shutdown does not wait for.
     connections: Arc<Connections>,
+    /// What only the HTTP endpoints use, behind one pointer: every WebSocket's task holds an `AppState`, and each
+    /// field more would make every idle connection bigger.
+    http: Arc<HttpState>,
+}
+
+/// The state of the HTTP endpoints (see [`AppState::http`]).
+#[derive(Debug, Default)]
+struct HttpState {
     /// Live admin logins.
-    logins: Arc<admin::Logins>,
+    logins: admin::Logins,
     /// Failed logins, by address and by name.
-    login_throttle: Arc<users::Throttle>,
+    login_throttle: users::Throttle,
     /// SockJS sessions between their requests.
-    sockjs: Arc<sockjs::Sessions>,
+    sockjs: sockjs::Sessions,
 }
 
 /// The client address of a request, when drakon's own accept loop serves it (not when the router is embedded).
@@ -151,15 +159,7 @@ fn router_with(
     shutdown: watch::Receiver<bool>,
     connections: Arc<Connections>,
 ) -> Router {
-    let state = AppState {
-        engine,
-        options: Arc::new(options),
-        shutdown,
-        connections,
-        logins: Arc::default(),
-        login_throttle: Arc::default(),
-        sockjs: Arc::default(),
-    };
+    let state = AppState { engine, options: Arc::new(options), shutdown, connections, http: Arc::default() };
     let static_dir = state.options.static_dir.clone();
     let router = Router::new()
         .route("/data/websocket", get(socket::upgrade))

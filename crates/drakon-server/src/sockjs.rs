@@ -241,7 +241,7 @@ async fn open(
     uri: &axum::http::Uri,
     headers: &HeaderMap,
 ) -> Result<(Arc<SockSession>, bool), Response> {
-    if let Some(existing) = state.sockjs.get(id) {
+    if let Some(existing) = state.http.sockjs.get(id) {
         return Ok((existing, false));
     }
     if !crate::origin::origin_allowed(&state.options, headers) {
@@ -272,7 +272,7 @@ async fn open(
     });
     // Two requests opening one id at once: the first one wins, and the other closes what it opened.
     let existing = {
-        let mut sessions = state.sockjs.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = state.http.sockjs.by_id.lock().unwrap_or_else(|e| e.into_inner());
         match sessions.get(id).cloned() {
             Some(existing) => Some(Ok(existing)),
             None if sessions.len() >= MAX_SESSIONS => Some(Err(())),
@@ -299,7 +299,7 @@ async fn open(
         }
         return Ok((existing, false));
     }
-    if !state.sockjs.sweeping.swap(true, Ordering::SeqCst) {
+    if !state.http.sockjs.sweeping.swap(true, Ordering::SeqCst) {
         tokio::spawn(sweep(state.clone()));
     }
     Ok((sock, true))
@@ -434,7 +434,7 @@ async fn next_frame(sock: &SockSession) -> Bytes {
 
 /// A sending request: a JSON array of strings, each a native frame.
 async fn send(state: &AppState, id: &str, body: &[u8]) -> Response {
-    let Some(sock) = state.sockjs.get(id) else {
+    let Some(sock) = state.http.sockjs.get(id) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     if body.is_empty() {
@@ -473,7 +473,7 @@ async fn send(state: &AppState, id: &str, body: &[u8]) -> Response {
 /// Removes session `id` and closes its drakon session.
 async fn forget(state: &AppState, id: &str, sock: &Arc<SockSession>) {
     {
-        let mut sessions = state.sockjs.by_id.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sessions = state.http.sockjs.by_id.lock().unwrap_or_else(|e| e.into_inner());
         if sessions.get(id).is_some_and(|s| Arc::ptr_eq(s, sock)) {
             sessions.remove(id);
         }
@@ -491,6 +491,7 @@ async fn sweep(state: AppState) {
         tick.tick().await;
         let now = Instant::now();
         let lapsed: Vec<(String, Arc<SockSession>)> = state
+            .http
             .sockjs
             .by_id
             .lock()

@@ -242,7 +242,7 @@ pub(crate) async fn login(
         }
     };
     let address = peer.map(|p| p.0.ip());
-    if let Some(wait) = state.login_throttle.wait(address, &name) {
+    if let Some(wait) = state.http.login_throttle.wait(address, &name) {
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited,
@@ -259,11 +259,11 @@ pub(crate) async fn login(
     };
     let matches = check_password(account.as_ref().map(|a| a.password_hash.clone()), password).await;
     let Some(account) = account.filter(|_| matches) else {
-        state.login_throttle.failed(address, &name);
+        state.http.login_throttle.failed(address, &name);
         tracing::info!(user = %name, ?address, "failed login");
         return error(StatusCode::UNAUTHORIZED, ErrorCode::BadCredentials, "wrong name or password");
     };
-    state.login_throttle.succeeded(&name);
+    state.http.login_throttle.succeeded(&name);
     let mut key = [0u8; 32];
     if getrandom::fill(&mut key).is_err() {
         return error(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "no randomness for a session key");
