@@ -207,16 +207,15 @@ var drakon = (() => {
     );
   }
 
-  // src/channel.ts
-  var PlainChannel = class {
-    constructor(host, route, name, handler, local) {
+  // src/held.ts
+  var Held = class {
+    constructor(host, route, closedEarly) {
       this.host = host;
       this.route = route;
-      this.handler = handler;
-      this.attempt = 0;
+      this.closedEarly = closedEarly;
       this.closed = false;
+      this.attempt = 0;
       this.settled = false;
-      this.args = name === void 0 ? { channel: local } : { channel: local, name };
       this.ready = new Promise((resolve, reject) => {
         this.resolveReady = resolve;
         this.rejectReady = reject;
@@ -224,14 +223,29 @@ var drakon = (() => {
       this.ready.catch(() => {
       });
     }
+    /** Called once, when it closes, before `ready` rejects (if it still can). */
+    stopped() {
+    }
+    /** Whether it is started on the connection that is open now. */
+    isHeld() {
+      return this.heldOn === this.host.generation && this.host.isOpen();
+    }
+    /** Resolves `ready`, the first time. */
+    settle() {
+      if (!this.settled) {
+        this.settled = true;
+        this.resolveReady();
+      }
+    }
     close() {
       if (this.closed) return Promise.resolve();
-      const subscribed = this.subscribedOn === this.host.generation && this.host.isOpen();
+      const held = this.isHeld();
       this.stop();
       this.host.router.remove(this);
       this.host.forget(this);
-      if (!subscribed) return Promise.resolve();
-      return this.host.requestReply(this.route, "unsubscribe", this.args, { queue: false }).then(
+      if (!held) return Promise.resolve();
+      const { verb, args } = this.end();
+      return this.host.requestReply(this.route, verb, args, { queue: false }).then(
         () => void 0,
         () => void 0
       );
@@ -239,14 +253,15 @@ var drakon = (() => {
     connected() {
       if (this.closed) return;
       const attempt = ++this.attempt;
-      this.subscribedOn = this.host.generation;
+      this.heldOn = this.host.generation;
+      const { verb, args } = this.start();
       startOn(
         this.host,
         this.route,
-        "subscribe",
-        this.args,
+        verb,
+        args,
         () => attempt === this.attempt,
-        (ticket, reply) => this.subscribed(ticket, reply),
+        (ticket, reply) => this.started(ticket, reply),
         (err) => {
           if (err.code !== CLIENT_CODES.disconnected && !this.settled) {
             this.settled = true;
@@ -257,10 +272,35 @@ var drakon = (() => {
     }
     disconnected() {
       this.attempt++;
-      this.subscribedOn = void 0;
+      this.heldOn = void 0;
     }
     shutdown() {
       if (!this.closed) this.stop();
+    }
+    stop() {
+      this.closed = true;
+      this.attempt++;
+      this.heldOn = void 0;
+      this.stopped();
+      if (!this.settled) {
+        this.settled = true;
+        this.rejectReady(new DrakonError(CLIENT_CODES.closed, this.closedEarly));
+      }
+    }
+  };
+
+  // src/channel.ts
+  var PlainChannel = class extends Held {
+    constructor(host, route, name, handler, local) {
+      super(host, route, "the channel was closed before it was subscribed");
+      this.handler = handler;
+      this.args = name === void 0 ? { channel: local } : { channel: local, name };
+    }
+    start() {
+      return { verb: "subscribe", args: this.args };
+    }
+    end() {
+      return { verb: "unsubscribe", args: this.args };
     }
     deliver(publication) {
       if (this.closed) return;
@@ -272,23 +312,11 @@ var drakon = (() => {
         });
       }
     }
-    subscribed(ticket, reply) {
+    started(ticket, reply) {
       var _a, _b;
       const buffered = this.host.router.finish(ticket, this, (_b = (_a = reply.channel_data) == null ? void 0 : _a.remote_channels) != null ? _b : []);
-      if (!this.settled) {
-        this.settled = true;
-        this.resolveReady();
-      }
+      this.settle();
       for (const publication of buffered) this.deliver(publication);
-    }
-    stop() {
-      this.closed = true;
-      this.attempt++;
-      this.subscribedOn = void 0;
-      if (!this.settled) {
-        this.settled = true;
-        this.rejectReady(new DrakonError(CLIENT_CODES.closed, "the channel was closed before it was subscribed"));
-      }
     }
   };
 
@@ -946,30 +974,23 @@ var drakon = (() => {
     const object = (v) => typeof v === "object" && v !== null ? v : {};
     return { id, info: object(info), state: object(state) };
   }
+  function list(value) {
+    return Array.isArray(value) ? value : [];
+  }
   function sameMember(a, b) {
     return JSON.stringify([a.info, a.state]) === JSON.stringify([b.info, b.state]);
   }
-  var Presence = class {
+  var Presence = class extends Held {
     constructor(host, route, idOrName, local, state) {
-      this.host = host;
-      this.route = route;
+      super(host, route, "the presence was closed before it joined");
       this.local = local;
       this.current = /* @__PURE__ */ new Map();
       this.total = 0;
       this.isLarge = false;
       this.hasMore = false;
       this.events = new Emitter();
-      this.attempt = 0;
-      this.closed = false;
-      this.settled = false;
       this.target = typeof idOrName === "number" ? { id: idOrName } : { name: idOrName };
       this.state = state;
-      this.ready = new Promise((resolve, reject) => {
-        this.resolveReady = resolve;
-        this.rejectReady = reject;
-      });
-      this.ready.catch(() => {
-      });
     }
     get members() {
       return this.current;
@@ -989,7 +1010,7 @@ var drakon = (() => {
     set(state) {
       if (this.closed) return Promise.reject(new DrakonError(CLIENT_CODES.closed, "this presence was closed"));
       this.state = state;
-      if (this.joinedOn !== this.host.generation || !this.host.isOpen()) return Promise.resolve();
+      if (!this.isHeld()) return Promise.resolve();
       return this.host.requestReply(this.route, "set_presence", { ...this.target, state }, { queue: false }).then(() => void 0);
     }
     page(after, limit) {
@@ -999,50 +1020,17 @@ var drakon = (() => {
       return this.host.requestReply(this.route, "get_presence", args, { queue: true }).then((reply) => {
         var _a, _b;
         const data = (_a = reply.data) != null ? _a : {};
-        const members = (Array.isArray(data.members) ? data.members : []).map(toMember).filter((m) => m !== void 0);
+        const members = list(data.members).map(toMember).filter((m) => m !== void 0);
         return { members, count: Number((_b = data.count) != null ? _b : members.length), next: typeof data.next === "string" ? data.next : null };
       });
     }
-    close() {
-      if (this.closed) return Promise.resolve();
-      const joined = this.joinedOn === this.host.generation && this.host.isOpen();
-      this.stop();
-      this.host.router.remove(this);
-      this.host.forget(this);
-      if (!joined) return Promise.resolve();
-      return this.host.requestReply(this.route, "leave_presence", { ...this.target, channel: this.local }, { queue: false }).then(
-        () => void 0,
-        () => void 0
-      );
-    }
-    // Resubscribable
-    connected() {
-      if (this.closed) return;
-      const attempt = ++this.attempt;
-      this.joinedOn = this.host.generation;
+    start() {
       const args = { ...this.target, channel: this.local };
       if (this.state !== void 0) args.state = this.state;
-      startOn(
-        this.host,
-        this.route,
-        "join_presence",
-        args,
-        () => attempt === this.attempt,
-        (ticket, reply) => this.joined(ticket, reply),
-        (err) => {
-          if (err.code !== CLIENT_CODES.disconnected && !this.settled) {
-            this.settled = true;
-            this.rejectReady(err);
-          }
-        }
-      );
+      return { verb: "join_presence", args };
     }
-    disconnected() {
-      this.attempt++;
-      this.joinedOn = void 0;
-    }
-    shutdown() {
-      if (!this.closed) this.stop();
+    end() {
+      return { verb: "leave_presence", args: { ...this.target, channel: this.local } };
     }
     // Subscriber
     deliver(publication) {
@@ -1061,15 +1049,11 @@ var drakon = (() => {
         }
         case "presence_batch": {
           if (data === null) return;
-          for (const value of Array.isArray(data.joined) ? data.joined : []) {
+          for (const value of [...list(data.joined), ...list(data.updated)]) {
             const member = toMember(value);
             if (member !== void 0) this.put(member, false);
           }
-          for (const value of Array.isArray(data.updated) ? data.updated : []) {
-            const member = toMember(value);
-            if (member !== void 0) this.put(member, false);
-          }
-          for (const id of Array.isArray(data.left) ? data.left : []) {
+          for (const id of list(data.left)) {
             if (typeof id === "string") this.drop(id, false);
           }
           if (typeof data.count === "number") this.total = data.count;
@@ -1083,12 +1067,12 @@ var drakon = (() => {
       }
       this.events.emit("change", this.current);
     }
-    joined(ticket, reply) {
+    started(ticket, reply) {
       var _a, _b, _c;
       const buffered = this.host.router.finish(ticket, this, (_b = (_a = reply.channel_data) == null ? void 0 : _a.remote_channels) != null ? _b : []);
       const data = (_c = reply.data) != null ? _c : {};
       const fresh = /* @__PURE__ */ new Map();
-      for (const value of Array.isArray(data.members) ? data.members : []) {
+      for (const value of list(data.members)) {
         const member = toMember(value);
         if (member !== void 0) fresh.set(member.id, member);
       }
@@ -1103,10 +1087,7 @@ var drakon = (() => {
         if (was === void 0) this.events.emit("joined", member);
         else if (!sameMember(was, member)) this.events.emit("updated", member);
       }
-      if (!this.settled) {
-        this.settled = true;
-        this.resolveReady();
-      }
+      this.settle();
       this.events.emit("change", this.current);
       for (const publication of buffered) this.deliver(publication);
     }
@@ -1129,15 +1110,8 @@ var drakon = (() => {
       if (count) this.total = Math.max(0, this.total - 1);
       this.events.emit("left", was);
     }
-    stop() {
-      this.closed = true;
-      this.attempt++;
-      this.joinedOn = void 0;
+    stopped() {
       this.events.clear();
-      if (!this.settled) {
-        this.settled = true;
-        this.rejectReady(new DrakonError(CLIENT_CODES.closed, "the presence was closed before it joined"));
-      }
     }
   };
 

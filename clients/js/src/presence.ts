@@ -4,9 +4,10 @@
 
 import { CLIENT_CODES, DrakonError } from './errors';
 import { Emitter } from './emitter';
-import { startOn, type Resubscribable, type SubscriptionHost } from './host';
+import { Held, type Ask } from './held';
+import type { SubscriptionHost } from './host';
 import type { Publication, Reply } from './protocol';
-import type { Subscriber, Ticket } from './router';
+import type { Ticket } from './router';
 import type { Member, PresenceRoom } from './types';
 
 interface MemberList {
@@ -24,12 +25,16 @@ function toMember(value: unknown): Member | undefined {
   return { id, info: object(info), state: object(state) };
 }
 
+/** `value` if it is an array, else none. */
+function list(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : [];
+}
+
 function sameMember(a: Member, b: Member): boolean {
   return JSON.stringify([a.info, a.state]) === JSON.stringify([b.info, b.state]);
 }
 
-export class Presence implements PresenceRoom, Subscriber, Resubscribable {
-  readonly ready: Promise<void>;
+export class Presence extends Held implements PresenceRoom {
   private current = new Map<string, Member>();
   private total = 0;
   private isLarge = false;
@@ -42,27 +47,17 @@ export class Presence implements PresenceRoom, Subscriber, Resubscribable {
   }>();
   private readonly target: Record<string, unknown>;
   private state: Record<string, unknown> | undefined;
-  private attempt = 0;
-  private joinedOn: number | undefined;
-  private closed = false;
-  private settled = false;
-  private resolveReady!: () => void;
-  private rejectReady!: (err: DrakonError) => void;
 
   constructor(
-    private readonly host: SubscriptionHost,
-    private readonly route: string,
+    host: SubscriptionHost,
+    route: string,
     idOrName: number | string,
     private readonly local: string,
     state: Record<string, unknown> | undefined,
   ) {
+    super(host, route, 'the presence was closed before it joined');
     this.target = typeof idOrName === 'number' ? { id: idOrName } : { name: idOrName };
     this.state = state;
-    this.ready = new Promise<void>((resolve, reject) => {
-      this.resolveReady = resolve;
-      this.rejectReady = reject;
-    });
-    this.ready.catch(() => {});
   }
 
   get members(): ReadonlyMap<string, Member> {
@@ -91,7 +86,7 @@ export class Presence implements PresenceRoom, Subscriber, Resubscribable {
     if (this.closed) return Promise.reject(new DrakonError(CLIENT_CODES.closed, 'this presence was closed'));
     this.state = state;
     // Not joined on this connection yet: the (re)join carries the state.
-    if (this.joinedOn !== this.host.generation || !this.host.isOpen()) return Promise.resolve();
+    if (!this.isHeld()) return Promise.resolve();
     return this.host
       .requestReply(this.route, 'set_presence', { ...this.target, state }, { queue: false })
       .then(() => undefined);
@@ -103,57 +98,19 @@ export class Presence implements PresenceRoom, Subscriber, Resubscribable {
     if (limit !== undefined) args.limit = limit;
     return this.host.requestReply(this.route, 'get_presence', args, { queue: true }).then((reply) => {
       const data = (reply.data ?? {}) as MemberList;
-      const members = (Array.isArray(data.members) ? data.members : []).map(toMember).filter((m) => m !== undefined);
+      const members = list(data.members).map(toMember).filter((m) => m !== undefined);
       return { members, count: Number(data.count ?? members.length), next: typeof data.next === 'string' ? data.next : null };
     });
   }
 
-  close(): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    const joined = this.joinedOn === this.host.generation && this.host.isOpen();
-    this.stop();
-    this.host.router.remove(this);
-    this.host.forget(this);
-    if (!joined) return Promise.resolve();
-    return this.host
-      .requestReply(this.route, 'leave_presence', { ...this.target, channel: this.local }, { queue: false })
-      .then(
-        () => undefined,
-        () => undefined,
-      );
-  }
-
-  // Resubscribable
-
-  connected(): void {
-    if (this.closed) return;
-    const attempt = ++this.attempt;
-    this.joinedOn = this.host.generation;
+  protected start(): Ask {
     const args: Record<string, unknown> = { ...this.target, channel: this.local };
     if (this.state !== undefined) args.state = this.state;
-    startOn(
-      this.host,
-      this.route,
-      'join_presence',
-      args,
-      () => attempt === this.attempt,
-      (ticket, reply) => this.joined(ticket, reply),
-      (err) => {
-        if (err.code !== CLIENT_CODES.disconnected && !this.settled) {
-          this.settled = true;
-          this.rejectReady(err);
-        }
-      },
-    );
+    return { verb: 'join_presence', args };
   }
 
-  disconnected(): void {
-    this.attempt++;
-    this.joinedOn = undefined;
-  }
-
-  shutdown(): void {
-    if (!this.closed) this.stop();
+  protected end(): Ask {
+    return { verb: 'leave_presence', args: { ...this.target, channel: this.local } };
   }
 
   // Subscriber
@@ -174,15 +131,11 @@ export class Presence implements PresenceRoom, Subscriber, Resubscribable {
       }
       case 'presence_batch': {
         if (data === null) return;
-        for (const value of Array.isArray(data.joined) ? data.joined : []) {
+        for (const value of [...list(data.joined), ...list(data.updated)]) {
           const member = toMember(value);
           if (member !== undefined) this.put(member, false);
         }
-        for (const value of Array.isArray(data.updated) ? data.updated : []) {
-          const member = toMember(value);
-          if (member !== undefined) this.put(member, false);
-        }
-        for (const id of Array.isArray(data.left) ? data.left : []) {
+        for (const id of list(data.left)) {
           if (typeof id === 'string') this.drop(id, false);
         }
         if (typeof data.count === 'number') this.total = data.count;
@@ -198,11 +151,11 @@ export class Presence implements PresenceRoom, Subscriber, Resubscribable {
     this.events.emit('change', this.current);
   }
 
-  private joined(ticket: Ticket, reply: Reply): void {
+  protected started(ticket: Ticket, reply: Reply): void {
     const buffered = this.host.router.finish(ticket, this, reply.channel_data?.remote_channels ?? []);
     const data = (reply.data ?? {}) as MemberList;
     const fresh = new Map<string, Member>();
-    for (const value of Array.isArray(data.members) ? data.members : []) {
+    for (const value of list(data.members)) {
       const member = toMember(value);
       if (member !== undefined) fresh.set(member.id, member);
     }
@@ -218,10 +171,7 @@ export class Presence implements PresenceRoom, Subscriber, Resubscribable {
       if (was === undefined) this.events.emit('joined', member);
       else if (!sameMember(was, member)) this.events.emit('updated', member);
     }
-    if (!this.settled) {
-      this.settled = true;
-      this.resolveReady();
-    }
+    this.settle();
     this.events.emit('change', this.current);
     for (const publication of buffered) this.deliver(publication);
   }
@@ -247,14 +197,7 @@ export class Presence implements PresenceRoom, Subscriber, Resubscribable {
     this.events.emit('left', was);
   }
 
-  private stop(): void {
-    this.closed = true;
-    this.attempt++;
-    this.joinedOn = undefined;
+  protected override stopped(): void {
     this.events.clear();
-    if (!this.settled) {
-      this.settled = true;
-      this.rejectReady(new DrakonError(CLIENT_CODES.closed, 'the presence was closed before it joined'));
-    }
   }
 }
