@@ -92,6 +92,15 @@ pub async fn upgrade(State(state): State<AppState>, mut request: HttpRequest) ->
     response
 }
 
+/// The principal of [`who`]'s answer.
+pub(crate) fn principal(user: Option<Arc<drakon_core::User>>, admin: bool) -> Principal {
+    match (user, admin) {
+        (Some(user), _) => Principal::User(user),
+        (None, true) => Principal::Admin,
+        (None, false) => Principal::Anonymous,
+    }
+}
+
 /// Whom an upgrade request signs in as, in this order: a token (`?token=`, or `Authorization: Bearer` when the
 /// server takes tokens); the admin login cookie; a built-in user's session cookie; the app's own login (`auth_url`),
 /// asked with the request's cookies and `Authorization`. With none of them the session is anonymous, and may still
@@ -230,12 +239,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     // Every local here that lives across an await sits in every idle connection's task, so `state`'s fields are used
     // in place rather than cloned, and the protocol is the native one by name.
     let _open = state.connections.enter();
-    let principal = match (user, admin) {
-        (Some(user), _) => Principal::User(user),
-        (None, true) => Principal::Admin,
-        (None, false) => Principal::Anonymous,
-    };
-    let mut session = state.engine.open_session(outbox.clone(), principal);
+    let mut session = state.engine.open_session(outbox.clone(), principal(user, admin));
     // A session the upgrade signed in learns as whom before anything else, as an `auth` reply would tell it.
     if let Some(user) = session.principal.user() {
         outbox.hold();

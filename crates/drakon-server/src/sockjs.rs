@@ -25,7 +25,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use drakon_core::engine::{Principal, Session};
+use drakon_core::engine::Session;
 use drakon_core::limits::OUTBOUND_QUEUE_FRAMES;
 use drakon_core::outbox::{Batch, Outbox};
 use tokio::sync::Notify;
@@ -252,11 +252,7 @@ async fn open(
             .into_response());
     }
     let (user, admin) = crate::socket::who(state, uri, headers).await?;
-    let principal = match (user, admin) {
-        (Some(user), _) => Principal::User(user),
-        (None, true) => Principal::Admin,
-        (None, false) => Principal::Anonymous,
-    };
+    let principal = crate::socket::principal(user, admin);
     let outbox = Outbox::new(OUTBOUND_QUEUE_FRAMES, &NATIVE);
     let session = state.engine.open_session(outbox.clone(), principal);
     // As on the WebSocket, a session its request signed in hears whom it acts for first.
@@ -270,39 +266,42 @@ async fn open(
         receiving: AtomicBool::new(false),
         idle_since: Mutex::new(Some(Instant::now())),
     });
-    // Two requests opening one id at once: the first one wins, and the other closes what it opened.
-    let existing = {
+    // Two requests opening one id at once: the first one wins, and the other closes what it opened; so does one
+    // that finds the node full.
+    enum Slot {
+        Ours,
+        Taken(Arc<SockSession>),
+        Full,
+    }
+    let slot = {
         let mut sessions = state.http.sockjs.by_id.lock().unwrap_or_else(|e| e.into_inner());
-        match sessions.get(id).cloned() {
-            Some(existing) => Some(Ok(existing)),
-            None if sessions.len() >= MAX_SESSIONS => Some(Err(())),
+        match sessions.get(id) {
+            Some(existing) => Slot::Taken(existing.clone()),
+            None if sessions.len() >= MAX_SESSIONS => Slot::Full,
             None => {
                 sessions.insert(id.to_owned(), sock.clone());
-                None
+                Slot::Ours
             }
         }
     };
-    let existing = match existing {
-        Some(Err(())) => {
-            if let Some(answering) = sock.session.lock().await.take() {
-                state.engine.close_session(answering.session);
+    if !matches!(slot, Slot::Ours)
+        && let Some(answering) = sock.session.lock().await.take()
+    {
+        state.engine.close_session(answering.session);
+    }
+    match slot {
+        Slot::Ours => {
+            if !state.http.sockjs.sweeping.swap(true, Ordering::SeqCst) {
+                tokio::spawn(sweep(state.clone()));
             }
+            Ok((sock, true))
+        }
+        Slot::Taken(existing) => Ok((existing, false)),
+        Slot::Full => {
             let body = "too many SockJS sessions on this node; try again shortly";
-            return Err((StatusCode::SERVICE_UNAVAILABLE, body).into_response());
+            Err((StatusCode::SERVICE_UNAVAILABLE, body).into_response())
         }
-        Some(Ok(existing)) => Some(existing),
-        None => None,
-    };
-    if let Some(existing) = existing {
-        if let Some(answering) = sock.session.lock().await.take() {
-            state.engine.close_session(answering.session);
-        }
-        return Ok((existing, false));
     }
-    if !state.http.sockjs.sweeping.swap(true, Ordering::SeqCst) {
-        tokio::spawn(sweep(state.clone()));
-    }
-    Ok((sock, true))
 }
 
 /// A receiving request: polling (`streaming: false`) or streaming.
@@ -381,6 +380,9 @@ impl Drop for Attached {
 async fn next_frame(sock: &SockSession) -> Bytes {
     let deadline = tokio::time::sleep(HEARTBEAT);
     tokio::pin!(deadline);
+    // Events the wait below took from the queue, and whether the hub gave up on the session.
+    let mut taken: Vec<Bytes> = Vec::new();
+    let mut closed = false;
     loop {
         let replied = sock.replied.notified();
         tokio::pin!(replied);
@@ -392,12 +394,11 @@ async fn next_frame(sock: &SockSession) -> Bytes {
                 return close_frame(3000, "Go away!");
             }
             let mut frames: Vec<Bytes> = sock.replies.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-            let closed = {
-                let mut rest = Vec::new();
-                let waker = futures_util::task::noop_waker();
-                let mut cx = std::task::Context::from_waker(&waker);
-                matches!(sock.outbox.poll_batch(&mut cx, &mut frames, &mut rest), Poll::Ready(Batch::Closed))
-            };
+            frames.append(&mut taken);
+            let waker = futures_util::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            closed |=
+                matches!(sock.outbox.poll_batch(&mut cx, &mut frames, &mut Vec::new()), Poll::Ready(Batch::Closed));
             if !frames.is_empty() {
                 return messages(&frames);
             }
@@ -405,28 +406,16 @@ async fn next_frame(sock: &SockSession) -> Bytes {
                 return close_frame(4008, "slow consumer: reconnect and subscribe again");
             }
         }
-        let outbox_ready = std::future::poll_fn(|cx| {
+        let queued = std::future::poll_fn(|cx| {
             let mut frames = Vec::new();
-            let mut rest = Vec::new();
-            match sock.outbox.poll_batch(cx, &mut frames, &mut rest) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(batch) => Poll::Ready((batch, frames)),
-            }
+            sock.outbox.poll_batch(cx, &mut frames, &mut Vec::new()).map(|batch| (batch, frames))
         });
         tokio::select! {
             () = &mut deadline => return Bytes::from_static(b"h\n"),
             () = &mut replied => {}
-            (batch, frames) = outbox_ready => {
-                // Events that came while nothing was being answered: they go out now, after any reply that beat them.
-                let _guard = sock.session.lock().await;
-                let mut all: Vec<Bytes> = sock.replies.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-                all.extend(frames);
-                if !all.is_empty() {
-                    return messages(&all);
-                }
-                if batch == Batch::Closed {
-                    return close_frame(4008, "slow consumer: reconnect and subscribe again");
-                }
+            (batch, frames) = queued => {
+                taken = frames;
+                closed = batch == Batch::Closed;
             }
         }
     }
