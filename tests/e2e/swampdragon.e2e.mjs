@@ -7,16 +7,16 @@
 //
 // Needs DRAKON_BIN (the drakon binary), Debian's Chromium, `npm ci` here, and `python3 -m pip` (for the download).
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { CHROMIUM, HERE, Session, check, importPackages, log, runMain, until, withTimeout } from './lib.mjs';
+import { Server, Wire } from './drakon.mjs';
+import { CHROMIUM, HERE, Session, check, importPackages, log, runMain, until } from './lib.mjs';
 
-const [{ chromium }, { default: WebSocket }] = await importPackages('playwright-core', 'ws');
+const [{ chromium }] = await importPackages('playwright-core');
 
-const DRAKON_BIN = process.env.DRAKON_BIN || path.join(HERE, '..', '..', 'target', 'debug', 'drakon');
 const ARTIFACTS = process.env.E2E_ARTIFACTS || path.join(HERE, 'artifacts', 'swampdragon');
 const CACHE = path.join(HERE, '.cache');
 const SDIST = 'SwampDragon-0.4.2.2';
@@ -97,40 +97,6 @@ const { step, shot, newPage } = session;
 let tmp = null;
 let server = null;
 
-function startDrakon(dir) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(DRAKON_BIN, ['serve', '--config', path.join(dir, 'drakon.toml'), '--bind', '127.0.0.1:0'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.on('data', (chunk) => {
-      out += chunk;
-      const listening = /drakon listening on (http:\/\/\S+)/.exec(out);
-      if (listening) resolve({ child, base: listening[1].replace(/\/$/, '') });
-    });
-    child.stderr.on('data', (chunk) => { out += chunk; });
-    child.once('exit', (code) => reject(new Error(`drakon exited (${code}) before it was ready:\n${out}`)));
-  });
-}
-
-/** A native WebSocket client: the "admin" writing from elsewhere. */
-async function nativeClient(base) {
-  const ws = new WebSocket(`${base.replace(/^http/, 'ws')}/data/websocket`);
-  await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-  let n = 0;
-  const replies = new Map();
-  ws.on('message', (data) => {
-    const frame = JSON.parse(String(data));
-    if (frame.context) replies.get(frame.context.client_callback_name)?.(frame);
-  });
-  const call = (route, verb, args) => new Promise((resolve) => {
-    const callbackname = `cb_${++n}`;
-    replies.set(callbackname, resolve);
-    ws.send(JSON.stringify({ route, verb, args, callbackname }));
-  });
-  return { ws, call };
-}
-
 const doneOf = (page, id) => page.locator(`li[data-id="${id}"]`).getAttribute('data-done', { timeout: 200 }).catch(() => null);
 
 async function run() {
@@ -143,13 +109,14 @@ async function run() {
   fs.mkdirSync(path.join(tmp, 'public'));
   fs.writeFileSync(path.join(tmp, 'public', 'swampdragon.js'), js);
   fs.writeFileSync(path.join(tmp, 'public', 'index.html'), PAGE);
-  server = await startDrakon(tmp);
+  server = await Server.start(path.join(tmp, 'drakon.toml'), '127.0.0.1:0', 'server');
   log(`drakon at ${server.base}`);
   await session.launch(chromium);
-  const admin = await nativeClient(server.base);
-  const list = (await admin.call('todo-list', 'create', { name: 'Groceries' })).data.id;
-  const milk = (await admin.call('todo-item', 'create', { text: 'milk', todo_list: list })).data.id;
-  const eggs = (await admin.call('todo-item', 'create', { text: 'eggs', todo_list: list })).data.id;
+  // A native WebSocket client: the "admin" writing from elsewhere.
+  const admin = await Wire.open(server.ws);
+  const list = (await admin.call('todo-list', 'create', { name: 'Groceries' })).id;
+  const milk = (await admin.call('todo-item', 'create', { text: 'milk', todo_list: list })).id;
+  const eggs = (await admin.call('todo-item', 'create', { text: 'eggs', todo_list: list })).id;
 
   for (const [variant, blockStreaming] of [['xhr-streaming', false], ['xhr-polling (streaming blocked)', true]]) {
     const pages = [];
@@ -196,7 +163,7 @@ async function run() {
       for (const page of pages) await session.closePage(page);
     });
   }
-  admin.ws.close();
+  admin.close();
 }
 
 await runMain({
@@ -204,12 +171,10 @@ await runMain({
   runMs: 120_000,
   body: run,
   cleanup: async () => {
-    if (server) {
-      server.child.kill('SIGTERM');
-      await withTimeout(new Promise((r) => server.child.once('exit', r)), 5000, 'drakon stopping').catch(() => {
-        server.child.kill('SIGKILL');
-      });
-    }
+    if (server) await server.stop(2000).catch(() => {});
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  },
+  report: () => {
+    if (server) console.error(`  drakon output (last lines):\n${server.tail()}`);
   },
 });

@@ -17,19 +17,18 @@
 // compiled into the binary, to try client changes without rebuilding drakon). Needs `apt-get install -y chromium` and
 // `npm ci` in tests/e2e. The helpers it shares with nodes.e2e.mjs are in lib.mjs.
 
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
+import { DRAKON_BIN, Server, Wire, liveServers } from './drakon.mjs';
 import {
   CHROMIUM, HERE, LIVE_MS, ROOT, Session, UI_MS, check, expectChecked, expectHidden, expectText, expectVisible,
-  importPackages, itemId, log, onEach, probe, runMain, until, withTimeout,
+  importPackages, itemId, log, onEach, probe, runMain, until,
 } from './lib.mjs';
 
-const [{ chromium }, { default: WebSocket }] = await importPackages('playwright-core', 'ws');
+const [{ chromium }] = await importPackages('playwright-core');
 
-const DRAKON_BIN = path.resolve(process.env.DRAKON_BIN || path.join(ROOT, 'target', 'debug', 'drakon'));
 const ARTIFACTS = path.resolve(process.env.E2E_ARTIFACTS || path.join(HERE, 'artifacts'));
 const DRAKON_JS = process.env.DRAKON_JS ? path.resolve(process.env.DRAKON_JS) : null;
 
@@ -40,112 +39,6 @@ const RUN_MS = 90000;
 
 const session = new Session({ artifacts: ARTIFACTS, drakonJs: DRAKON_JS });
 const { step, shot, newPage } = session;
-
-// ---- the drakon server ------------------------------------------------------------------------------------------
-
-/** A `drakon serve` child process, started once its two stdout lines (address and admin link) are out. */
-class Server {
-  static async start(config, bind, label) {
-    const server = new Server(label);
-    server.child = spawn(DRAKON_BIN, ['serve', '--config', config, '--bind', bind], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, DRAKON_LOG: process.env.DRAKON_LOG || 'info', NO_COLOR: '1' },
-    });
-    server.exited = new Promise((resolve) => server.child.once('exit', (code, signal) => resolve({ code, signal })));
-    liveServers.add(server);
-    server.exited.then(() => liveServers.delete(server));
-    const ready = new Promise((resolve, reject) => {
-      let stdout = '';
-      server.child.stdout.on('data', (chunk) => {
-        stdout += chunk;
-        server.output.push(...String(chunk).split('\n').filter(Boolean).map((l) => `${label} stdout: ${l}`));
-        const listening = /drakon listening on (http:\/\/\S+)/.exec(stdout);
-        const admin = /^admin: (\S+)/m.exec(stdout);
-        if (listening && admin) {
-          server.base = listening[1].replace(/\/$/, '');
-          server.adminLink = admin[1];
-          resolve();
-        }
-      });
-      server.child.once('error', (err) => reject(new Error(`cannot run ${DRAKON_BIN}: ${err.message}`)));
-      server.exited.then(({ code, signal }) =>
-        reject(new Error(`drakon serve exited (code ${code}, signal ${signal}) before it was ready:\n${server.tail()}`)));
-    });
-    server.child.stderr.on('data', (chunk) => {
-      server.output.push(...String(chunk).split('\n').filter(Boolean).map((l) => `${label} stderr: ${l}`));
-      if (server.output.length > 400) server.output.splice(0, server.output.length - 400);
-    });
-    await withTimeout(ready, 15000, `drakon serve (${label}) did not print its address and admin link`);
-    server.port = Number(new URL(server.base).port);
-    server.ws = `ws://${new URL(server.base).host}/data/websocket`;
-    return server;
-  }
-
-  constructor(label) {
-    this.label = label;
-    this.output = [];
-  }
-
-  tail(lines = 30) {
-    return this.output.slice(-lines).join('\n').replace(/\x1b\[[0-9;]*m/g, '');
-  }
-
-  /** SIGTERM, then SIGKILL if it has not exited after `graceMs`. Resolves to how it exited. */
-  async stop(graceMs = 5000) {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.exited;
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
-    const result = await this.exited;
-    clearTimeout(timer);
-    return result;
-  }
-}
-
-const liveServers = new Set();
-
-// ---- the native protocol from Node, for changes made while the browsers are away ---------------------------------
-
-class Wire {
-  static async open(url) {
-    const wire = new Wire();
-    wire.socket = new WebSocket(url);
-    wire.socket.on('message', (raw) => {
-      const frame = JSON.parse(String(raw));
-      const name = frame.context && frame.context.client_callback_name;
-      const waiter = name && wire.waiting.get(name);
-      if (!waiter) return;
-      wire.waiting.delete(name);
-      if (frame.context.state === 'success') waiter.resolve(frame.data);
-      else waiter.reject(Object.assign(new Error(`${frame.data.code}: ${frame.data.message}`), frame.data));
-    });
-    await withTimeout(
-      new Promise((resolve, reject) => {
-        wire.socket.once('open', resolve);
-        wire.socket.once('error', reject);
-      }),
-      5000,
-      `WebSocket to ${url} did not open`,
-    );
-    return wire;
-  }
-
-  constructor() {
-    this.waiting = new Map();
-    this.next = 0;
-  }
-
-  call(route, verb, args = {}) {
-    const callbackname = `e2e_${++this.next}`;
-    const reply = new Promise((resolve, reject) => this.waiting.set(callbackname, { resolve, reject }));
-    this.socket.send(JSON.stringify({ route, verb, args, callbackname }));
-    return withTimeout(reply, 5000, `no reply to ${route} ${verb}`);
-  }
-
-  close() {
-    this.socket.close();
-  }
-}
-
 
 // ---- the admin page, through its test ids -----------------------------------------------------------------------
 
